@@ -1,0 +1,43 @@
+# Two commands on a fresh clone with only Python >= 3.11:
+#   make run   -> .venv, install, proxy on 127.0.0.1:8080 in front of the bundled mock
+#   make test  -> .venv, install with test extras, the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: run test bench lock clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "LLM Pulse needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+
+# Installs are pinned with hashes (requirements*.lock) so a tampered release cannot
+# slip in; the package itself goes in editable, without re-resolving dependencies.
+$(VENV)/.run-installed: $(BIN)/python requirements.lock pyproject.toml
+	$(PIP) install --require-hashes -r requirements.lock
+	$(PIP) install --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.test-installed: $(BIN)/python requirements-test.lock pyproject.toml
+	$(PIP) install --require-hashes -r requirements-test.lock
+	$(PIP) install --no-deps --no-build-isolation -e .
+	touch $@ $(VENV)/.run-installed
+
+run: $(VENV)/.run-installed
+	$(BIN)/pulse-proxy
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python bench/overhead.py
+
+# Regenerate the lock files after changing dependencies in pyproject.toml.
+lock:
+	$(PIP) install pip-tools
+	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras -o requirements.lock pyproject.toml requirements-build.in
+	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --extra test -o requirements-test.lock pyproject.toml requirements-build.in
+
+clean:
+	rm -rf $(VENV) build *.egg-info

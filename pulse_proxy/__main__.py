@@ -1,0 +1,3 @@
+from pulse_proxy.cli import main
+
+main()

@@ -1,0 +1,244 @@
+"""Turn a hot-path :class:`Capture` into a complete :class:`Exchange`.
+
+Runs after the client has its last byte: parse the request copy (orjson), count the
+prompt locally (tiktoken, in a worker thread when large, since tiktoken releases the
+GIL), read usage from the response copy, then price it and look for risk signals.
+The upstream's ``usage`` is the truth when present; local counts fill in only when
+it is absent, and ``token_source`` says which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pulse_proxy import tokens
+from pulse_proxy.forward import Capture
+from pulse_proxy.records import Exchange
+from pulse_proxy.settings import Settings
+from pulse_proxy.text import escape_control, truncate
+from pulse_proxy.usage import ResponseFacts, decode_body, facts_from_json, facts_from_sse
+
+# Bodies above this are counted in a worker thread so the event loop keeps relaying.
+_THREAD_THRESHOLD_BYTES = 64 * 1024
+_MAX_ERROR_CHARS = 300
+_MAX_LABEL_CHARS = 128
+
+CostFn = Callable[[Exchange], float | None]
+RiskFn = Callable[[dict[str, Any], Exchange], list[str]]
+RedactFn = Callable[[str], str]
+
+
+@dataclass(slots=True)
+class RequestFacts:
+    body: dict[str, Any] | None
+    model: str | None = None
+    stream: bool = False
+    messages: int | None = None
+    max_tokens: int | None = None
+    user: str | None = None
+    prompt_chars: int | None = None
+
+
+def _text_chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_text_chars(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_text_chars(v) for k, v in value.items() if k not in ("role", "type", "name"))
+    return 0
+
+
+def parse_request(raw: bytes, endpoint: str) -> RequestFacts:
+    if not raw:
+        return RequestFacts(None)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return RequestFacts(None)
+    if not isinstance(body, dict):
+        return RequestFacts(None)
+    facts = RequestFacts(body)
+    model = body.get("model")
+    facts.model = model if isinstance(model, str) else None
+    facts.stream = body.get("stream") is True
+    user = body.get("user") or body.get("safety_identifier")
+    facts.user = user if isinstance(user, str) else None
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            facts.max_tokens = value
+            break
+    if endpoint == "chat" and isinstance(body.get("messages"), list):
+        facts.messages = len(body["messages"])
+        facts.prompt_chars = _text_chars(body["messages"])
+    elif endpoint == "completions":
+        facts.prompt_chars = _text_chars(body.get("prompt"))
+    elif endpoint in ("embeddings", "responses"):
+        facts.prompt_chars = _text_chars(body.get("input")) + _text_chars(body.get("instructions"))
+        if isinstance(body.get("input"), list):
+            facts.messages = len(body["input"])
+    return facts
+
+
+def count_prompt(body: dict[str, Any], endpoint: str, model: str | None) -> int | None:
+    """The local tiktoken count of what the request asks the model to read."""
+    if endpoint == "chat" and isinstance(body.get("messages"), list):
+        tools = body.get("tools") if isinstance(body.get("tools"), list) else None
+        return tokens.count_chat_messages(body["messages"], model, tools)
+    if endpoint == "completions":
+        return tokens.count_input(body.get("prompt"), model)
+    if endpoint == "embeddings":
+        return tokens.count_input(body.get("input"), model)
+    if endpoint == "responses":
+        count = tokens.count_input(body.get("input"), model)
+        if isinstance(body.get("instructions"), str):
+            count += tokens.count_text(body["instructions"], model)
+        return count
+    return None
+
+
+def parse_tags(header: str | None, limit: int) -> dict[str, str]:
+    """``team=search,feature=summarise`` → a small, bounded dict."""
+    tags: dict[str, str] = {}
+    if not header:
+        return tags
+    for part in header.split(","):
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            continue
+        if len(tags) >= limit:
+            break
+        tags[escape_control(key[:64])] = escape_control(value[:_MAX_LABEL_CHARS])
+    return tags
+
+
+class Accountant:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cost: CostFn | None = None,
+        risk: RiskFn | None = None,
+        redact: RedactFn | None = None,
+    ) -> None:
+        salt = settings.accounting.key_hash_salt
+        self._salt = hashlib.sha256(salt.encode() if salt else os.urandom(32)).digest()
+        self._max_tags = settings.accounting.max_tags
+        self._cost = cost
+        self._risk = risk
+        self._redact = redact
+
+    def key_hash(self, key: str) -> str:
+        """Salted and short: an unsalted full hash of a key is itself a credential."""
+        return hashlib.blake2b(key.encode("utf-8", "replace"), key=self._salt, digest_size=6).hexdigest()
+
+    async def finish(self, capture: Capture) -> Exchange:
+        big = len(capture.request_body) > _THREAD_THRESHOLD_BYTES or capture.captured_bytes > (
+            _THREAD_THRESHOLD_BYTES * 4
+        )
+        if big:
+            return await asyncio.to_thread(self.finish_sync, capture)
+        return self.finish_sync(capture)
+
+    def finish_sync(self, capture: Capture) -> Exchange:
+        ex = capture.exchange
+        request = parse_request(capture.request_body, ex.endpoint)
+        if request.model:
+            ex.model = escape_control(request.model[:_MAX_LABEL_CHARS])
+        ex.stream = ex.stream or request.stream
+        ex.messages = request.messages
+        ex.max_tokens = request.max_tokens
+        ex.prompt_chars = request.prompt_chars
+        user = capture.user_header or request.user
+        ex.user = escape_control(user[:_MAX_LABEL_CHARS]) if user else None
+        ex.tags = parse_tags(capture.tags_header, self._max_tags)
+        if capture.api_key:
+            ex.api_key_hash = self.key_hash(capture.api_key)
+            capture.api_key = None
+
+        if request.body is not None:
+            try:
+                ex.prompt_tokens_local = count_prompt(request.body, ex.endpoint, request.model)
+            except Exception:  # a body of unexpected shape must not lose the event
+                ex.prompt_tokens_local = None
+
+        facts = self._response_facts(capture)
+        if facts is not None:
+            self._apply_facts(ex, facts, request)
+        if ex.error_message:
+            message = self._redact(ex.error_message) if self._redact else ex.error_message
+            ex.error_message = truncate(escape_control(message), _MAX_ERROR_CHARS)
+        if ex.error_type:
+            ex.error_type = escape_control(ex.error_type[:64])
+
+        if self._cost is not None and ex.prompt_tokens is not None:
+            ex.cost_usd = self._cost(ex)
+        if self._risk is not None and request.body is not None:
+            ex.risk_flags = self._risk(request.body, ex)
+        capture.request_body = b""
+        capture.response_chunks = []
+        return ex
+
+    def _response_facts(self, capture: Capture) -> ResponseFacts | None:
+        if not capture.response_chunks:
+            return None
+        if capture.response_content_type.startswith("text/event-stream"):
+            return facts_from_sse(capture.response_chunks)
+        if capture.truncated:
+            return None
+        body = decode_body(capture.response_chunks, capture.response_content_encoding)
+        if body is None or not body.lstrip().startswith(b"{"):
+            return None
+        return facts_from_json(body)
+
+    def _apply_facts(self, ex: Exchange, facts: ResponseFacts, request: RequestFacts) -> None:
+        if facts.response_model:
+            ex.response_model = escape_control(facts.response_model[:_MAX_LABEL_CHARS])
+            if ex.model is None:
+                ex.model = ex.response_model
+        ex.finish_reason = facts.finish_reason
+        if facts.error_type and ex.error_type is None:
+            ex.error_type = facts.error_type
+            ex.error_message = facts.error_message
+            if ex.outcome == "success":
+                # An error event inside a 200 stream is still a failed request.
+                ex.outcome = "upstream_error"
+        if ex.endpoint not in ("chat", "completions", "embeddings", "responses"):
+            return
+        usage = facts.usage
+        if usage is not None and usage.prompt_tokens is not None:
+            ex.prompt_tokens = usage.prompt_tokens
+            ex.completion_tokens = usage.completion_tokens
+            ex.total_tokens = usage.total_tokens
+            ex.cached_tokens = usage.cached_tokens
+            ex.reasoning_tokens = usage.reasoning_tokens
+            ex.token_source = "upstream"
+        elif ex.status_code is not None and ex.status_code < 400:
+            model = ex.model or ex.response_model
+            text = "".join(facts.completion_text)
+            completion = tokens.count_text(text, model) if ex.endpoint != "embeddings" else 0
+            if ex.prompt_tokens_local is not None:
+                ex.prompt_tokens = ex.prompt_tokens_local
+                ex.token_source = "tiktoken"
+            elif request.prompt_chars is not None:
+                ex.prompt_tokens = (request.prompt_chars + 3) // 4
+                ex.token_source = "estimate"
+            if ex.prompt_tokens is not None:
+                ex.completion_tokens = completion
+                ex.total_tokens = ex.prompt_tokens + completion
+        if ex.completion_tokens:
+            if ex.stream and ex.ttft_ms is not None and ex.latency_ms is not None:
+                generation_ms = ex.latency_ms - ex.ttft_ms
+            else:
+                generation_ms = ex.upstream_ms or 0.0
+            if generation_ms > 0:
+                ex.tokens_per_second = round(ex.completion_tokens / (generation_ms / 1000), 2)

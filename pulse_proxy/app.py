@@ -1,0 +1,259 @@
+"""The application: one request flows receive → forward → relay → account → sinks.
+
+``create_app`` wires the parts once; the lifespan owns what must be opened and closed
+(the upstream connection pool, the dispatcher task, the readiness probe) so that tests
+can build as many independent apps as they like, each with its own sinks.
+
+``/v1/*`` goes straight to the :class:`~pulse_proxy.forward.Forwarder` as plain ASGI
+(no framework in the hot path); everything else, admin and health, is a small
+Starlette app.  Routing looks only at the request path, never the ``Host`` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import IO, Any
+
+import aiohttp
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pulse_proxy import __version__, tokens
+from pulse_proxy.accounting import Accountant
+from pulse_proxy.dispatch import Dispatcher
+from pulse_proxy.errors import openai_error_body
+from pulse_proxy.forward import Forwarder, StreamAborted
+from pulse_proxy.settings import Settings, display_url, redacted
+from pulse_proxy.sinks import Sink
+from pulse_proxy.sinks.log import LineWriter, LogSink, make_logger
+from pulse_proxy.types import Receive, Scope, Send
+
+
+# How uvicorn must serve the proxy to stay invisible: the upstream's own ``Server`` and
+# ``Date`` headers pass through, so uvicorn must not add a second copy of each, and
+# X-Forwarded-* from the client must not rewrite the ASGI scope.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "lifespan": "on",
+    "access_log": False,
+    "server_header": False,
+    "date_header": False,
+    "proxy_headers": False,
+}
+
+
+class _DropStreamAborted(logging.Filter):
+    """uvicorn logs any exception escaping the app; a deliberately aborted stream is
+    already recorded in its ``llm.request`` event, so it should not add a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, StreamAborted)
+
+
+logging.getLogger("uvicorn.error").addFilter(_DropStreamAborted())
+
+
+class Readiness:
+    """The last upstream probe's verdict, for ``/readyz``."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.reason = "upstream not probed yet"
+
+    def set(self, ready: bool, reason: str) -> None:
+        self.ready, self.reason = ready, reason
+
+
+def open_upstream_session(settings: Settings) -> aiohttp.ClientSession:
+    """One pooled client for all upstream traffic, configured to be transparent.
+
+    No decompression (bytes reach the client as sent), no cookie jar (one client's
+    cookies must never ride on another's request), no environment proxies, and none
+    of aiohttp's default headers: what the client did not send, we do not add.
+    """
+    upstream = settings.upstream
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=upstream.max_connections, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            connect=upstream.connect_timeout_s,
+            sock_connect=upstream.connect_timeout_s,
+            sock_read=upstream.read_timeout_s,
+        ),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+    )
+
+
+class PulseApp:
+    """The ASGI callable served by uvicorn."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        upstream_url: str,
+        sinks: Sequence[Sink],
+        logger: Any,
+        writer: LineWriter | None,
+        startup_fields: dict[str, Any],
+    ) -> None:
+        self.settings = settings
+        self.upstream_url = upstream_url.rstrip("/")
+        self.log = logger
+        self._writer = writer
+        self._startup_fields = startup_fields
+        self.readiness = Readiness()
+        self._session: aiohttp.ClientSession | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.accountant = Accountant(settings)
+        self.dispatcher = Dispatcher(self.accountant, sinks, logger=logger)
+        self.forwarder = Forwarder(settings, self._get_session, self.dispatcher.submit, self.upstream_url)
+        self.admin = Starlette(
+            routes=[
+                Route("/healthz", self.healthz),
+                Route("/readyz", self.readyz),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith("/v1/") or path == "/v1":
+                await self.forwarder(scope, receive, send)
+                return
+        await self.admin(scope, receive, send)
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("upstream session used outside the app's lifespan")
+        return self._session
+
+    # -- lifespan -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        # Load both vocabularies now (~1 s, in a thread): loading them on first use
+        # would stall the event loop under the first requests.
+        await asyncio.gather(*(asyncio.to_thread(tokens.get_encoding, n) for n in tokens.ENCODING_NAMES))
+        self._session = open_upstream_session(self.settings)
+        self.dispatcher.start()
+        self._spawn(self._probe_loop(), "pulse-readiness-probe")
+        self.log.info("pulse.started", version=__version__, **self._startup_fields)
+        self.log.info("pulse.config", config=redacted(self.settings))
+        try:
+            yield
+        finally:
+            for task in list(self._background):
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            await self.dispatcher.stop(timeout=self.settings.server.shutdown_grace_s or 30.0)
+            for sink in self.dispatcher.sinks:
+                with contextlib.suppress(Exception):
+                    await sink.aclose()
+            await self._session.close()
+            self._session = None
+            self.log.info("pulse.stopped", processed=self.dispatcher.processed, dropped=self.dispatcher.dropped)
+            if self._writer is not None:
+                self._writer.close()
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        # The loop holds tasks weakly: keep a strong reference until they finish.
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _probe_loop(self) -> None:
+        interval = self.settings.upstream.probe_interval_s
+        while True:
+            await self.probe()
+            await asyncio.sleep(interval)
+
+    async def probe(self) -> None:
+        """Ask the upstream for its model list; any HTTP answer below 500 means reachable."""
+        headers = {}
+        if self.settings.upstream.api_key:
+            headers["Authorization"] = f"Bearer {self.settings.upstream.api_key}"
+        try:
+            async with self._get_session().get(
+                self.upstream_url + "/models",
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=min(5.0, self.settings.upstream.probe_interval_s)),
+            ) as response:
+                await response.read()
+                if response.status < 500:
+                    self.readiness.set(True, f"upstream answered {response.status}")
+                else:
+                    self.readiness.set(False, f"upstream answered {response.status}")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            self.readiness.set(False, f"upstream unreachable: {type(exc).__name__}")
+
+    # -- admin routes -----------------------------------------------------------------
+
+    async def healthz(self, _: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, _: Request) -> Response:
+        if self.readiness.ready:
+            return JSONResponse({"status": "ready", "reason": self.readiness.reason})
+        return JSONResponse({"status": "not_ready", "reason": self.readiness.reason}, status_code=503)
+
+    def guarded(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """Demand ``Authorization: Bearer <admin_token>`` when one is configured."""
+        token = self.settings.server.admin_token
+
+        async def check(request: Request) -> Response:
+            if token:
+                supplied = request.headers.get("authorization", "")
+                expected = f"Bearer {token}"
+                if not hmac.compare_digest(supplied.encode(), expected.encode()):
+                    return Response(
+                        openai_error_body("A valid admin token is required.", "unauthorized", status=401),
+                        status_code=401,
+                        media_type="application/json",
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
+            return await endpoint(request)
+
+        return check
+
+
+def create_app(
+    settings: Settings,
+    *,
+    upstream_url: str | None = None,
+    sinks: Sequence[Sink] | None = None,
+    log_stream: IO[bytes] | None = None,
+    startup_fields: dict[str, Any] | None = None,
+) -> PulseApp:
+    """Build the app.  ``sinks`` replaces the default JSON-log sink (tests pass a
+    :class:`~pulse_proxy.sinks.ListSink`); ``upstream_url`` is the resolved upstream
+    base URL (the CLI passes the bundled mock's address when ``url`` is ``mock``)."""
+    url = upstream_url or settings.upstream.url
+    if url == "mock":
+        raise ValueError("resolve the bundled mock's URL before creating the app")
+    logger, writer = make_logger(log_stream or sys.stdout.buffer, settings.server.log_format)
+    chosen: list[Sink] = list(sinks) if sinks is not None else [LogSink(logger)]
+    fields = {
+        "upstream": settings.upstream.label,
+        "upstream_url": display_url(url),
+        "host": settings.server.host,
+        "port": settings.server.port,
+    }
+    fields.update(startup_fields or {})
+    return PulseApp(
+        settings, upstream_url=url, sinks=chosen, logger=logger, writer=writer, startup_fields=fields
+    )

@@ -1,0 +1,106 @@
+"""``pulse-proxy``: serve (the default), check-config, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pulse_proxy.settings import ConfigError, load_settings, redacted
+
+
+def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    server = {k: v for k, v in (("host", args.host), ("port", args.port), ("log_format", args.log_format)) if v is not None}
+    if server:
+        overrides["server"] = server
+    if args.upstream is not None:
+        overrides["upstream"] = {"url": args.upstream}
+    return overrides
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pulse_proxy.app import UVICORN_OPTIONS, create_app
+    from pulse_proxy.bundled_mock import BundledMock
+
+    try:
+        settings = load_settings(args.config, overrides=_serve_overrides(args))
+    except ConfigError as exc:
+        print(f"pulse-proxy: {exc}", file=sys.stderr)
+        return 2
+    mock: BundledMock | None = None
+    upstream_url = settings.upstream.url
+    startup: dict[str, Any] = {"mock": False}
+    if upstream_url == "mock":
+        mock = BundledMock()
+        mock.start()
+        upstream_url = mock.url
+        startup = {"mock": True, "message": f"forwarding to the bundled mock upstream at {mock.url}"}
+    # uvicorn re-raises the signal that stopped it, after restoring the handlers it found;
+    # with the default handlers that would kill us before the bundled mock is stopped.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    try:
+        app = create_app(settings, upstream_url=upstream_url, startup_fields=startup)
+        uvicorn.run(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            log_level="warning",
+            **UVICORN_OPTIONS,
+            timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) or None,
+        )
+    finally:
+        if mock is not None:
+            mock.stop()
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.file, environ={})
+    except ConfigError as exc:
+        print(f"pulse-proxy: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(redacted(settings), indent=2))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from pulse_proxy.report import run_report
+
+    if args.file in (None, "-"):
+        return run_report(sys.stdin, sys.stdout)
+    with open(args.file, encoding="utf-8", errors="replace") as handle:
+        return run_report(handle, sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pulse-proxy", description="LLM Pulse: observability sidecar for OpenAI-compatible APIs.")
+    sub = parser.add_subparsers(dest="command")
+
+    def serve_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", help="listen address (PULSE_HOST, default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="listen port (PULSE_PORT, default 8080)")
+        p.add_argument("--upstream", help="upstream base URL incl. /v1, or 'mock' (PULSE_UPSTREAM_URL)")
+        p.add_argument("--config", help="YAML config file (PULSE_CONFIG)")
+        p.add_argument("--log-format", choices=("json", "console"), help="PULSE_LOG_FORMAT, default json")
+
+    serve_flags(parser)
+    serve_flags(sub.add_parser("serve", help="run the proxy (the default command)"))
+    check = sub.add_parser("check-config", help="validate a config file and print the effective config")
+    check.add_argument("file")
+    rep = sub.add_parser("report", help="summarise llm.request / alert.* JSON lines in the terminal")
+    rep.add_argument("file", nargs="?", default="-")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    handlers = {None: serve, "serve": serve, "check-config": check_config, "report": report}
+    sys.exit(handlers[args.command](args))

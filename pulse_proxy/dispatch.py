@@ -1,0 +1,95 @@
+"""Fan-out of finished requests to accounting and the sinks, off the request path.
+
+The hot path only ever calls :meth:`Dispatcher.submit`, which is a non-blocking queue
+put.  One background task takes captures in order, finishes their accounting and
+hands the :class:`Exchange` to each sink in turn; a sink that raises is logged and the
+others still get the record (mitmproxy's ``safecall``).  ``stop`` drains the queue so
+a graceful shutdown loses no event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pulse_proxy.accounting import Accountant
+from pulse_proxy.forward import Capture
+from pulse_proxy.records import AlertEvent, Exchange
+from pulse_proxy.sinks import Sink
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        accountant: Accountant,
+        sinks: Sequence[Sink],
+        *,
+        logger: Any,
+        max_pending: int = 100_000,
+        observers: Sequence[Callable[[Exchange], None]] = (),
+    ) -> None:
+        self._accountant = accountant
+        self.sinks = list(sinks)
+        self._observers = list(observers)
+        self._log = logger
+        self._queue: asyncio.Queue[Capture | None] = asyncio.Queue(max_pending)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.processed = 0
+
+    def submit(self, capture: Capture) -> None:
+        try:
+            self._queue.put_nowait(capture)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pulse-dispatcher")
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(self._task, timeout)
+        except asyncio.TimeoutError:
+            self._task.cancel()
+        self._task = None
+
+    async def idle(self) -> None:
+        """Wait until every submitted capture has reached the sinks (tests, shutdown)."""
+        await self._queue.join()
+
+    async def _run(self) -> None:
+        while True:
+            capture = await self._queue.get()
+            try:
+                if capture is None:
+                    return
+                try:
+                    exchange = await self._accountant.finish(capture)
+                except Exception as exc:  # accounting bugs must not lose the event
+                    self._log.error("pulse.accounting_failed", error_type=type(exc).__name__)
+                    exchange = capture.exchange
+                self.processed += 1
+                for observer in self._observers:
+                    self._safe(observer, exchange)
+                for sink in self.sinks:
+                    self._safe(sink.on_exchange, exchange)
+            finally:
+                self._queue.task_done()
+
+    def publish_alert(self, alert: AlertEvent) -> None:
+        for sink in self.sinks:
+            self._safe(sink.on_alert, alert)
+
+    def _safe(self, call: Callable[[Any], None], record: Any) -> None:
+        try:
+            call(record)
+        except Exception as exc:
+            self._log.error(
+                "pulse.sink_failed",
+                sink=getattr(call, "__qualname__", repr(call)),
+                error_type=type(exc).__name__,
+            )

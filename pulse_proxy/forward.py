@@ -1,0 +1,472 @@
+"""The hot path: receive a request, forward it, relay the answer, hand off one capture.
+
+Everything here is about moving bytes with as little delay as possible.  The request
+body is read whole (it has to be, to enforce ``max_body_bytes`` and to inject
+``stream_options``), the upstream response is relayed chunk by chunk as it arrives,
+and what accounting needs is *copied* into a :class:`Capture`: no token counting, no
+JSON rendering, no sink runs before the client has its last byte.
+
+Every request, whatever happens, ends in exactly one call to ``on_complete`` with its
+capture: that is the single ``llm.request`` event promised by SPEC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from email.utils import formatdate
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from pulse_proxy.errors import openai_error_body
+from pulse_proxy.headers import REQUEST_ONLY_HEADERS, filter_request_headers, filter_response_headers
+from pulse_proxy.records import Endpoint, Exchange
+from pulse_proxy.settings import Settings
+from pulse_proxy.sse import SSEFramer, parse_frame
+from pulse_proxy.types import Message, Receive, Scope, Send
+
+_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+_ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (
+    ("/chat/completions", "chat"),
+    ("/completions", "completions"),
+    ("/embeddings", "embeddings"),
+    ("/responses", "responses"),
+    ("/models", "models"),
+)
+
+
+def endpoint_for(path: str) -> Endpoint:
+    """Classify by the path after ``/v1`` (``/responses/{id}`` is still ``responses``)."""
+    for prefix, name in _ENDPOINTS:
+        if path == prefix or path.startswith(prefix + "/"):
+            return name
+    return "other"
+
+
+@dataclass(slots=True)
+class Capture:
+    """What the hot path saw, for accounting to finish off the request path."""
+
+    exchange: Exchange
+    request_body: bytes = b""
+    response_chunks: list[bytes] = field(default_factory=list)
+    captured_bytes: int = 0
+    truncated: bool = False
+    response_content_type: str = ""
+    response_content_encoding: str = ""
+    # The client did not ask for stream usage; we did, and hid the usage chunk.
+    usage_injected: bool = False
+    # Credentials and attribution headers, held in memory only until hashed / parsed.
+    api_key: str | None = None
+    user_header: str | None = None
+    tags_header: str | None = None
+
+    def keep(self, chunk: bytes, limit: int) -> None:
+        """Copy a response chunk for accounting; past ``limit`` keep only a tail."""
+        self.response_chunks.append(chunk)
+        self.captured_bytes += len(chunk)
+        while self.captured_bytes > limit and len(self.response_chunks) > 1:
+            dropped = self.response_chunks.pop(0)
+            self.captured_bytes -= len(dropped)
+            self.truncated = True
+
+
+class StreamAborted(Exception):
+    """Raised after the upstream broke a response mid-body, so the server drops the
+    client connection too: the client then sees the same incomplete read it would
+    have seen talking to the upstream directly, rather than a falsely clean end."""
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+def _bearer_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for key, value in headers:
+        lowered = key.lower()
+        if lowered == b"authorization":
+            text = value.decode("latin-1").strip()
+            if text[:7].lower() == "bearer ":
+                return text[7:].strip() or None
+            return text or None
+        if lowered in (b"api-key", b"x-api-key"):
+            return value.decode("latin-1").strip() or None
+    return None
+
+
+def _inject_stream_usage(body: bytes) -> bytes | None:
+    """The body re-encoded with ``stream_options.include_usage`` when a stream lacks it.
+
+    Only chat streams are touched, and only bodies that parse: anything else goes to
+    the upstream byte for byte, so the upstream answers malformed JSON itself.
+    """
+    if b'"stream"' not in body:
+        return None
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(parsed, dict) or parsed.get("stream") is not True:
+        return None
+    options = parsed.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        return None
+    if options is not None and not isinstance(options, dict):
+        return None
+    parsed["stream_options"] = {**(options or {}), "include_usage": True}
+    return orjson.dumps(parsed)
+
+
+# Every chunk of a usage-enabled stream says ``"usage": null``; only a usage object
+# can mark the chunk to hide, and this finds one without parsing each frame.
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+
+
+def _is_hidden_usage_frame(frame: bytes) -> bool:
+    """The usage-only chunk we asked for on the client's behalf (``choices: []``)."""
+    if _USAGE_OBJECT.search(frame) is None:
+        return False
+    event = parse_frame(frame)
+    if event is None or not event.data.startswith("{"):
+        return False
+    try:
+        data = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and data.get("choices") == [] and bool(data.get("usage"))
+
+
+class Forwarder:
+    """The ASGI handler for ``/v1/*``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_getter: Callable[[], aiohttp.ClientSession],
+        on_complete: Callable[[Capture], None],
+        upstream_url: str,
+    ) -> None:
+        self._settings = settings
+        self._session = session_getter
+        self._on_complete = on_complete
+        self._base = upstream_url.rstrip("/")
+        self._label = settings.upstream.label
+        self._api_key = settings.upstream.api_key
+        self._max_body = settings.server.max_body_bytes
+        self._capture_limit = settings.accounting.max_capture_bytes
+        self._inject = settings.upstream.inject_stream_usage
+        self._keepalive = settings.upstream.sse_keepalive_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        sub_path = raw_path[3:].decode("latin-1")  # after "/v1"
+        supplied_id = _header(scope, b"x-request-id")
+        request_id = supplied_id.decode("latin-1") if supplied_id else ""
+        if not _REQUEST_ID_OK.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
+        exchange = Exchange(
+            request_id=request_id,
+            method=scope["method"],
+            path="/v1" + sub_path,
+            endpoint=endpoint_for(sub_path),
+            upstream=self._label,
+        )
+        capture = Capture(exchange)
+        try:
+            await self._exchange(scope, receive, send, capture, sub_path, started)
+        finally:
+            ended = time.perf_counter()
+            exchange.latency_ms = round((ended - started) * 1000, 3)
+            if exchange.upstream_ms is not None:
+                exchange.overhead_ms = round(max(exchange.latency_ms - exchange.upstream_ms, 0.0), 3)
+            exchange.ended_at = time.time()
+            self._on_complete(capture)
+
+    async def _exchange(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        capture: Capture,
+        sub_path: str,
+        started: float,
+    ) -> None:
+        exchange = capture.exchange
+        request_headers: list[tuple[bytes, bytes]] = scope["headers"]
+
+        # 1. The request body, bounded.
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            exchange.bytes_in = int(declared)
+            await self._reject_too_large(send, capture)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                exchange.outcome = "client_disconnected"
+                exchange.error_type = "client_disconnected"
+                exchange.bytes_in = size
+                return
+            part = message.get("body", b"")
+            if part:
+                size += len(part)
+                if size > self._max_body:
+                    exchange.bytes_in = size
+                    await self._reject_too_large(send, capture)
+                    return
+                chunks.append(part)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        exchange.bytes_in = size
+        capture.request_body = body
+        capture.api_key = _bearer_key(request_headers)
+        for key, value in request_headers:
+            lowered = key.lower()
+            if lowered == b"x-pulse-user":
+                capture.user_header = value.decode("latin-1")
+            elif lowered == b"x-pulse-tags":
+                capture.tags_header = value.decode("latin-1")
+
+        # 2. What goes upstream.
+        upstream_body = body
+        if self._inject and exchange.endpoint == "chat" and exchange.method == "POST":
+            injected = _inject_stream_usage(body)
+            if injected is not None:
+                upstream_body = injected
+                capture.usage_injected = True
+        headers = filter_request_headers(request_headers, drop=REQUEST_ONLY_HEADERS)
+        headers.append(("x-request-id", exchange.request_id))
+        if self._api_key and capture.api_key is None:
+            headers.append(("authorization", f"Bearer {self._api_key}"))
+        query = scope.get("query_string", b"")
+        target = self._base + sub_path + ("?" + query.decode("latin-1") if query else "")
+
+        # 3. Forward, watching for the client going away meanwhile.
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.ensure_future(receive())
+
+        def _client_gone(done: asyncio.Future[Message]) -> None:
+            if not done.cancelled() and done.result().get("type") == "http.disconnect":
+                task.cancel(msg="pulse: client disconnected")
+
+        watcher.add_done_callback(_client_gone)
+        upstream_started = time.perf_counter()
+        response: aiohttp.ClientResponse | None = None
+        try:
+            try:
+                response = await self._session().request(
+                    exchange.method,
+                    URL(target, encoded=True),
+                    data=upstream_body or None,
+                    headers=headers,
+                    allow_redirects=False,
+                )
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                exchange.upstream_ms = _ms_since(upstream_started)
+                await self._proxy_error(
+                    send, capture, 504, "timeout", "upstream_timeout",
+                    "The upstream did not answer in time.",
+                )
+                return
+            except aiohttp.ClientError as exc:
+                exchange.upstream_ms = _ms_since(upstream_started)
+                await self._proxy_error(
+                    send, capture, 502, "connection_error", "upstream_connection_error",
+                    f"Could not reach the upstream: {type(exc).__name__}.",
+                )
+                return
+            await self._relay(send, capture, response, started, upstream_started, watcher, _client_gone)
+        except asyncio.CancelledError:
+            if watcher.done() and not watcher.cancelled() and task.cancelling():
+                # Our own cancellation: the client hung up.  Close (not release) the
+                # upstream connection so the upstream sees the disconnect too.
+                task.uncancel()
+                exchange.outcome = "client_disconnected"
+                exchange.error_type = "client_disconnected"
+                if exchange.upstream_ms is None:
+                    exchange.upstream_ms = _ms_since(upstream_started)
+                if response is not None:
+                    response.close()
+                return
+            raise
+        finally:
+            watcher.remove_done_callback(_client_gone)
+            if not watcher.done():
+                watcher.cancel()
+            if response is not None:
+                response.release()
+
+    async def _relay(
+        self,
+        send: Send,
+        capture: Capture,
+        response: aiohttp.ClientResponse,
+        started: float,
+        upstream_started: float,
+        watcher: asyncio.Future[Message],
+        client_gone: Callable[[asyncio.Future[Message]], None],
+    ) -> None:
+        exchange = capture.exchange
+        exchange.status_code = response.status
+        status = response.status
+        if status >= 500 or status == 429:
+            exchange.outcome = "upstream_error"
+        elif status >= 400:
+            exchange.outcome = "client_error"
+        raw_headers = response.raw_headers
+        out_headers = filter_response_headers(raw_headers)
+        content_type = response.headers.get("Content-Type", "")
+        capture.response_content_type = content_type
+        capture.response_content_encoding = response.headers.get("Content-Encoding", "")
+        upstream_id = response.headers.get("X-Request-ID")
+        if upstream_id:
+            exchange.upstream_request_id = upstream_id
+        else:
+            out_headers.append((b"x-request-id", exchange.request_id.encode("latin-1")))
+        is_sse = content_type.startswith("text/event-stream")
+        exchange.stream = is_sse
+        framer = SSEFramer() if (is_sse and capture.usage_injected) else None
+        if framer is not None:
+            # Frames are re-cut, so the length is no longer the upstream's.
+            out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-length"]
+
+        await send({"type": "http.response.start", "status": status, "headers": out_headers})
+        limit = self._capture_limit
+        bytes_out = 0
+        first = True
+        chunks = response.content.iter_any()
+        try:
+            if is_sse and self._keepalive:
+                first_chunk, sent = await self._keep_alive_until_first_chunk(send, chunks)
+                bytes_out += sent
+                chunks = _prepend(first_chunk, chunks)
+            async for chunk in chunks:
+                capture.keep(chunk, limit)
+                if framer is not None:
+                    frames = framer.feed(chunk)
+                    if not frames:
+                        continue
+                    chunk = b"".join(f for f in frames if not _is_hidden_usage_frame(f))
+                    if not chunk:
+                        continue
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                bytes_out += len(chunk)
+                if first and is_sse:
+                    exchange.ttft_ms = _ms_since(started)
+                first = False
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            self._broken(capture, upstream_started, bytes_out, "timeout", "upstream_timeout",
+                         "The upstream stopped sending mid-response.")
+            raise StreamAborted from None
+        except aiohttp.ClientError as exc:
+            self._broken(capture, upstream_started, bytes_out, "connection_error",
+                         "upstream_stream_interrupted",
+                         f"The upstream connection broke mid-response: {type(exc).__name__}.")
+            raise StreamAborted from None
+        exchange.upstream_ms = _ms_since(upstream_started)
+        tail = framer.flush() if framer is not None else b""
+        # From here on a disconnect cannot cancel us: the answer is complete.
+        watcher.remove_done_callback(client_gone)
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        exchange.bytes_out = bytes_out + len(tail)
+
+    async def _keep_alive_until_first_chunk(
+        self, send: Send, chunks: AsyncIterator[bytes]
+    ) -> tuple[bytes | None, int]:
+        """SSE comments while the upstream thinks, so idle timeouts of load balancers
+        (often 60 s) do not cut a stream whose first token is slow.  Off by default:
+        comments are invisible to SSE parsers but not to a byte-exact comparison."""
+        sent = 0
+        waiter = asyncio.ensure_future(chunks.__anext__())
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiter}, timeout=self._keepalive)
+                if done:
+                    try:
+                        return waiter.result(), sent
+                    except StopAsyncIteration:
+                        return None, sent
+                await send({"type": "http.response.body", "body": _KEEPALIVE, "more_body": True})
+                sent += len(_KEEPALIVE)
+        finally:
+            waiter.cancel()
+
+    def _broken(
+        self, capture: Capture, upstream_started: float, bytes_out: int,
+        outcome: str, error_type: str, message: str,
+    ) -> None:
+        exchange = capture.exchange
+        exchange.upstream_ms = _ms_since(upstream_started)
+        exchange.outcome = outcome  # type: ignore[assignment]
+        exchange.error_type = error_type
+        exchange.error_message = message
+        exchange.bytes_out = bytes_out
+
+    async def _reject_too_large(self, send: Send, capture: Capture) -> None:
+        await self._proxy_error(
+            send, capture, 413, "rejected", "request_too_large",
+            f"Request body exceeds the proxy's limit of {self._max_body} bytes.",
+            close=True,
+        )
+
+    async def _proxy_error(
+        self,
+        send: Send,
+        capture: Capture,
+        status: int,
+        outcome: str,
+        code: str,
+        message: str,
+        *,
+        close: bool = False,
+    ) -> None:
+        exchange = capture.exchange
+        exchange.status_code = status
+        exchange.outcome = outcome  # type: ignore[assignment]
+        exchange.error_type = code
+        exchange.error_message = message
+        body = openai_error_body(message, code)
+        headers = [
+            (b"date", formatdate(usegmt=True).encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", exchange.request_id.encode("latin-1")),
+        ]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        exchange.bytes_out = len(body)
+
+
+_KEEPALIVE = b": keepalive\n\n"
+
+
+async def _prepend(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first is not None:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+def _ms_since(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+__all__ = ["Capture", "Forwarder", "StreamAborted", "endpoint_for"]
+

@@ -1,0 +1,112 @@
+"""The records that cross from the request path to everything else.
+
+An :class:`Exchange` is one proxied request, complete: the hot path fills in what it
+saw (timings, status, bytes), accounting adds tokens, cost and risk, and from then on
+it is read-only data for the log line, the statistics, the alert engine and every
+sink.  Its fields are the ``llm.request`` event of SPEC.md, so the event is just
+``exchange.to_event()``; nothing else needs to know how a request was forwarded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCHEMA = "pulse.v1"
+
+Outcome = Literal[
+    "success",
+    "client_error",
+    "upstream_error",
+    "timeout",
+    "connection_error",
+    "client_disconnected",
+    "rejected",
+]
+Endpoint = Literal["chat", "completions", "embeddings", "responses", "models", "other"]
+TokenSource = Literal["upstream", "tiktoken", "estimate"]
+
+# Outcomes that count against the service in error rates and alerts.  A client's own
+# 4xx (bad request, wrong key) and a client hanging up are not the upstream failing.
+ERROR_OUTCOMES = frozenset({"upstream_error", "timeout", "connection_error"})
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One proxied request: the ``llm.request`` event's fields, in SPEC order."""
+
+    request_id: str
+    method: str
+    path: str
+    endpoint: Endpoint = "other"
+    model: str | None = None
+    response_model: str | None = None
+    upstream: str = ""
+    status_code: int | None = None
+    outcome: Outcome = "success"
+    stream: bool = False
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    upstream_ms: float | None = None
+    overhead_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    token_source: TokenSource | None = None
+    prompt_tokens_local: int | None = None
+    prompt_chars: int | None = None
+    messages: int | None = None
+    max_tokens: int | None = None
+    finish_reason: str | None = None
+    tokens_per_second: float | None = None
+    cost_usd: float | None = None
+    risk_flags: list[str] = field(default_factory=list)
+    user: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    api_key_hash: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    # Beyond SPEC's list, kept because they explain cost and correlate with the provider.
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    upstream_request_id: str | None = None
+    # Wall-clock end of the request (epoch seconds): what windows and alerts bucket by.
+    ended_at: float = field(default_factory=time.time)
+
+    @property
+    def is_error(self) -> bool:
+        return self.outcome in ERROR_OUTCOMES
+
+    def to_event(self) -> dict[str, Any]:
+        """The event body; the log pipeline adds ``event``, ``timestamp``, ``level``, ``schema``."""
+        event = {f.name: getattr(self, f.name) for f in _EVENT_FIELDS}
+        return event
+
+
+_EVENT_FIELDS = tuple(f for f in dataclasses.fields(Exchange) if f.name != "ended_at")
+
+
+@dataclass(slots=True, frozen=True)
+class AlertEvent:
+    """An ``alert.fired`` or ``alert.resolved`` transition, ready for every alert sink."""
+
+    event: Literal["alert.fired", "alert.resolved"]
+    alert: str
+    severity: str
+    metric: str
+    stat: str
+    value: float | None
+    threshold: float | None
+    window_s: float
+    message: str
+    fired_at: str
+    resolved_at: str | None
+    duration_s: float | None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_event(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "event"}

@@ -1,0 +1,218 @@
+"""One typed, validated configuration object, built once at start-up.
+
+Precedence, lowest first: built-in defaults, the YAML file (``PULSE_CONFIG`` or
+``--config``), ``PULSE_*`` environment variables, command-line flags.  Nothing else
+in the package reads the environment: :func:`load_settings` takes it as an argument,
+so tests build settings from plain dicts.
+
+Every model forbids unknown keys, so a typo (``uptream:``) fails start-up with the
+key's dotted path instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pulse_proxy.alerts import AlertSettings
+
+ENV_PREFIX = "PULSE_"
+
+# The short names SPEC promises, mapped to their place in the config tree.
+ENV_ALIASES: dict[str, tuple[str, ...]] = {
+    "PULSE_HOST": ("server", "host"),
+    "PULSE_PORT": ("server", "port"),
+    "PULSE_LOG_FORMAT": ("server", "log_format"),
+    "PULSE_ADMIN_TOKEN": ("server", "admin_token"),
+    "PULSE_UPSTREAM_URL": ("upstream", "url"),
+    "PULSE_UPSTREAM_API_KEY": ("upstream", "api_key"),
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    log_format: Literal["json", "console"] = "json"
+    admin_token: str | None = None
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    # How long SIGTERM waits for in-flight requests (streams included) to finish.
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    # An llm.metrics.summary event this often (0 turns it off).
+    summary_interval_s: float = Field(60.0, ge=0)
+
+
+class UpstreamSettings(_Section):
+    # A base URL including the version prefix, or "mock" for the bundled mock.
+    url: str = "mock"
+    # The value of the ``upstream`` field and metric label; defaults to the URL's host.
+    name: str | None = None
+    api_key: str | None = None
+    connect_timeout_s: float = Field(10.0, gt=0)
+    # Waiting for response headers, and then for each next chunk of the body.
+    # Reasoning models can think for minutes before the first byte; OpenAI's SDK waits 600 s.
+    read_timeout_s: float = Field(600.0, gt=0)
+    max_connections: int = Field(1000, gt=0)
+    probe_interval_s: float = Field(15.0, gt=0)
+    # Ask for stream usage (stream_options.include_usage) so streamed token counts are
+    # exact; the extra chunk is hidden from a client that did not ask for it.
+    inject_stream_usage: bool = True
+    # Send an SSE comment this often while waiting for a stream's first chunk (0: off).
+    sse_keepalive_s: float = Field(0.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str) -> str:
+        if value == "mock":
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be 'mock' or an http(s) base URL such as https://api.openai.com/v1")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query string or fragment")
+        return value.rstrip("/")
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.url == "mock":
+            return "mock"
+        return urlsplit(self.url).hostname or "upstream"
+
+
+class AccountingSettings(_Section):
+    # Response bytes kept for usage extraction; past this only the tail is kept
+    # (usage sits at the end of SSE streams).
+    max_capture_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    # Salt for api_key_hash; generated at start-up when unset (hashes then differ per run).
+    key_hash_salt: str | None = None
+    max_tags: int = Field(10, ge=0)
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    accounting: AccountingSettings = AccountingSettings()
+    alerts: AlertSettings = AlertSettings()
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the operator (names the offending key)."""
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``PULSE_*`` variables as a config tree (values stay strings; pydantic coerces)."""
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if name in ENV_ALIASES:
+            _set_path(tree, ENV_ALIASES[name], value)
+        elif name.startswith(ENV_PREFIX) and "__" in name:
+            path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+            if all(path):
+                _set_path(tree, path, value)
+    return tree
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"{key}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def build_settings(*layers: Mapping[str, Any]) -> Settings:
+    tree: dict[str, Any] = {}
+    for layer in layers:
+        tree = _deep_merge(tree, layer)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from exc
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults ← YAML file ← ``PULSE_*`` variables ← ``overrides`` (command-line flags)."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("PULSE_CONFIG") or None
+    file_layer = read_config_file(path) if path else {}
+    return build_settings(file_layer, env_overrides(environ), overrides or {})
+
+
+def display_url(url: str) -> str:
+    """A URL safe to print: any ``user:password@`` and ``key=`` query value masked."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        parts = parts._replace(netloc=f"***@{host}")
+    if parts.query:
+        query = "&".join(
+            f"{k}=***" if k.lower() in ("key", "api_key", "api-key", "token") else f"{k}{sep}{v}"
+            for k, sep, v in (item.partition("=") for item in parts.query.split("&"))
+        )
+        parts = parts._replace(query=query)
+    return parts.geturl()
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective config for display: secrets replaced, never printed."""
+    data = settings.model_dump(mode="json")
+    data["upstream"]["url"] = display_url(data["upstream"]["url"])
+    for section, key in (("server", "admin_token"), ("upstream", "api_key"), ("accounting", "key_hash_salt")):
+        if data[section].get(key):
+            data[section][key] = "***"
+    return data

@@ -1,0 +1,127 @@
+"""The JSON log: one event per line on stdout, written by a thread of its own.
+
+structlog renders (a pipeline of small processors, orjson at the end); a dedicated
+writer thread does the actual ``write``.  A stdout that blocks (a full pipe, a stalled
+``docker logs`` reader) therefore stalls only that thread, never the event loop that
+is relaying other requests.  On shutdown the queue is drained, so no event is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+from collections.abc import MutableMapping
+from typing import IO, Any
+
+import orjson
+import structlog
+
+from pulse_proxy.records import SCHEMA, AlertEvent, Exchange
+from pulse_proxy.text import escape_control
+
+_STOP = object()
+
+
+def rfc3339(epoch: float | None = None) -> str:
+    """RFC 3339 UTC with milliseconds, the timestamp format of every event."""
+    moment = dt.datetime.now(dt.UTC) if epoch is None else dt.datetime.fromtimestamp(epoch, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class LineWriter:
+    """A structlog logger that hands rendered lines to a writer thread."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="pulse-log-writer", daemon=True)
+        self._thread.start()
+
+    def msg(self, line: bytes | str) -> None:
+        self._queue.put(line.encode("utf-8") if isinstance(line, str) else line)
+
+    debug = info = warning = error = critical = exception = msg
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = []
+            stop = False
+            while True:
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+                batch.append(b"\n")
+                if len(batch) >= 512:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                try:
+                    self._stream.write(b"".join(batch))
+                    self._stream.flush()
+                except (OSError, ValueError):
+                    pass  # stdout closed: nothing sensible left to do with the line
+            if stop:
+                return
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write out everything queued, then stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+
+def _add_envelope(_: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """``event``, ``timestamp``, ``level``, ``schema`` first, as every line promises."""
+    ordered: dict[str, Any] = {
+        "event": event_dict.pop("event"),
+        "timestamp": event_dict.pop("timestamp", None) or rfc3339(),
+        "level": method if method != "msg" else "info",
+        "schema": SCHEMA,
+    }
+    ordered.update(event_dict)
+    return ordered
+
+
+def _escape_strings(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    return {k: escape_control(v) if isinstance(v, str) else v for k, v in event_dict.items()}
+
+
+def _orjson_dumps(value: Any, **_: Any) -> bytes:
+    return orjson.dumps(value, default=str)
+
+
+def make_logger(stream: IO[bytes], log_format: str = "json") -> tuple[Any, LineWriter]:
+    """A structlog logger writing one line per event to ``stream`` (no global config)."""
+    writer = LineWriter(stream)
+    processors: list[Any] = [_add_envelope]
+    if log_format == "console":
+        processors += [_escape_strings, structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)]
+    else:
+        processors.append(structlog.processors.JSONRenderer(serializer=_orjson_dumps))
+    logger = structlog.wrap_logger(writer, processors=processors, wrapper_class=structlog.BoundLogger)
+    return logger, writer
+
+
+class LogSink:
+    """Exchanges and alert transitions as JSON lines: the sink that is always on."""
+
+    def __init__(self, logger: Any, writer: LineWriter | None = None) -> None:
+        self._log = logger
+        self._writer = writer
+
+    def on_exchange(self, exchange: Exchange) -> None:
+        level = "warning" if exchange.is_error else "info"
+        getattr(self._log, level)("llm.request", timestamp=rfc3339(exchange.ended_at), **exchange.to_event())
+
+    def on_alert(self, alert: AlertEvent) -> None:
+        level = "warning" if alert.event == "alert.fired" else "info"
+        getattr(self._log, level)(alert.event, **alert.to_event())
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,118 @@
+"""Shared fixtures: real servers on ephemeral loopback ports.
+
+In-process clients (``TestClient``, ``httpx.ASGITransport``) buffer whole bodies and
+cannot show that streaming is incremental or that a disconnect reached the upstream,
+so every server here is a real uvicorn on a real socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+
+@contextlib.contextmanager
+def run_server(app: Any, **config: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread; yield its base URL, stop it on exit."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    options: dict[str, Any] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "auto",
+    }
+    options.update(config)
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def mock_url() -> Iterator[str]:
+    """The bundled mock upstream, shared by the whole session (it is stateless per request)."""
+    from mock_upstream.app import create_app
+
+    with run_server(create_app()) as url:
+        yield url
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> None:
+    """Poll ``predicate`` until true; records are written just after the response ends."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(interval)
+
+
+class RunningProxy:
+    """A proxy served on a real socket, with the records it produced."""
+
+    def __init__(self, url: str, app: Any, sink: Any, log: Any) -> None:
+        self.url = url
+        self.base_url = url + "/v1"
+        self.app = app
+        self.sink = sink
+        self.log = log
+
+    @property
+    def exchanges(self) -> list[Any]:
+        return list(self.sink.exchanges)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Any]:
+        """Wait until exactly ``count`` exchanges were recorded (and no more arrive)."""
+        wait_until(lambda: len(self.sink.exchanges) >= count, timeout)
+        time.sleep(0.05)
+        assert len(self.sink.exchanges) == count, [e.outcome for e in self.sink.exchanges]
+        return self.exchanges
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        import orjson
+
+        return [orjson.loads(line) for line in self.log.getvalue().splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def start_proxy(upstream_url: str, config: dict[str, Any] | None = None) -> Iterator[RunningProxy]:
+    """The full proxy app in front of ``upstream_url``, recording into a ListSink."""
+    import io
+
+    from pulse_proxy.app import UVICORN_OPTIONS, create_app
+    from pulse_proxy.settings import build_settings
+    from pulse_proxy.sinks import ListSink
+
+    settings = build_settings({"upstream": {"url": upstream_url}}, config or {})
+    sink = ListSink()
+    log = io.BytesIO()
+    app = create_app(settings, sinks=[sink], log_stream=log)
+    with run_server(app, **UVICORN_OPTIONS) as url:
+        yield RunningProxy(url, app, sink, log)
+
+
+@pytest.fixture
+def proxy(mock_url: str) -> Iterator[RunningProxy]:
+    """A fresh proxy in front of the session's mock."""
+    with start_proxy(mock_url + "/v1") as running:
+        yield running

@@ -1,0 +1,127 @@
+"""The command line as a user runs it: a real process, real sockets, stdout events."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from conftest import wait_until
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+
+
+class ProxyProcess:
+    def __init__(self, *args: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pulse_proxy", "--port", str(self.port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_clean_env(),
+        )
+        self.lines: list[dict] = []
+        self.raw: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.raw.append(line)
+            self.lines.append(orjson.loads(line))
+
+    def events(self, name: str) -> list[dict]:
+        return [line for line in self.lines if line["event"] == name]
+
+    def stop(self) -> tuple[int, bytes]:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        self._reader.join(timeout=10)
+        assert self.process.stderr is not None
+        return code, self.process.stderr.read()
+
+
+@pytest.fixture
+def running() -> Iterator[ProxyProcess]:
+    proc = ProxyProcess()
+    try:
+        wait_until(lambda: bool(proc.events("pulse.started")), timeout=30)
+        yield proc
+    finally:
+        if proc.process.poll() is None:
+            proc.process.kill()
+            proc.process.wait()
+
+
+def test_serve_starts_the_bundled_mock_and_says_so(running: ProxyProcess) -> None:
+    """With no upstream configured, the first line announces the bundled mock, and requests work end to end."""
+    first = running.lines[0]
+    assert first["event"] == "pulse.started" and first["mock"] is True
+    assert {"timestamp", "level", "schema"} <= set(first) and first["schema"] == "pulse.v1"
+    client = openai.OpenAI(base_url=running.url + "/v1", api_key="sk-cli-test-key-123", max_retries=0)
+    completion = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    wait_until(lambda: bool(running.events("llm.request")))
+    assert httpx.get(running.url + "/readyz").status_code == 200
+    code, stderr = running.stop()
+    assert code == 0, stderr
+    (event,) = running.events("llm.request")
+    assert completion.usage is not None and event["total_tokens"] == completion.usage.total_tokens
+    assert event["timestamp"].endswith("Z") and len(event["timestamp"]) == 24
+    assert running.lines[-1]["event"] == "pulse.stopped"
+    everything = b"".join(running.raw) + stderr
+    assert b"sk-cli-test-key-123" not in everything
+
+
+def test_every_spec_field_is_in_the_event(running: ProxyProcess) -> None:
+    """An llm.request line carries every field SPEC lists, null where not applicable."""
+    httpx.post(running.url + "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "hi"})
+    wait_until(lambda: bool(running.events("llm.request")))
+    running.stop()
+    (event,) = running.events("llm.request")
+    spec_fields = (
+        "request_id method path endpoint model response_model upstream status_code outcome stream latency_ms "
+        "ttft_ms upstream_ms overhead_ms prompt_tokens completion_tokens total_tokens token_source "
+        "prompt_tokens_local prompt_chars messages max_tokens finish_reason tokens_per_second cost_usd "
+        "risk_flags user tags api_key_hash error_type error_message bytes_in bytes_out"
+    ).split()
+    missing = [f for f in ["event", "timestamp", "level", "schema", *spec_fields] if f not in event]
+    assert not missing
+    assert event["ttft_ms"] is None and event["error_type"] is None
+
+
+def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
+    """check-config prints the effective config, or exits non-zero naming the bad key."""
+    good = tmp_path / "good.yaml"
+    good.write_text("upstream:\n  url: https://api.openai.com/v1\n  api_key: sk-hidden-value\n")
+    ok = subprocess.run([sys.executable, "-m", "pulse_proxy", "check-config", str(good)],
+                        capture_output=True, env=_clean_env(), check=False)
+    assert ok.returncode == 0, ok.stderr
+    shown = orjson.loads(ok.stdout)
+    assert shown["upstream"]["url"] == "https://api.openai.com/v1"
+    assert b"sk-hidden-value" not in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server:\n  prot: 80\n")
+    failed = subprocess.run([sys.executable, "-m", "pulse_proxy", "check-config", str(bad)],
+                            capture_output=True, env=_clean_env(), check=False)
+    assert failed.returncode != 0
+    assert b"server.prot" in failed.stderr

@@ -1,0 +1,63 @@
+"""Configuration is built once, from defaults, YAML, PULSE_* variables and flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pulse_proxy.settings import ConfigError, load_settings, redacted
+
+
+def test_defaults_match_spec() -> None:
+    """With nothing set, SPEC's defaults apply."""
+    settings = load_settings(environ={})
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.port == 8080
+    assert settings.upstream.url == "mock"
+    assert settings.server.log_format == "json"
+    assert settings.upstream.inject_stream_usage is True
+
+
+def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
+    """Variables override the file and flags override variables."""
+    config = tmp_path / "pulse.yaml"
+    config.write_text("server:\n  port: 9000\n  host: 0.0.0.0\nupstream:\n  url: http://a.example/v1\n")
+    env = {"PULSE_CONFIG": str(config), "PULSE_PORT": "9100", "PULSE_UPSTREAM__READ_TIMEOUT_S": "5"}
+    settings = load_settings(environ=env, overrides={"server": {"host": "127.0.0.2"}})
+    assert settings.server.port == 9100
+    assert settings.server.host == "127.0.0.2"
+    assert settings.upstream.url == "http://a.example/v1"
+    assert settings.upstream.read_timeout_s == 5.0
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    """A typo fails with the dotted path of the bad key."""
+    config = tmp_path / "bad.yaml"
+    config.write_text("upstream:\n  url: http://a.example/v1\n  read_timout_s: 3\n")
+    with pytest.raises(ConfigError, match=r"upstream\.read_timout_s"):
+        load_settings(config, environ={})
+
+
+def test_bad_value_is_named() -> None:
+    """A wrong type or bad URL names the key."""
+    with pytest.raises(ConfigError, match=r"server\.port"):
+        load_settings(environ={"PULSE_PORT": "eighty"})
+    with pytest.raises(ConfigError, match=r"upstream\.url"):
+        load_settings(environ={"PULSE_UPSTREAM_URL": "file:///etc/passwd"})
+
+
+def test_redacted_never_shows_secrets() -> None:
+    """The printed effective config hides the API key and admin token."""
+    settings = load_settings(environ={"PULSE_UPSTREAM_API_KEY": "sk-secret-123", "PULSE_ADMIN_TOKEN": "tok-9"})
+    shown = str(redacted(settings))
+    assert "sk-secret-123" not in shown and "tok-9" not in shown
+    assert settings.upstream.api_key == "sk-secret-123"
+
+
+def test_display_url_masks_credentials() -> None:
+    """Credentials in an upstream URL never reach a printed line."""
+    from pulse_proxy.settings import display_url
+
+    assert display_url("https://user:pw@host.example:8443/v1") == "https://***@host.example:8443/v1"
+    assert display_url("https://host.example/v1") == "https://host.example/v1"
