@@ -133,6 +133,8 @@ class Accountant:
         salt = settings.accounting.key_hash_salt
         self._salt = hashlib.sha256(salt.encode() if salt else os.urandom(32)).digest()
         self._max_tags = settings.accounting.max_tags
+        self._log_content = settings.accounting.log_content
+        self._content_cap = settings.accounting.content_max_chars
         self._cost = cost
         self._risk = risk
         self._redact = redact
@@ -183,16 +185,30 @@ class Accountant:
         if self._cost is not None and ex.prompt_tokens is not None:
             ex.cost_usd = self._cost(ex)
         if self._risk is not None and request.body is not None:
-            ex.risk_flags = self._risk(request.body, ex)
+            flags = self._risk(request.body, ex)
+            ex.risk_flags = sorted(set(ex.risk_flags) | set(flags))
+        if self._log_content:
+            self._attach_content(ex, request, facts)
         capture.request_body = b""
         capture.response_chunks = []
         return ex
+
+    def _attach_content(self, ex: Exchange, request: RequestFacts, facts: ResponseFacts | None) -> None:
+        """Opt-in content logging: masked first (so a cap cannot cut a secret in half
+        and leave its head), then capped, then escaped."""
+        mask = self._redact or (lambda text: text)
+        if request.body is not None:
+            from pulse_proxy.risk import extract_text
+
+            ex.prompt_text = escape_control(truncate(mask(extract_text(request.body)), self._content_cap))
+        if facts is not None:
+            ex.completion_text = escape_control(truncate(mask("".join(facts.completion_text)), self._content_cap))
 
     def _response_facts(self, capture: Capture) -> ResponseFacts | None:
         if not capture.response_chunks:
             return None
         if capture.response_content_type.startswith("text/event-stream"):
-            return facts_from_sse(capture.response_chunks)
+            return facts_from_sse(capture.response_chunks, collect_text=self._log_content)
         if capture.truncated:
             return None
         body = decode_body(capture.response_chunks, capture.response_content_encoding)

@@ -16,23 +16,33 @@ import contextlib
 import hmac
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import IO, Any
 
 import aiohttp
+import orjson
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pulse_proxy import __version__, tokens
+from pulse_proxy import __version__, risk, tokens
 from pulse_proxy.accounting import Accountant
+from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.dispatch import Dispatcher
 from pulse_proxy.errors import openai_error_body
 from pulse_proxy.forward import Forwarder, StreamAborted
+from pulse_proxy.pricing import PriceTable
+from pulse_proxy.screening import Screen, flagger
 from pulse_proxy.settings import Settings, display_url, redacted
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LineWriter, LogSink, make_logger
+from pulse_proxy.sinks.prometheus import PrometheusSink, exposition
+from pulse_proxy.sinks.statsd import StatsdSink
+from pulse_proxy.sinks.webhook import WebhookSink
+from pulse_proxy.stats import RollingStats
 from pulse_proxy.types import Receive, Scope, Send
 
 
@@ -97,36 +107,91 @@ def open_upstream_session(settings: Settings) -> aiohttp.ClientSession:
 
 
 class PulseApp:
-    """The ASGI callable served by uvicorn."""
+    """The ASGI callable served by uvicorn.
+
+    One request's flow, in order: :class:`Forwarder` (receive, forward, relay) →
+    :class:`Dispatcher` (off the path: :class:`Accountant` for tokens, cost, risk) →
+    :class:`RollingStats` → every sink (log, Prometheus, StatsD).  The alert loop reads
+    the statistics every few seconds and publishes transitions to the same sinks.
+    """
 
     def __init__(
         self,
         settings: Settings,
         *,
         upstream_url: str,
-        sinks: Sequence[Sink],
+        extra_sinks: Sequence[Sink],
         logger: Any,
         writer: LineWriter | None,
         startup_fields: dict[str, Any],
+        clock: Callable[[], float],
     ) -> None:
         self.settings = settings
         self.upstream_url = upstream_url.rstrip("/")
         self.log = logger
         self._writer = writer
         self._startup_fields = startup_fields
+        self._clock = clock
         self.readiness = Readiness()
         self._session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self.accountant = Accountant(settings)
-        self.dispatcher = Dispatcher(self.accountant, sinks, logger=logger)
-        self.forwarder = Forwarder(settings, self._get_session, self.dispatcher.submit, self.upstream_url)
+
+        self.stats = RollingStats(clock=clock, max_models=settings.metrics.max_models)
+        self.alerts = AlertEngine(settings.alerts, self.stats, clock=clock)
+        self.prices = PriceTable.load(settings.pricing.files)
+        self.registry = CollectorRegistry()
+        self.prometheus = PrometheusSink(
+            self.registry,
+            max_label_values=settings.metrics.max_label_values,
+            error_rate=self.error_rate,
+            alert_firing=self.alerts.firing,
+            dropped=self.dropped_counts,
+        )
+        sinks: list[Sink] = [LogSink(logger), self.prometheus]
+        self.statsd: StatsdSink | None = None
+        if settings.statsd.enabled:
+            self.statsd = StatsdSink.from_settings(settings.statsd, error_rate=self.error_rate)
+            sinks.append(self.statsd)
+        self.webhooks: WebhookSink | None = None
+        if settings.webhooks.targets:
+            self.webhooks = WebhookSink.from_settings(
+                settings.webhooks,
+                rule_webhooks={rule.name: rule.webhooks for rule in settings.alerts.rules},
+                logger=logger,
+            )
+            sinks.append(self.webhooks)
+        sinks.extend(extra_sinks)
+
+        self.accountant = Accountant(
+            settings, cost=self.prices.exchange_cost, risk=flagger(settings.risk), redact=risk.mask
+        )
+        self.dispatcher = Dispatcher(self.accountant, sinks, logger=logger, observers=[self.stats.add])
+        self.forwarder = Forwarder(
+            settings, self._get_session, self.dispatcher.submit, self.upstream_url, Screen(settings.risk),
+            clock=clock,
+        )
         self.admin = Starlette(
             routes=[
                 Route("/healthz", self.healthz),
                 Route("/readyz", self.readyz),
+                Route("/metrics", self.guarded(self.metrics)),
+                Route("/pulse/stats", self.guarded(self.pulse_stats)),
+                Route("/pulse/alerts", self.guarded(self.pulse_alerts)),
             ],
             lifespan=self._lifespan,
         )
+
+    def error_rate(self) -> float | None:
+        """The 5-minute error rate, read at scrape / flush time."""
+        return self.stats.measure("error_rate", "rate", 300).value
+
+    def dropped_counts(self) -> dict[str, int]:
+        counts = {"dispatcher": self.dispatcher.dropped if hasattr(self, "dispatcher") else 0}
+        if self.webhooks is not None:
+            counts["webhook"] = self.webhooks.dropped
+        if self.statsd is not None:
+            counts["statsd"] = self.statsd.dropped
+        return counts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -150,7 +215,13 @@ class PulseApp:
         await asyncio.gather(*(asyncio.to_thread(tokens.get_encoding, n) for n in tokens.ENCODING_NAMES))
         self._session = open_upstream_session(self.settings)
         self.dispatcher.start()
+        for sink in (self.statsd, self.webhooks):
+            if sink is not None:
+                sink.start()
         self._spawn(self._probe_loop(), "pulse-readiness-probe")
+        self._spawn(self._alert_loop(), "pulse-alert-engine")
+        if self.settings.server.summary_interval_s:
+            self._spawn(self._summary_loop(), "pulse-summary")
         self.log.info("pulse.started", version=__version__, **self._startup_fields)
         self.log.info("pulse.config", config=redacted(self.settings))
         try:
@@ -182,6 +253,29 @@ class PulseApp:
             await self.probe()
             await asyncio.sleep(interval)
 
+    async def _alert_loop(self) -> None:
+        interval = self.settings.alerts.evaluation_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            self.evaluate_alerts()
+
+    def evaluate_alerts(self) -> None:
+        """One evaluation of every rule; transitions go to every sink (log, webhooks…)."""
+        try:
+            transitions = self.alerts.evaluate()
+        except Exception as exc:  # a rule bug must not stop the loop
+            self.log.error("pulse.alerts_failed", error_type=type(exc).__name__)
+            return
+        for transition in transitions:
+            self.dispatcher.publish_alert(transition)
+
+    async def _summary_loop(self) -> None:
+        interval = self.settings.server.summary_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            window = await asyncio.to_thread(self.stats.window, 60)
+            self.log.info("llm.metrics.summary", window="1m", **window)
+
     async def probe(self) -> None:
         """Ask the upstream for its model list; any HTTP answer below 500 means reachable."""
         headers = {}
@@ -211,6 +305,18 @@ class PulseApp:
             return JSONResponse({"status": "ready", "reason": self.readiness.reason})
         return JSONResponse({"status": "not_ready", "reason": self.readiness.reason}, status_code=503)
 
+    async def metrics(self, _: Request) -> Response:
+        body, content_type = exposition(self.registry)
+        return Response(body, media_type=content_type)
+
+    async def pulse_stats(self, _: Request) -> Response:
+        # Merging sketches for every window takes tens of ms: keep it off the loop.
+        body = await asyncio.to_thread(self.stats.to_json)
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    async def pulse_alerts(self, _: Request) -> Response:
+        return Response(orjson.dumps(self.alerts.state()), media_type="application/json")
+
     def guarded(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         """Demand ``Authorization: Bearer <admin_token>`` when one is configured."""
         token = self.settings.server.admin_token
@@ -235,18 +341,19 @@ def create_app(
     settings: Settings,
     *,
     upstream_url: str | None = None,
-    sinks: Sequence[Sink] | None = None,
+    sinks: Sequence[Sink] = (),
     log_stream: IO[bytes] | None = None,
     startup_fields: dict[str, Any] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> PulseApp:
-    """Build the app.  ``sinks`` replaces the default JSON-log sink (tests pass a
+    """Build the app.  ``sinks`` are added to the built-in ones (tests pass a
     :class:`~pulse_proxy.sinks.ListSink`); ``upstream_url`` is the resolved upstream
-    base URL (the CLI passes the bundled mock's address when ``url`` is ``mock``)."""
+    base URL (the CLI passes the bundled mock's address when ``url`` is ``mock``);
+    ``clock`` drives the statistics and alert engine (tests move it forward)."""
     url = upstream_url or settings.upstream.url
     if url == "mock":
         raise ValueError("resolve the bundled mock's URL before creating the app")
     logger, writer = make_logger(log_stream or sys.stdout.buffer, settings.server.log_format)
-    chosen: list[Sink] = list(sinks) if sinks is not None else [LogSink(logger)]
     fields = {
         "upstream": settings.upstream.label,
         "upstream_url": display_url(url),
@@ -255,5 +362,11 @@ def create_app(
     }
     fields.update(startup_fields or {})
     return PulseApp(
-        settings, upstream_url=url, sinks=chosen, logger=logger, writer=writer, startup_fields=fields
+        settings,
+        upstream_url=url,
+        extra_sinks=sinks,
+        logger=logger,
+        writer=writer,
+        startup_fields=fields,
+        clock=clock,
     )

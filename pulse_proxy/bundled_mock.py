@@ -38,7 +38,7 @@ class BundledMock:
 
     def start(self, timeout: float = 20.0) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "mock_upstream", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "mock_upstream", "--log-level", "warning", "--host", "127.0.0.1", "--port", str(self.port)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,

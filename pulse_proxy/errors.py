@@ -22,7 +22,7 @@ _TYPES = {
 
 def openai_error_body(message: str, code: str, *, status: int = 502, param: str | None = None) -> bytes:
     error_type = _TYPES.get(status, "api_error")
-    if code == "request_too_large":
+    if code in ("request_too_large", "prompt_blocked"):
         error_type = "invalid_request_error"
     return orjson.dumps(
         {"error": {"message": message, "type": error_type, "param": param, "code": code}}

@@ -27,6 +27,7 @@ from yarl import URL
 from pulse_proxy.errors import openai_error_body
 from pulse_proxy.headers import REQUEST_ONLY_HEADERS, filter_request_headers, filter_response_headers
 from pulse_proxy.records import Endpoint, Exchange
+from pulse_proxy.screening import Screen
 from pulse_proxy.settings import Settings
 from pulse_proxy.sse import SSEFramer, parse_frame
 from pulse_proxy.types import Message, Receive, Scope, Send
@@ -155,6 +156,8 @@ class Forwarder:
         session_getter: Callable[[], aiohttp.ClientSession],
         on_complete: Callable[[Capture], None],
         upstream_url: str,
+        screen: Screen | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._session = session_getter
@@ -166,6 +169,8 @@ class Forwarder:
         self._capture_limit = settings.accounting.max_capture_bytes
         self._inject = settings.upstream.inject_stream_usage
         self._keepalive = settings.upstream.sse_keepalive_s
+        self._screen = screen if screen else None
+        self._clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -190,7 +195,7 @@ class Forwarder:
             exchange.latency_ms = round((ended - started) * 1000, 3)
             if exchange.upstream_ms is not None:
                 exchange.overhead_ms = round(max(exchange.latency_ms - exchange.upstream_ms, 0.0), 3)
-            exchange.ended_at = time.time()
+            exchange.ended_at = self._clock()
             self._on_complete(capture)
 
     async def _exchange(
@@ -241,7 +246,18 @@ class Forwarder:
             elif lowered == b"x-pulse-tags":
                 capture.tags_header = value.decode("latin-1")
 
-        # 2. What goes upstream.
+        # 2. Policy: only flags configured to block are checked before forwarding.
+        if self._screen is not None:
+            flags = await self._screen.blocked_flags(body, exchange.endpoint)
+            if flags:
+                exchange.risk_flags = flags
+                await self._proxy_error(
+                    send, capture, 400, "rejected", "prompt_blocked",
+                    f"The request was blocked by LLM Pulse policy ({', '.join(flags)}).",
+                )
+                return
+
+        # 3. What goes upstream.
         upstream_body = body
         if self._inject and exchange.endpoint == "chat" and exchange.method == "POST":
             injected = _inject_stream_usage(body)
@@ -255,7 +271,7 @@ class Forwarder:
         query = scope.get("query_string", b"")
         target = self._base + sub_path + ("?" + query.decode("latin-1") if query else "")
 
-        # 3. Forward, watching for the client going away meanwhile.
+        # 4. Forward, watching for the client going away meanwhile.
         task = asyncio.current_task()
         assert task is not None
         watcher = asyncio.ensure_future(receive())
@@ -440,7 +456,7 @@ class Forwarder:
         exchange.outcome = outcome  # type: ignore[assignment]
         exchange.error_type = code
         exchange.error_message = message
-        body = openai_error_body(message, code)
+        body = openai_error_body(message, code, status=status)
         headers = [
             (b"date", formatdate(usegmt=True).encode()),
             (b"content-type", b"application/json"),

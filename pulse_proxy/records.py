@@ -74,6 +74,9 @@ class Exchange:
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     upstream_request_id: str | None = None
+    # Only with ``accounting.log_content``: masked, capped text (never by default).
+    prompt_text: str | None = None
+    completion_text: str | None = None
     # Wall-clock end of the request (epoch seconds): what windows and alerts bucket by.
     ended_at: float = field(default_factory=time.time)
 
@@ -83,11 +86,18 @@ class Exchange:
 
     def to_event(self) -> dict[str, Any]:
         """The event body; the log pipeline adds ``event``, ``timestamp``, ``level``, ``schema``."""
-        event = {f.name: getattr(self, f.name) for f in _EVENT_FIELDS}
+        event = {name: getattr(self, name) for name in _EVENT_FIELDS}
+        if self.prompt_text is not None or self.completion_text is not None:
+            event["prompt_text"] = self.prompt_text
+            event["completion_text"] = self.completion_text
         return event
 
 
-_EVENT_FIELDS = tuple(f for f in dataclasses.fields(Exchange) if f.name != "ended_at")
+_EVENT_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(Exchange)
+    if f.name not in ("ended_at", "prompt_text", "completion_text")
+)
 
 
 @dataclass(slots=True, frozen=True)

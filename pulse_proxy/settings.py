@@ -18,9 +18,11 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pulse_proxy.alerts import AlertSettings
+from pulse_proxy.sinks.statsd import StatsdSettings
+from pulse_proxy.sinks.webhook import WebhookSettings, unknown_webhooks
 
 ENV_PREFIX = "PULSE_"
 
@@ -97,13 +99,57 @@ class AccountingSettings(_Section):
     # Salt for api_key_hash; generated at start-up when unset (hashes then differ per run).
     key_hash_salt: str | None = None
     max_tags: int = Field(10, ge=0)
+    # Opt-in: also log prompt and completion text, PII and secrets masked, capped.
+    log_content: bool = False
+    content_max_chars: int = Field(2000, gt=0)
+
+
+class MetricsSettings(_Section):
+    # Distinct values kept per client-controlled label (model, user, tag); the rest fold
+    # into "other", so junk or hostile values cannot grow the series count.
+    max_label_values: int = Field(50, ge=1, le=10_000)
+    # Distinct models kept in the rolling statistics (past this: "other").
+    max_models: int = Field(50, ge=1, le=10_000)
+
+
+RiskPolicy = Literal["observe", "block"]
+
+
+class RiskSettings(_Section):
+    enabled: bool = True
+    long_prompt_tokens: int = Field(8000, gt=0)
+    # Characters scanned per request (head and tail of longer texts).
+    max_scan_chars: int = Field(200_000, gt=0)
+    # Per flag: observe (default: record only) or block (400, upstream not called).
+    policy: dict[Literal["long_prompt", "jailbreak", "pii", "secret"], RiskPolicy] = Field(default_factory=dict)
+
+    @property
+    def blocking(self) -> frozenset[str]:
+        return frozenset(flag for flag, action in self.policy.items() if action == "block")
+
+
+class PricingSettings(_Section):
+    # Price files layered over the bundled table, later files winning.
+    files: list[str] = Field(default_factory=list)
 
 
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     accounting: AccountingSettings = AccountingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    risk: RiskSettings = RiskSettings()
+    pricing: PricingSettings = PricingSettings()
     alerts: AlertSettings = AlertSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    statsd: StatsdSettings = StatsdSettings()
+
+    @model_validator(mode="after")
+    def _rules_name_known_webhooks(self) -> Settings:
+        unknown = unknown_webhooks({r.name: r.webhooks for r in self.alerts.rules}, self.webhooks.targets)
+        if unknown:
+            raise ValueError(f"alerts.rules name unknown webhooks: {unknown}")
+        return self
 
 
 class ConfigError(ValueError):
@@ -212,6 +258,7 @@ def redacted(settings: Settings) -> dict[str, Any]:
     """The effective config for display: secrets replaced, never printed."""
     data = settings.model_dump(mode="json")
     data["upstream"]["url"] = display_url(data["upstream"]["url"])
+    data["webhooks"] = settings.webhooks.redacted()
     for section, key in (("server", "admin_token"), ("upstream", "api_key"), ("accounting", "key_hash_salt")):
         if data[section].get(key):
             data[section][key] = "***"

@@ -616,6 +616,10 @@ class RollingStats:
             "models": {name: aggregate.summary(span) for name, aggregate in ordered},
         }
 
+    def window(self, window_s: int) -> dict[str, Any]:
+        """One window of ``/pulse/stats``: overall and per model."""
+        return self._window_body(window_s)
+
     def to_json(self) -> dict[str, Any]:
         """The whole ``GET /pulse/stats`` body."""
         return {

@@ -230,12 +230,12 @@ _TAIL_FRAMES = 6
 _TAIL_BYTES = 16 * 1024
 
 
-def facts_from_sse(chunks: Iterable[bytes]) -> ResponseFacts:
+def facts_from_sse(chunks: Iterable[bytes], *, collect_text: bool = False) -> ResponseFacts:
     """Facts from a captured stream, reading as little of it as possible.
 
     Usage, the finish reason and the final model sit in the last few frames, so those
-    are read first, backwards.  Only when they hold no usage is the whole stream
-    decoded, to count the generated text locally.
+    are read first, backwards.  Only when they hold no usage (or the text itself is
+    wanted) is the whole stream decoded, to count the generated text locally.
     """
     data = b"".join(chunks)
     tail = data[-_TAIL_BYTES:]
@@ -249,7 +249,7 @@ def facts_from_sse(chunks: Iterable[bytes]) -> ResponseFacts:
             _apply_sse_payload(facts, event, text=False)
         if facts.usage is not None and facts.finish_reason and facts.response_model:
             break
-    if facts.usage is not None:
+    if facts.usage is not None and not collect_text:
         return facts
     facts = ResponseFacts()
     for frame in split_frames(data):

@@ -95,7 +95,9 @@ class RunningProxy:
 
 
 @contextlib.contextmanager
-def start_proxy(upstream_url: str, config: dict[str, Any] | None = None) -> Iterator[RunningProxy]:
+def start_proxy(
+    upstream_url: str, config: dict[str, Any] | None = None, *, clock: Any = time.time
+) -> Iterator[RunningProxy]:
     """The full proxy app in front of ``upstream_url``, recording into a ListSink."""
     import io
 
@@ -106,7 +108,7 @@ def start_proxy(upstream_url: str, config: dict[str, Any] | None = None) -> Iter
     settings = build_settings({"upstream": {"url": upstream_url}}, config or {})
     sink = ListSink()
     log = io.BytesIO()
-    app = create_app(settings, sinks=[sink], log_stream=log)
+    app = create_app(settings, sinks=[sink], log_stream=log, clock=clock)
     with run_server(app, **UVICORN_OPTIONS) as url:
         yield RunningProxy(url, app, sink, log)
 
