@@ -19,7 +19,11 @@ request kinds (``plain`` chat completion and ``stream`` SSE chat completion):
                          ``httpx-aiohttp`` is not installed: ``.venv/bin/pip install
                          httpx-aiohttp``);
 * ``pulse``              the full proxy via ``pulse-proxy`` (accounting + one JSON event
-                         per request on).
+                         per request on);
+* ``pulse-sinks``        the same proxy with every optional sink on (``--config`` with
+                         DogStatsD to a UDP socket the bench drains, a webhook target the
+                         bench receives, an alert rule that fires at once, a summary event
+                         every second): issue #3 wants it within 10 % of ``pulse``.
 
 The upstream is a raw ``asyncio.Protocol`` on uvloop in its own process that parses
 just enough HTTP/1.1 and writes canned bytes, so it is not the bottleneck.  The load
@@ -28,7 +32,9 @@ aiohttp load generator in its own process (much slower: a floor, not a ceiling).
 
 It prints the machine facts and a Markdown table, checks the issue's targets (pulse at
 >= 70 % of the best bare pass-through's req/s at 32 connections; <= 0.5 ms added to the
-bare pass-through's p50 at 1 connection), and writes the same to ``bench/results.md``.
+bare pass-through's p50 at 1 connection; with ``pulse-sinks``: >= 90 % of pulse's req/s
+at 32 connections, and statsd datagrams and webhook POSTs actually received), and
+writes the same to ``bench/results.md``.
 Every process it starts listens on 127.0.0.1 only and is stopped on exit, error or
 Ctrl-C.  Only three processes run at a time: upstream, one target, load generator.
 """
@@ -52,6 +58,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,12 +70,15 @@ RESULTS_MD = BENCH_DIR / "results.md"
 
 CONNECTIONS = (1, 32)
 KINDS = ("plain", "stream")
-TARGETS = ("direct", "bare-aiohttp", "bare-httpx-aiohttp", "pulse")
+TARGETS = ("direct", "bare-aiohttp", "bare-httpx-aiohttp", "pulse", "pulse-sinks")
 BARE_TARGETS = ("bare-aiohttp", "bare-httpx-aiohttp")
+PULSE_TARGETS = ("pulse", "pulse-sinks")  # the real proxy: X-Request-ID, events, usage chunk
 
 # Issue #2's targets for the full proxy.
 TARGET_THROUGHPUT_RATIO = 0.70  # of the best bare pass-through's req/s, at 32 connections
 TARGET_ADDED_P50_MS = 0.5  # over the best bare pass-through's p50, at 1 connection
+# Issue #3: all sinks on.
+TARGET_SINKS_RATIO = 0.90  # pulse-sinks' req/s over pulse's, at 32 connections
 
 # --------------------------------------------------------------------------------------
 # Canned request and responses
@@ -618,6 +628,121 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+# ---- the sinks' receivers (pulse-sinks) ----------------------------------------------
+
+class SinkReceivers:
+    """Stand-ins for a DogStatsD agent (a UDP socket drained by a thread) and for a
+    webhook receiver (a threaded HTTP server answering 200), counting what arrives."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.lock = threading.Lock()
+        self.datagrams = 0
+        self.statsd_bytes = 0
+        self.statsd_lines = 0
+        self.posts = 0
+        self.post_paths: collections.Counter[str] = collections.Counter()
+        self.post_events: collections.Counter[str] = collections.Counter()
+        self._stop = threading.Event()
+
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):
+            self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.udp.bind(("127.0.0.1", 0))
+        self.udp.settimeout(0.2)
+
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                event = "?"
+                with contextlib.suppress(ValueError, AttributeError):
+                    parsed = json.loads(body)
+                    event = str(parsed.get("event") or parsed.get("status") or "?")
+                with owner.lock:
+                    owner.posts += 1
+                    owner.post_paths[self.path] += 1
+                    owner.post_events[event] += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        self._threads = [
+            threading.Thread(target=self._drain_udp, name="bench-statsd", daemon=True),
+            threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2},
+                             name="bench-webhook", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def statsd_port(self) -> int:
+        return int(self.udp.getsockname()[1])
+
+    @property
+    def webhook_port(self) -> int:
+        return int(self.http.server_address[1])
+
+    def _drain_udp(self) -> None:
+        buf = bytearray(65536)
+        while not self._stop.is_set():
+            try:
+                n = self.udp.recv_into(buf)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.datagrams += 1
+                self.statsd_bytes += n
+                self.statsd_lines += buf.count(b"\n", 0, n) + (1 if n and buf[n - 1] != 10 else 0)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {"datagrams": self.datagrams, "statsd_bytes": self.statsd_bytes,
+                    "statsd_lines": self.statsd_lines, "posts": self.posts,
+                    "post_paths": dict(self.post_paths), "post_events": dict(self.post_events)}
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self.http.shutdown()
+        with contextlib.suppress(Exception):
+            self.http.server_close()
+        for thread in self._threads:
+            thread.join(2.0)
+        with contextlib.suppress(OSError):
+            self.udp.close()
+
+
+def write_sinks_config(path: Path, statsd_port: int, webhook_port: int) -> Path:
+    """Every optional sink on: DogStatsD, a webhook, an alert that fires at once, a
+    summary event every second."""
+    path.write_text(
+        "server: {summary_interval_s: 1}\n"
+        f"statsd: {{enabled: true, host: 127.0.0.1, port: {statsd_port}, prefix: bench}}\n"
+        "webhooks:\n"
+        "  targets:\n"
+        f'    - {{name: hook, url: "http://127.0.0.1:{webhook_port}/hook", format: json}}\n'
+        "alerts:\n"
+        "  evaluation_interval_s: 1\n"
+        "  rules:\n"
+        '    - {name: always, metric: requests, stat: count, window_s: 60, op: ">", '
+        "threshold: 0, min_samples: 1, webhooks: [hook]}\n"
+    )
+    return path
+
+
 # ---- load generators -----------------------------------------------------------------
 
 @dataclass
@@ -878,8 +1003,8 @@ def sanity_check(name: str, port: int) -> tuple[list[str], list[float]]:
     latencies: list[float] = []
     checks = [("plain", make_request_body(False), PLAIN_BODY),
               ("stream", make_request_body(True),
-               SSE_BODY_NO_USAGE if name == "pulse" else SSE_BODY)]
-    if name == "pulse":  # a client that asked for usage gets the usage chunk
+               SSE_BODY_NO_USAGE if name in PULSE_TARGETS else SSE_BODY)]
+    if name in PULSE_TARGETS:  # a client that asked for usage gets the usage chunk
         checks.append(("stream+include_usage", make_request_body(True, True), SSE_BODY))
     for label, body, expected in checks:
         t0 = time.perf_counter()
@@ -893,7 +1018,7 @@ def sanity_check(name: str, port: int) -> tuple[list[str], list[float]]:
             problems.append(f"{label}: status {status}: {data[:200]!r}")
         elif data != expected:
             problems.append(f"{label}: body differs from the upstream's ({len(data)} vs {len(expected)} B)")
-        if name == "pulse" and "x-request-id" not in headers:
+        if name in PULSE_TARGETS and "x-request-id" not in headers:
             problems.append(f"{label}: no X-Request-ID")
     return problems, latencies
 
@@ -984,7 +1109,7 @@ def render(rows: list[Row], facts: list[tuple[str, str]], verdicts: list[str], n
     return "\n".join(out) + "\n"
 
 
-def verdict_lines(rows: list[Row]) -> list[str]:
+def verdict_lines(rows: list[Row], sinks: dict[str, Any] | None = None) -> list[str]:
     by_key = {(r.target, r.kind, r.connections): r for r in rows}
     lines = []
     for kind in KINDS:
@@ -1016,6 +1141,31 @@ def verdict_lines(rows: list[Row]) -> list[str]:
             )
         else:
             lines.append(f"n/a — {kind}, 1 connection: pulse or bare row missing")
+    if sinks is not None or any(r.target == "pulse-sinks" for r in rows):
+        for kind in KINDS:
+            on = by_key.get(("pulse-sinks", kind, 32))
+            off = by_key.get(("pulse", kind, 32))
+            if on and off:
+                ratio = on.m.rps / off.m.rps if off.m.rps else 0.0
+                ok = ratio >= TARGET_SINKS_RATIO
+                lines.append(
+                    f"{'PASS' if ok else 'FAIL'} — {kind}, 32 connections: pulse-sinks "
+                    f"{on.m.rps:,.0f} req/s = {100 * ratio:.0f} % of pulse ({off.m.rps:,.0f} req/s); "
+                    f"target ≥ {100 * TARGET_SINKS_RATIO:.0f} %"
+                )
+            else:
+                lines.append(f"n/a — {kind}, 32 connections: pulse-sinks or pulse row missing")
+        if sinks is not None:
+            ok = sinks["datagrams"] > 0 and sinks["posts"] > 0
+            lines.append(
+                f"{'PASS' if ok else 'FAIL'} — sinks were on during pulse-sinks: "
+                f"{sinks['datagrams']:,} statsd datagrams ({sinks['statsd_lines']:,} metric lines, "
+                f"{sinks['statsd_bytes']:,} B) and {sinks['posts']} webhook POSTs "
+                f"({', '.join(f'{k} ×{v}' for k, v in sinks['post_events'].items()) or 'none'}) "
+                "received; both must be > 0"
+            )
+        else:
+            lines.append("n/a — sinks: pulse-sinks did not run")
     return lines
 
 
@@ -1025,6 +1175,8 @@ def run_bench(args: argparse.Namespace) -> int:
     here = str(Path(__file__).resolve())
     notes: list[str] = []
     rows: list[Row] = []
+    receivers: SinkReceivers | None = None
+    sinks_seen: dict[str, Any] | None = None  # what the receivers got during pulse-sinks
     try:
         use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
         if args.loadgen == "wrk" and not shutil.which("wrk"):
@@ -1071,14 +1223,29 @@ def run_bench(args: argparse.Namespace) -> int:
                 port = uport
             else:
                 port = free_port()
-                if target == "pulse":
+                if target in PULSE_TARGETS:
                     if not pulse_cli.exists():
-                        notes.append("pulse skipped: pulse-proxy not found (pip install -e .)")
+                        notes.append(f"{target} skipped: pulse-proxy not found (pip install -e .)")
                         print(f"* {notes[-1]}")
                         continue
-                    events = EventLog(workdir / "pulse.stdout.jsonl")
+                    events = EventLog(workdir / f"{target}.stdout.jsonl")
                     argv = [str(pulse_cli), "--host", "127.0.0.1", "--port", str(port),
                             "--upstream", f"http://127.0.0.1:{uport}/v1"]
+                    if target == "pulse-sinks":
+                        receivers = SinkReceivers()
+                        config = write_sinks_config(workdir / "sinks.yaml", receivers.statsd_port,
+                                                    receivers.webhook_port)
+                        checked = subprocess.run([str(pulse_cli), "check-config", str(config)],
+                                                 capture_output=True, text=True, timeout=60,
+                                                 cwd=REPO)
+                        if checked.returncode != 0:
+                            notes.append(f"pulse-sinks skipped: check-config rejected the sinks "
+                                         f"config: {(checked.stderr or checked.stdout).strip()[-400:]}")
+                            print(f"* {notes[-1]}")
+                            receivers.close()
+                            receivers = None
+                            continue
+                        argv += ["--config", str(config)]
                     proc = procs.start(argv, stdout=events.path, stderr=err_file)
                 else:
                     client = "aiohttp" if target == "bare-aiohttp" else "httpx"
@@ -1101,7 +1268,7 @@ def run_bench(args: argparse.Namespace) -> int:
             if problems:
                 notes.append(f"{target}: sanity requests: " + "; ".join(problems))
                 print(f"* {notes[-1]}")
-            sent += 3 if target == "pulse" else 2
+            sent += 3 if target in PULSE_TARGETS else 2
             rss_before = rss_mb(proc.pid) if proc else None
             pulse_runs: list[str] = []
             for kind in KINDS:
@@ -1141,12 +1308,12 @@ def run_bench(args: argparse.Namespace) -> int:
                 took, killed = procs.stop(proc, grace=15.0)
                 shutdown = (f"stopped by SIGTERM in {took:.1f} s" if not killed
                             else f"did NOT exit within 15 s of SIGTERM (killed)")
-                if target == "pulse" and events is not None:
+                if target in PULSE_TARGETS and events is not None:
                     events.read()
                     t = events.tally
                     overhead = (statistics.median(t.overhead_ms) if t.overhead_ms else None)
                     notes.append(
-                        f"pulse: {sent} requests completed by the load generator, {t.requests} "
+                        f"{target}: {sent} requests completed by the load generator, {t.requests} "
                         f"llm.request events (wrk drops in-flight requests at the end of a run, so "
                         f"up to one extra event per connection per wrk invocation, warm-ups included, is "
                         f"expected); outcomes "
@@ -1156,11 +1323,24 @@ def run_bench(args: argparse.Namespace) -> int:
                         f"{fmt(overhead, 3)}; other events {dict(t.other_events)}"
                         + (f"; {t.bad_lines} non-JSON stdout lines" if t.bad_lines else "")
                     )
-                    notes += [f"pulse: {line}" for line in pulse_runs]
+                    notes += [f"{target}: {line}" for line in pulse_runs]
                 notes.append(
                     f"{target}: RSS {fmt(rss_before, 0)} MB before load, {fmt(rss_after, 0)} MB "
                     f"after; /healthz after load {'200' if alive else 'FAILED'}; {shutdown}"
                 )
+                if target == "pulse-sinks" and receivers is not None:
+                    time.sleep(0.3)  # the last statsd flush and a webhook sent at shutdown
+                    sinks_seen = receivers.snapshot()
+                    receivers.close()
+                    receivers = None
+                    notes.append(
+                        f"pulse-sinks: the bench received {sinks_seen['datagrams']:,} statsd "
+                        f"datagrams ({sinks_seen['statsd_lines']:,} metric lines, "
+                        f"{sinks_seen['statsd_bytes']:,} B) and {sinks_seen['posts']} webhook "
+                        f"POSTs (paths {sinks_seen['post_paths']}, events "
+                        f"{sinks_seen['post_events']}); the receivers ran as threads of the bench "
+                        "process, on the same 2 cores"
+                    )
                 stderr_text = err_file.read_text(errors="replace").strip() if err_file.exists() else ""
                 if stderr_text:
                     tail = " | ".join(stderr_text.splitlines()[-5:])
@@ -1168,7 +1348,7 @@ def run_bench(args: argparse.Namespace) -> int:
                                  f"last lines: {tail[:600]}")
 
         procs.stop(upstream)
-        verdicts = verdict_lines(rows)
+        verdicts = verdict_lines(rows, sinks_seen)
         if loadgen.kind == "python":
             notes.append("Python load generator: req/s are capped by the generator itself; "
                          "install wrk for meaningful ceilings")
@@ -1183,17 +1363,24 @@ def run_bench(args: argparse.Namespace) -> int:
         print(table)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         cmd = "bench/overhead.py" + (" --quick" if args.quick else f" --duration {args.duration}")
-        RESULTS_MD.write_text(
+        if list(args.targets) != list(TARGETS):
+            cmd += " --targets " + " ".join(args.targets)
+        results_md = Path(args.results).resolve() if args.results else RESULTS_MD
+        results_md.write_text(
             f"# LLM Pulse overhead benchmark\n\n"
             f"Run {stamp} with `.venv/bin/python {cmd}`.\n\n{table}"
         )
-        print(f"(written to {RESULTS_MD.relative_to(REPO)})")
+        with contextlib.suppress(ValueError):
+            results_md = results_md.relative_to(REPO)
+        print(f"(written to {results_md})")
         return 0
     except BenchError as exc:
         print(f"\nbench failed: {exc}", file=sys.stderr)
         return 1
     finally:
         procs.stop_all()
+        if receivers is not None:
+            receivers.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -1207,6 +1394,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="wrk if installed (auto), or force one")
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS),
                         help="subset of targets (default: all)")
+    parser.add_argument("--results", default=None,
+                        help="Markdown file to write (default: bench/results.md)")
     # Internal roles of this same file, run as child processes.
     parser.add_argument("--_upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_bare", nargs=3, metavar=("PORT", "UPSTREAM", "CLIENT"),

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
+import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -28,14 +30,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pulse_proxy import __version__, risk, tokens
-from pulse_proxy.accounting import Accountant
+from pulse_proxy import __version__, tokens
 from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.dispatch import Dispatcher
 from pulse_proxy.errors import openai_error_body
 from pulse_proxy.forward import Forwarder, StreamAborted
-from pulse_proxy.pricing import PriceTable
-from pulse_proxy.screening import Screen, flagger
+from pulse_proxy.screening import Screen
+from pulse_proxy.worker import build_accountant
 from pulse_proxy.settings import Settings, display_url, redacted
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LineWriter, LogSink, make_logger
@@ -138,7 +139,6 @@ class PulseApp:
 
         self.stats = RollingStats(clock=clock, max_models=settings.metrics.max_models)
         self.alerts = AlertEngine(settings.alerts, self.stats, clock=clock)
-        self.prices = PriceTable.load(settings.pricing.files)
         self.registry = CollectorRegistry()
         self.prometheus = PrometheusSink(
             self.registry,
@@ -147,7 +147,7 @@ class PulseApp:
             alert_firing=self.alerts.firing,
             dropped=self.dropped_counts,
         )
-        sinks: list[Sink] = [LogSink(logger), self.prometheus]
+        sinks: list[Sink] = [LogSink(logger, writer), self.prometheus]
         self.statsd: StatsdSink | None = None
         if settings.statsd.enabled:
             self.statsd = StatsdSink.from_settings(settings.statsd, error_rate=self.error_rate)
@@ -162,10 +162,15 @@ class PulseApp:
             sinks.append(self.webhooks)
         sinks.extend(extra_sinks)
 
-        self.accountant = Accountant(
-            settings, cost=self.prices.exchange_cost, risk=flagger(settings.risk), redact=risk.mask
+        self.accountant = build_accountant(settings)
+        self.dispatcher = Dispatcher(
+            self.accountant,
+            sinks,
+            logger=logger,
+            settings=settings,
+            process=settings.accounting.mode == "process",
+            observers=[self.stats.add],
         )
-        self.dispatcher = Dispatcher(self.accountant, sinks, logger=logger, observers=[self.stats.add])
         self.forwarder = Forwarder(
             settings, self._get_session, self.dispatcher.submit, self.upstream_url, Screen(settings.risk),
             clock=clock,
@@ -210,11 +215,12 @@ class PulseApp:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
-        # Load both vocabularies now (~1 s, in a thread): loading them on first use
-        # would stall the event loop under the first requests.
-        await asyncio.gather(*(asyncio.to_thread(tokens.get_encoding, n) for n in tokens.ENCODING_NAMES))
+        if self.settings.accounting.mode == "inline" or Screen(self.settings.risk):
+            # Counting happens in this process: load both vocabularies now (~1 s, in a
+            # thread), since loading them on first use would stall the event loop.
+            await asyncio.gather(*(asyncio.to_thread(tokens.get_encoding, n) for n in tokens.ENCODING_NAMES))
         self._session = open_upstream_session(self.settings)
-        self.dispatcher.start()
+        await self.dispatcher.start()
         for sink in (self.statsd, self.webhooks):
             if sink is not None:
                 sink.start()
@@ -224,6 +230,9 @@ class PulseApp:
             self._spawn(self._summary_loop(), "pulse-summary")
         self.log.info("pulse.started", version=__version__, **self._startup_fields)
         self.log.info("pulse.config", config=redacted(self.settings))
+        # Everything alive now lives as long as the process: keep the cyclic garbage
+        # collector from traversing it again and again under load.
+        gc.freeze()
         try:
             yield
         finally:
@@ -351,6 +360,12 @@ def create_app(
     base URL (the CLI passes the bundled mock's address when ``url`` is ``mock``);
     ``clock`` drives the statistics and alert engine (tests move it forward)."""
     url = upstream_url or settings.upstream.url
+    if not settings.accounting.key_hash_salt:
+        # One salt per run, shared by the accounting process and any in-process fallback.
+        salt = secrets.token_hex(16)
+        settings = settings.model_copy(
+            update={"accounting": settings.accounting.model_copy(update={"key_hash_salt": salt})}
+        )
     if url == "mock":
         raise ValueError("resolve the bundled mock's URL before creating the app")
     logger, writer = make_logger(log_stream or sys.stdout.buffer, settings.server.log_format)

@@ -19,8 +19,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """Linux: the mock gets SIGTERM if the proxy dies without stopping it (kill -9)."""
+def die_with_parent() -> None:
+    """Linux: a child gets SIGTERM if the proxy dies without stopping it (kill -9)."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -41,7 +41,7 @@ class BundledMock:
             [sys.executable, "-m", "mock_upstream", "--log-level", "warning", "--host", "127.0.0.1", "--port", str(self.port)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

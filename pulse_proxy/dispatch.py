@@ -1,10 +1,12 @@
 """Fan-out of finished requests to accounting and the sinks, off the request path.
 
-The hot path only ever calls :meth:`Dispatcher.submit`, which is a non-blocking queue
-put.  One background task takes captures in order, finishes their accounting and
-hands the :class:`Exchange` to each sink in turn; a sink that raises is logged and the
-others still get the record (mitmproxy's ``safecall``).  ``stop`` drains the queue so
-a graceful shutdown loses no event.
+The hot path only ever calls :meth:`Dispatcher.submit`, which never blocks.  With a
+:class:`~pulse_proxy.worker.AccountingProcess` (the default) captures are finished in
+a child process; without one (``accounting.mode: inline``) a background task finishes
+them in order.  Either way each :class:`Exchange` then goes to every observer and
+sink in turn; a sink that raises is logged and the others still get the record
+(mitmproxy's ``safecall``).  ``stop`` drains everything so a graceful shutdown loses
+no event.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from typing import Any
 from pulse_proxy.accounting import Accountant
 from pulse_proxy.forward import Capture
 from pulse_proxy.records import AlertEvent, Exchange
+from pulse_proxy.settings import Settings
 from pulse_proxy.sinks import Sink
+from pulse_proxy.sinks.log import LogSink
+from pulse_proxy.worker import AccountingProcess
 
 
 class Dispatcher:
@@ -26,6 +31,8 @@ class Dispatcher:
         sinks: Sequence[Sink],
         *,
         logger: Any,
+        settings: Settings,
+        process: bool = True,
         max_pending: int = 100_000,
         observers: Sequence[Callable[[Exchange], None]] = (),
     ) -> None:
@@ -37,17 +44,44 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.processed = 0
+        self._log_sink = next((sink for sink in self.sinks if isinstance(sink, LogSink)), None)
+        self.worker: AccountingProcess | None = None
+        if process:
+            self.worker = AccountingProcess(settings, self.deliver, accountant, logger=logger)
 
     def submit(self, capture: Capture) -> None:
+        if self.worker is not None:
+            self.worker.submit(capture)
+            return
         try:
             self._queue.put_nowait(capture)
         except asyncio.QueueFull:
             self.dropped += 1
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        if self.worker is not None:
+            await self.worker.start()
+            return
         self._task = asyncio.create_task(self._run(), name="pulse-dispatcher")
 
+    def deliver(self, finished: list[tuple[Exchange, bytes | None]]) -> None:
+        """Hand finished exchanges to observers and sinks; a line the accounting
+        process already rendered goes straight to the log sink's writer."""
+        log_sink = self._log_sink
+        for exchange, line in finished:
+            self.processed += 1
+            for observer in self._observers:
+                self._safe(observer, exchange)
+            for sink in self.sinks:
+                if line is not None and sink is log_sink:
+                    self._safe(log_sink.write_rendered, line)
+                else:
+                    self._safe(sink.on_exchange, exchange)
+
     async def stop(self, timeout: float = 30.0) -> None:
+        if self.worker is not None:
+            await self.worker.stop(timeout)
+            return
         if self._task is None:
             return
         self._queue.put_nowait(None)
@@ -72,11 +106,7 @@ class Dispatcher:
                 except Exception as exc:  # accounting bugs must not lose the event
                     self._log.error("pulse.accounting_failed", error_type=type(exc).__name__)
                     exchange = capture.exchange
-                self.processed += 1
-                for observer in self._observers:
-                    self._safe(observer, exchange)
-                for sink in self.sinks:
-                    self._safe(sink.on_exchange, exchange)
+                self.deliver([(exchange, None)])
             finally:
                 self._queue.task_done()
 

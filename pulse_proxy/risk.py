@@ -1179,6 +1179,11 @@ def extract_text(body: Mapping[str, Any]) -> str:
     embeddings and Responses ``input`` (strings, lists, items with ``input_text`` parts,
     tool outputs) and Responses ``instructions``.
     """
+    return "\n".join(extract_texts(body))
+
+
+def extract_texts(body: Mapping[str, Any]) -> list[str]:
+    """The same texts as :func:`extract_text`, one per message or part."""
     out: list[str] = []
     instructions = body.get("instructions")
     if isinstance(instructions, str):
@@ -1190,4 +1195,4 @@ def extract_text(body: Mapping[str, Any]) -> str:
                 _content_text(message.get("content"), out)
     _input_text(body.get("prompt"), out)
     _input_text(body.get("input"), out)
-    return "\n".join(out)
+    return out

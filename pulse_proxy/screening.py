@@ -10,6 +10,7 @@ one fires, answered with OpenAI's 400 shape without calling the upstream.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,32 @@ _SCREENED_ENDPOINTS = frozenset({"chat", "completions", "embeddings", "responses
 _THREAD_THRESHOLD_BYTES = 64 * 1024
 
 
+_CONTENT_DETECTORS = frozenset({"jailbreak", "pii", "secret"})
+_CACHE_MAX_CHARS = 32 * 1024
+
+
+@functools.lru_cache(maxsize=8192)
+def _scan_part(text: str) -> frozenset[str]:
+    return frozenset(risk.scan(text, detectors=_CONTENT_DETECTORS, max_chars=_CACHE_MAX_CHARS))
+
+
+def content_flags(body: dict[str, Any], max_chars: int) -> set[str]:
+    """Content flags, scanned message by message with a bounded cache.
+
+    Chat clients resend the whole conversation each turn and share system prompts, so
+    most message texts were seen moments ago; scanning each once keeps the cost of a
+    turn proportional to its new text.  Bodies beyond the scan cap are scanned whole,
+    head and tail, as :func:`risk.scan` samples them.
+    """
+    parts = risk.extract_texts(body)
+    if sum(len(part) for part in parts) > max_chars or any(len(p) > _CACHE_MAX_CHARS for p in parts):
+        return set(risk.scan("\n".join(parts), detectors=_CONTENT_DETECTORS, max_chars=max_chars))
+    flags: set[str] = set()
+    for part in parts:
+        flags |= _scan_part(part)
+    return flags
+
+
 def flagger(settings: RiskSettings) -> Callable[[dict[str, Any], Exchange], list[str]] | None:
     """The accounting step's risk function (None when risk detection is off)."""
     if not settings.enabled:
@@ -30,12 +57,10 @@ def flagger(settings: RiskSettings) -> Callable[[dict[str, Any], Exchange], list
 
     def flags(body: dict[str, Any], exchange: Exchange) -> list[str]:
         tokens = exchange.prompt_tokens if exchange.prompt_tokens is not None else exchange.prompt_tokens_local
-        return risk.scan(
-            risk.extract_text(body),
-            prompt_tokens=tokens,
-            long_prompt_tokens=settings.long_prompt_tokens,
-            max_chars=settings.max_scan_chars,
-        )
+        found = content_flags(body, settings.max_scan_chars)
+        if tokens is not None and tokens > settings.long_prompt_tokens:
+            found.add("long_prompt")
+        return sorted(found)
 
     return flags
 

@@ -93,6 +93,9 @@ class UpstreamSettings(_Section):
 
 
 class AccountingSettings(_Section):
+    # "process": finish accounting (parsing, counting, risk scans) in a child process,
+    # off the event loop and on another core; "inline": in the proxy's own loop.
+    mode: Literal["process", "inline"] = "process"
     # Response bytes kept for usage extraction; past this only the tail is kept
     # (usage sits at the end of SSE streams).
     max_capture_bytes: int = Field(16 * 1024 * 1024, gt=0)

@@ -106,8 +106,13 @@ def test_summary_event_is_logged(mock_url: str) -> None:
     with start_proxy(mock_url + "/v1", {"server": {"summary_interval_s": 0.2}}) as proxy:
         httpx.post(proxy.base_url + "/chat/completions", json=CHAT)
         proxy.wait_for(1)
-        wait_until(lambda: any(l["event"] == "llm.metrics.summary" for l in proxy.log_lines()))
-        summary = next(l for l in proxy.log_lines() if l["event"] == "llm.metrics.summary")
+        # Summaries before the request was accounted show zero; wait for one that has it.
+
+        def summaries() -> list[dict]:
+            return [l for l in proxy.log_lines() if l["event"] == "llm.metrics.summary"]
+
+        wait_until(lambda: any(s["overall"]["requests"] == 1 for s in summaries()))
+        summary = summaries()[-1]
         assert summary["schema"] == "pulse.v1" and summary["window"] == "1m"
         assert summary["overall"]["requests"] == 1
 

@@ -352,3 +352,22 @@ def test_optional_keepalive_comments_while_waiting_for_the_first_token(mock_url:
         assert any(line.startswith(": keepalive") for line in lines[:first_data])
         (event,) = proxy.wait_for(1)
         assert event.outcome == "success" and event.token_source == "upstream"
+
+
+def test_usage_filter_finds_the_usage_chunk_wherever_it_is_split() -> None:
+    """The usage-only chunk is removed however the network splits the stream, LF or CRLF."""
+    from pulse_proxy.forward import UsageChunkFilter
+
+    frames = [
+        b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}\n\n',
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}\n\n',
+        b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    for ending in (b"\n", b"\r\n"):
+        stream = b"".join(frames).replace(b"\n", ending)
+        expected = b"".join(frames[:2] + frames[3:]).replace(b"\n", ending)
+        for cut in range(1, len(stream)):
+            usage_filter = UsageChunkFilter()
+            out = usage_filter.feed(stream[:cut]) + usage_filter.feed(stream[cut:]) + usage_filter.flush()
+            assert out == expected, (ending, cut)

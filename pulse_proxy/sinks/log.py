@@ -96,16 +96,49 @@ def _orjson_dumps(value: Any, **_: Any) -> bytes:
     return orjson.dumps(value, default=str)
 
 
-def make_logger(stream: IO[bytes], log_format: str = "json") -> tuple[Any, LineWriter]:
-    """A structlog logger writing one line per event to ``stream`` (no global config)."""
-    writer = LineWriter(stream)
+def _processors(log_format: str) -> list[Any]:
     processors: list[Any] = [_add_envelope]
     if log_format == "console":
         processors += [_escape_strings, structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)]
     else:
         processors.append(structlog.processors.JSONRenderer(serializer=_orjson_dumps))
-    logger = structlog.wrap_logger(writer, processors=processors, wrapper_class=structlog.BoundLogger)
+    return processors
+
+
+def make_logger(stream: IO[bytes], log_format: str = "json") -> tuple[Any, LineWriter]:
+    """A structlog logger writing one line per event to ``stream`` (no global config)."""
+    writer = LineWriter(stream)
+    logger = structlog.wrap_logger(writer, processors=_processors(log_format), wrapper_class=structlog.BoundLogger)
     return logger, writer
+
+
+class _Keep:
+    """A structlog 'logger' that keeps the rendered line instead of writing it."""
+
+    line: bytes = b""
+
+    def msg(self, line: bytes | str) -> None:
+        self.line = line.encode("utf-8") if isinstance(line, str) else line
+
+    debug = info = warning = error = critical = exception = msg
+
+
+def _log_exchange(logger: Any, exchange: Exchange) -> None:
+    level = "warning" if exchange.is_error else "info"
+    getattr(logger, level)("llm.request", timestamp=rfc3339(exchange.ended_at), **exchange.to_event())
+
+
+class LineRenderer:
+    """Renders ``llm.request`` lines exactly as :class:`LogSink` would, without writing
+    them: the accounting process renders, the proxy only writes the bytes."""
+
+    def __init__(self, log_format: str = "json") -> None:
+        self._keep = _Keep()
+        self._log = structlog.wrap_logger(self._keep, processors=_processors(log_format), wrapper_class=structlog.BoundLogger)
+
+    def render(self, exchange: Exchange) -> bytes:
+        _log_exchange(self._log, exchange)
+        return self._keep.line
 
 
 class LogSink:
@@ -116,8 +149,14 @@ class LogSink:
         self._writer = writer
 
     def on_exchange(self, exchange: Exchange) -> None:
-        level = "warning" if exchange.is_error else "info"
-        getattr(self._log, level)("llm.request", timestamp=rfc3339(exchange.ended_at), **exchange.to_event())
+        _log_exchange(self._log, exchange)
+
+    def write_rendered(self, line: bytes) -> None:
+        """A line the accounting process already rendered (see :class:`LineRenderer`)."""
+        if self._writer is not None:
+            self._writer.msg(line)
+        else:
+            self._log.info(line)
 
     def on_alert(self, alert: AlertEvent) -> None:
         level = "warning" if alert.event == "alert.fired" else "info"

@@ -1,0 +1,278 @@
+"""Accounting in a child process, so the event loop never pays for it.
+
+Finishing a request costs far more than relaying it: JSON parsing, tiktoken counting,
+usage extraction and above all the risk scan (regular expressions hold the GIL, so a
+thread does not help; a 100,000-token prompt takes tens of milliseconds).  In the
+proxy's process that time would be stolen from every request in flight.  So captures
+are batched once per loop iteration, pickled, and written to a child process on the
+other core through a non-blocking socket; finished exchanges come back the same way to
+the event loop, where only the cheap sinks (statistics, metrics, the log line) run.
+
+Nothing is lost: every batch stays pending until its results return; if the child
+dies a new one is started and given the pending batches again (on shutdown they are
+finished in-process instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import orjson
+
+from pulse_proxy.accounting import Accountant
+from pulse_proxy.bundled_mock import die_with_parent
+from pulse_proxy.forward import Capture
+from pulse_proxy.records import Exchange
+from pulse_proxy.settings import Settings
+from pulse_proxy.sinks.log import LineRenderer
+
+_STOP = b"stop"
+
+
+def build_accountant(settings: Settings) -> Accountant:
+    """The accounting step with its pricing and risk functions (parent and child alike)."""
+    from pulse_proxy import risk
+    from pulse_proxy.pricing import PriceTable
+    from pulse_proxy.screening import flagger
+
+    prices = PriceTable.load(settings.pricing.files)
+    return Accountant(settings, cost=prices.exchange_cost, risk=flagger(settings.risk), redact=risk.mask)
+
+
+def finish_all(accountant: Accountant, captures: list[Capture]) -> list[Exchange]:
+    finished = []
+    for capture in captures:
+        try:
+            finished.append(accountant.finish_sync(capture))
+        except Exception:  # an accounting bug must not lose the event
+            finished.append(capture.exchange)
+    return finished
+
+
+# Pickling dataclasses with slots goes through copyreg and is slow; flat tuples of
+# plain values cross the pipe several times faster.
+_EXCHANGE_FIELDS = tuple(f.name for f in dataclasses.fields(Exchange))
+_CAPTURE_FIELDS = tuple(f.name for f in dataclasses.fields(Capture) if f.name != "exchange")
+
+
+def _pack_exchange(exchange: Exchange) -> tuple[Any, ...]:
+    return tuple([getattr(exchange, name) for name in _EXCHANGE_FIELDS])
+
+
+def _unpack_exchange(values: tuple[Any, ...]) -> Exchange:
+    return Exchange(*values)
+
+
+def pack_captures(captures: list[Capture]) -> list[tuple[Any, ...]]:
+    return [
+        (_pack_exchange(c.exchange), *[getattr(c, name) for name in _CAPTURE_FIELDS]) for c in captures
+    ]
+
+
+def unpack_captures(packed: list[tuple[Any, ...]]) -> list[Capture]:
+    return [Capture(_unpack_exchange(item[0]), *item[1:]) for item in packed]
+
+
+def finish_batch(accountant: Accountant, renderer: LineRenderer, packed: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """In the child: account for a batch and render each log line."""
+    out = []
+    for exchange in finish_all(accountant, unpack_captures(packed)):
+        try:
+            line: bytes | None = renderer.render(exchange)
+        except Exception:
+            line = None
+        out.append((_pack_exchange(exchange), line))
+    return out
+
+
+def child_main(fd: int) -> None:
+    """``python -m pulse_proxy.worker FD``: the first frame is the settings, then batches."""
+    # Ctrl-C reaches the whole process group; the parent decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(fd)
+    settings = Settings.model_validate(orjson.loads(conn.recv_bytes()))
+    accountant = build_accountant(settings)
+    renderer = LineRenderer(settings.server.log_format)
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if data == _STOP:
+            conn.send_bytes(_STOP)
+            return
+        seq, packed = pickle.loads(data)
+        conn.send_bytes(pickle.dumps((seq, finish_batch(accountant, renderer, packed)), protocol=5))
+
+
+class _ChildLink(asyncio.Protocol):
+    """The parent's end of the pipe, on the event loop: no threads, no blocking.
+
+    Frames are ``multiprocessing.Connection``'s (a 4-byte big-endian length, or -1 and
+    an 8-byte length), so the child can use the plain blocking ``Connection`` API.
+    """
+
+    def __init__(self, owner: AccountingProcess, generation: int) -> None:
+        self._owner = owner
+        self._generation = generation
+        self._buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, payload: bytes) -> None:
+        assert self.transport is not None
+        size = len(payload)
+        header = struct.pack("!i", size) if size < 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+        self.transport.writelines((header, payload))
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= 4:
+            (size,) = struct.unpack_from("!i", buffer)
+            start = 4
+            if size == -1:
+                if len(buffer) < 12:
+                    return
+                (size,) = struct.unpack_from("!Q", buffer, 4)
+                start = 12
+            if len(buffer) < start + size:
+                return
+            payload = bytes(buffer[start : start + size])
+            del buffer[: start + size]
+            if payload != _STOP:
+                seq, finished = pickle.loads(payload)
+                self._owner._results(seq, [(_unpack_exchange(values), line) for values, line in finished])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._child_gone(self._generation)
+
+
+class AccountingProcess:
+    def __init__(
+        self,
+        settings: Settings,
+        deliver: Callable[[list[tuple[Exchange, bytes | None]]], None],
+        fallback: Accountant,
+        *,
+        logger: Any,
+    ) -> None:
+        self._settings_data = settings.model_dump(mode="json")
+        self._deliver = deliver
+        self._fallback = fallback
+        self._log = logger
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._link: _ChildLink | None = None
+        self._batch: list[Capture] = []
+        self._flush_scheduled = False
+        self._seq = itertools.count()
+        self._pending: dict[int, list[Capture]] = {}
+        self._drained = asyncio.Event()
+        self._stopping = False
+        self._generation = 0
+        self.restarts = 0
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._spawn()
+
+    async def _spawn(self) -> None:
+        # A plain child process rather than multiprocessing's spawn, which would re-import
+        # the caller's __main__ (breaking any embedding script without a main guard).
+        assert self._loop is not None
+        parent_sock, child_sock = socket.socketpair()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "pulse_proxy.worker", str(child_sock.fileno())],
+            pass_fds=[child_sock.fileno()],
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
+        child_sock.close()
+        self._generation += 1
+        generation = self._generation
+        _, self._link = await self._loop.create_connection(lambda: _ChildLink(self, generation), sock=parent_sock)
+        self._link.send(orjson.dumps(self._settings_data))
+        for seq in sorted(self._pending):  # batches a dead child never answered
+            self._link.send(pickle.dumps((seq, pack_captures(self._pending[seq])), protocol=5))
+
+    async def stop(self, timeout: float) -> None:
+        """Finish everything submitted, then stop the child."""
+        self._stopping = True
+        self._flush()
+        if self._pending:
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except asyncio.TimeoutError:
+                self._finish_inline()
+        if self._link is not None and self._link.transport is not None:
+            self._link.send(_STOP)
+        try:
+            await asyncio.to_thread(self._process.wait, 5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+        if self._link is not None and self._link.transport is not None:
+            self._link.transport.close()
+
+    # -- the hot path's side: never blocks ----------------------------------------
+
+    def submit(self, capture: Capture) -> None:
+        self._batch.append(capture)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        seq = next(self._seq)
+        self._pending[seq] = batch
+        if self._link is not None and self._link.transport is not None and not self._link.transport.is_closing():
+            self._link.send(pickle.dumps((seq, pack_captures(batch)), protocol=5))
+
+    # -- results, on the event loop --------------------------------------------------
+
+    def _results(self, seq: int, finished: list[tuple[Exchange, bytes | None]]) -> None:
+        if self._pending.pop(seq, None) is None:
+            return  # already finished in-process
+        self._deliver(finished)
+        if not self._pending:
+            self._drained.set()
+
+    def _finish_inline(self) -> None:
+        for seq in sorted(self._pending):
+            self._deliver([(ex, None) for ex in finish_all(self._fallback, self._pending.pop(seq))])
+        self._drained.set()
+
+    def _child_gone(self, generation: int) -> None:
+        if generation != self._generation:
+            return
+        if self._stopping:
+            self._finish_inline()
+            return
+        self.restarts += 1
+        self._log.error("pulse.accounting_worker_restarted", exitcode=self._process.poll())
+        assert self._loop is not None
+        self._loop.create_task(self._spawn())
+
+
+if __name__ == "__main__":
+    child_main(int(sys.argv[1]))
