@@ -8,24 +8,29 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: run test bench lock clean
 
+# Recipes are quiet (@) so that `make run` leaves stdout to the proxy's JSON events;
+# progress goes to stderr.
 $(BIN)/python:
-	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "LLM Pulse needs Python >= 3.11"'
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "LLM Pulse needs Python >= 3.11"'
+	@echo "creating $(VENV)" >&2
+	@$(PYTHON) -m venv $(VENV)
 
 # Installs are pinned with hashes (requirements*.lock) so a tampered release cannot
 # slip in; the package itself goes in editable, without re-resolving dependencies.
 $(VENV)/.run-installed: $(BIN)/python requirements.lock pyproject.toml
-	$(PIP) install --require-hashes -r requirements.lock
-	$(PIP) install --no-deps --no-build-isolation -e .
-	touch $@
+	@echo "installing (requirements.lock, hashes checked)" >&2
+	@$(PIP) install --require-hashes -r requirements.lock >&2
+	@$(PIP) install --no-deps --no-build-isolation -e . >&2
+	@touch $@
 
 $(VENV)/.test-installed: $(BIN)/python requirements-test.lock pyproject.toml
-	$(PIP) install --require-hashes -r requirements-test.lock
-	$(PIP) install --no-deps --no-build-isolation -e .
-	touch $@ $(VENV)/.run-installed
+	@echo "installing with test extras (requirements-test.lock, hashes checked)" >&2
+	@$(PIP) install --require-hashes -r requirements-test.lock >&2
+	@$(PIP) install --no-deps --no-build-isolation -e . >&2
+	@touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed
-	$(BIN)/pulse-proxy
+	@$(BIN)/pulse-proxy
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest
