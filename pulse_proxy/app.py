@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from pulse_proxy import __version__, tokens
 from pulse_proxy.alerts import AlertEngine
+from pulse_proxy.breakdown import Breakdown
 from pulse_proxy.dispatch import Dispatcher
 from pulse_proxy.errors import openai_error_body
 from pulse_proxy.forward import Forwarder, StreamAborted
@@ -138,6 +139,7 @@ class PulseApp:
         self._background: set[asyncio.Task[None]] = set()
 
         self.stats = RollingStats(clock=clock, max_models=settings.metrics.max_models)
+        self.breakdown = Breakdown(clock=clock, max_values=settings.metrics.max_label_values)
         self.alerts = AlertEngine(settings.alerts, self.stats, clock=clock)
         self.registry = CollectorRegistry()
         self.prometheus = PrometheusSink(
@@ -169,7 +171,7 @@ class PulseApp:
             logger=logger,
             settings=settings,
             process=settings.accounting.mode == "process",
-            observers=[self.stats.add],
+            observers=[self.stats.add, self.breakdown.add],
         )
         self.forwarder = Forwarder(
             settings, self._get_session, self.dispatcher.submit, self.upstream_url, Screen(settings.risk),
@@ -321,6 +323,7 @@ class PulseApp:
     async def pulse_stats(self, _: Request) -> Response:
         # Merging sketches for every window takes tens of ms: keep it off the loop.
         body = await asyncio.to_thread(self.stats.to_json)
+        body["breakdown"] = self.breakdown.to_json()
         return Response(orjson.dumps(body), media_type="application/json")
 
     async def pulse_alerts(self, _: Request) -> Response:

@@ -178,3 +178,22 @@ def test_long_prompt_flag_and_drift(proxy: RunningProxy) -> None:
     assert "long_prompt" in event.risk_flags
     assert event.prompt_tokens == event.prompt_tokens_local
     assert "llm_tokens_drift" in httpx.get(proxy.url + "/metrics").text
+
+
+def test_stats_break_spending_down_by_user_key_and_tag(mock_url: str) -> None:
+    """/pulse/stats has totals by user, key hash and tag, folding excess values into other."""
+    with start_proxy(mock_url + "/v1", {"metrics": {"max_label_values": 3}}) as proxy:
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+        for i in range(6):
+            httpx.post(proxy.base_url + "/chat/completions", json={**body, "user": f"user-{i}"},
+                       headers={"Authorization": "Bearer sk-team-key", "X-Pulse-Tags": "team=search"})
+        events = proxy.wait_for(6)
+        breakdown = httpx.get(proxy.url + "/pulse/stats").json()["breakdown"]["5m"]
+    assert set(breakdown["user"]) == {"user-0", "user-1", "user-2", "other"}
+    assert breakdown["user"]["other"]["requests"] == 3
+    (key_hash,) = {e.api_key_hash for e in events}
+    assert breakdown["api_key"][key_hash]["requests"] == 6
+    team = breakdown["tag:team"]["search"]
+    assert team["total_tokens"] == sum(e.total_tokens for e in events)
+    assert team["cost_usd"] == pytest.approx(sum(e.cost_usd for e in events))
+    assert "sk-team-key" not in str(breakdown)

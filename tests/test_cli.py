@@ -125,3 +125,36 @@ def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
                             capture_output=True, env=_clean_env(), check=False)
     assert failed.returncode != 0
     assert b"server.prot" in failed.stderr
+
+
+def test_console_log_format_is_for_humans_and_still_one_line_per_event() -> None:
+    """--log-format console writes readable lines, control characters escaped."""
+    import io
+
+    from pulse_proxy.records import Exchange
+    from pulse_proxy.sinks.log import LogSink, make_logger
+
+    stream = io.BytesIO()
+    logger, writer = make_logger(stream, "console")
+    LogSink(logger, writer).on_exchange(Exchange(request_id="r1", method="POST", path="/v1/x", model="evil\nmodel"))
+    writer.close()
+    lines = stream.getvalue().decode().splitlines()
+    assert len(lines) == 1
+    assert "llm.request" in lines[0] and "evil\\nmodel" in lines[0] and not lines[0].startswith("{")
+
+
+def test_report_reads_events_from_stdin(tmp_path: Path) -> None:
+    """pulse-proxy report - summarises piped llm.request lines and skips garbage."""
+    lines = [
+        orjson.dumps({"event": "llm.request", "timestamp": "2026-11-29T03:00:00.000Z", "model": "gpt-4o",
+                      "latency_ms": 120.0 + i, "ttft_ms": None, "prompt_tokens": 10, "completion_tokens": 5,
+                      "total_tokens": 15, "outcome": "success", "cost_usd": 0.0001, "status_code": 200,
+                      "stream": False, "request_id": f"r{i}"}).decode()
+        for i in range(20)
+    ] + ["not json", '{"event": "something.else"}']
+    result = subprocess.run([sys.executable, "-m", "pulse_proxy", "report", "-"], input="\n".join(lines).encode(),
+                            capture_output=True, env=_clean_env(), check=False)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert "gpt-4o" in out and "20" in out
+    assert "malformed" in out.lower() or "skipped" in out.lower()
