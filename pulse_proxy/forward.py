@@ -171,6 +171,14 @@ def _inject_stream_usage(body: bytes) -> bytes | None:
         return None
     if options is not None and not isinstance(options, dict):
         return None
+    if options is None:
+        # Append the key to the client's own bytes rather than re-encoding them: the
+        # rest of the body stays byte for byte as sent, and a large prompt is not
+        # serialised again on the event loop.  No duplicate key can arise: the parsed
+        # object has no stream_options at all.
+        end = body.rstrip()
+        if end.endswith(b"}"):
+            return end[:-1] + b',"stream_options":{"include_usage":true}}'
     parsed["stream_options"] = {**(options or {}), "include_usage": True}
     return orjson.dumps(parsed)
 

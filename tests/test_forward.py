@@ -371,3 +371,20 @@ def test_usage_filter_finds_the_usage_chunk_wherever_it_is_split() -> None:
             usage_filter = UsageChunkFilter()
             out = usage_filter.feed(stream[:cut]) + usage_filter.feed(stream[cut:]) + usage_filter.flush()
             assert out == expected, (ending, cut)
+
+
+def test_stream_usage_injection_keeps_the_clients_bytes() -> None:
+    """Injecting include_usage appends one key and leaves the client's bytes otherwise untouched."""
+    from pulse_proxy.forward import _inject_stream_usage
+
+    body = b'{"model": "gpt-4o",  "stream": true, "messages": [{"role": "user", "content": "caf\\u00e9 }"}]}\n'
+    injected = _inject_stream_usage(body)
+    assert injected is not None
+    assert injected.startswith(body.rstrip()[:-1])
+    assert orjson.loads(injected)["stream_options"] == {"include_usage": True}
+    assert orjson.loads(injected)["messages"] == orjson.loads(body)["messages"]
+    merged = _inject_stream_usage(b'{"stream": true, "stream_options": {"foo": 1}}')
+    assert merged is not None and orjson.loads(merged)["stream_options"] == {"foo": 1, "include_usage": True}
+    assert _inject_stream_usage(b'{"stream": true, "stream_options": {"include_usage": true}}') is None
+    assert _inject_stream_usage(b'{"stream": false}') is None
+    assert _inject_stream_usage(b'{"stream": tru') is None
