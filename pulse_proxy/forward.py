@@ -31,7 +31,7 @@ from pulse_proxy.headers import REQUEST_ONLY_HEADERS, filter_request_headers, fi
 from pulse_proxy.records import Endpoint, Exchange
 from pulse_proxy.screening import Screen
 from pulse_proxy.settings import Settings
-from pulse_proxy.sse import SSEFramer, parse_frame, split_frames
+from pulse_proxy.sse import SSEFramer, parse_frame
 from pulse_proxy.types import Message, Receive, Scope, Send
 
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -202,6 +202,27 @@ def _is_hidden_usage_frame(frame: bytes) -> bool:
     return isinstance(data, dict) and data.get("choices") == [] and bool(data.get("usage"))
 
 
+def _drop_usage_frames(data: bytes) -> bytes:
+    """``data`` (whole LF-framed events) without the hidden usage frame, found by its
+    usage object and cut out around it: the other frames are never split or copied."""
+    kept: list[bytes] = []
+    position = 0
+    for match in _USAGE_OBJECT.finditer(data):
+        before = data.rfind(b"\n\n", 0, match.start())
+        start = 0 if before < 0 else before + 2
+        if start < position:
+            continue  # a second usage key inside a frame already handled
+        after = data.find(b"\n\n", match.end())
+        end = len(data) if after < 0 else after + 2
+        if _is_hidden_usage_frame(data[start:end]):
+            kept.append(data[position:start])
+            position = end
+    if not position:
+        return data
+    kept.append(data[position:])
+    return b"".join(kept)
+
+
 class UsageChunkFilter:
     """Removes the usage-only chunk we asked for on the client's behalf.
 
@@ -228,9 +249,7 @@ class UsageChunkFilter:
             self._rest = data
             return b""
         complete, self._rest = data[:cut], data[cut:]
-        if _USAGE_OBJECT.search(complete) is None:
-            return complete
-        return self._keep(split_frames(complete))
+        return _drop_usage_frames(complete)
 
     def flush(self) -> bytes:
         rest = self._framer.flush() if self._framer is not None else self._rest
