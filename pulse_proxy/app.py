@@ -173,8 +173,9 @@ class PulseApp:
             process=settings.accounting.mode == "process",
             observers=[self.stats.add, self.breakdown.add],
         )
+        self.screen = Screen(settings.risk)
         self.forwarder = Forwarder(
-            settings, self._get_session, self.dispatcher.submit, self.upstream_url, Screen(settings.risk),
+            settings, self._get_session, self.dispatcher.submit, self.upstream_url, self.screen,
             clock=clock,
         )
         self.admin = Starlette(
@@ -193,7 +194,7 @@ class PulseApp:
         return self.stats.measure("error_rate", "rate", 300).value
 
     def dropped_counts(self) -> dict[str, int]:
-        counts = {"dispatcher": self.dispatcher.dropped if hasattr(self, "dispatcher") else 0}
+        counts = {"dispatcher": self.dispatcher.dropped}
         if self.webhooks is not None:
             counts["webhook"] = self.webhooks.dropped
         if self.statsd is not None:
@@ -217,7 +218,7 @@ class PulseApp:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
-        if self.settings.accounting.mode == "inline" or Screen(self.settings.risk):
+        if self.settings.accounting.mode == "inline" or self.screen:
             # Counting happens in this process: load both vocabularies now (~1 s, in a
             # thread), since loading them on first use would stall the event loop.
             await asyncio.gather(*(asyncio.to_thread(tokens.get_encoding, n) for n in tokens.ENCODING_NAMES))

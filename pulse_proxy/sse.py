@@ -92,15 +92,8 @@ def split_frames(data: bytes) -> list[bytes]:
 
 
 def iter_events(chunks: Iterable[bytes]) -> Iterator[SSEEvent]:
-    """Decode a whole captured stream (used off the request path, for accounting)."""
-    framer = SSEFramer()
-    for chunk in chunks:
-        for frame in framer.feed(chunk):
-            parsed = parse_frame(frame)
-            if parsed is not None:
-                yield parsed
-    tail = framer.flush()
-    if tail.strip():
-        parsed = parse_frame(tail)
+    """Decode a whole captured stream, an unterminated last frame included."""
+    for frame in split_frames(b"".join(chunks)):
+        parsed = parse_frame(frame)
         if parsed is not None:
             yield parsed
