@@ -42,7 +42,7 @@ bench: $(VENV)/.test-installed
 lock:
 	$(PIP) install pip-tools
 	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras -o requirements.lock pyproject.toml requirements-build.in
-	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --extra test -o requirements-test.lock pyproject.toml requirements-build.in
+	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --extra test --extra otel -o requirements-test.lock pyproject.toml requirements-build.in
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,4 +1,4 @@
-"""``pulse-proxy``: serve (the default), check-config, report."""
+"""``pulse-proxy``: serve (the default), check-config, report, demo, export."""
 
 from __future__ import annotations
 
@@ -85,6 +85,32 @@ def report(args: argparse.Namespace) -> int:
         return run_report(handle, sys.stdout)
 
 
+def demo(args: argparse.Namespace) -> int:
+    from pulse_proxy.demo import run_demo
+
+    return run_demo(args)
+
+
+def export(args: argparse.Namespace) -> int:
+    from pulse_proxy.fleet import grafana_dashboard, prometheus_rules
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"pulse-proxy: {exc}", file=sys.stderr)
+        return 2
+    if args.what == "prometheus-rules":
+        text = prometheus_rules(settings)
+    else:
+        text = grafana_dashboard(settings)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pulse-proxy", description="LLM Pulse: observability sidecar for OpenAI-compatible APIs.")
     sub = parser.add_subparsers(dest="command")
@@ -102,10 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     rep = sub.add_parser("report", help="summarise llm.request / alert.* JSON lines in the terminal")
     rep.add_argument("file", nargs="?", default="-")
+    from pulse_proxy.demo import add_demo_arguments
+
+    add_demo_arguments(sub.add_parser("demo", help="send a realistic traffic mix through a running proxy"))
+    exp = sub.add_parser("export", help="write fleet monitoring files built from the configured rules")
+    exp.add_argument("what", choices=("prometheus-rules", "grafana-dashboard"))
+    exp.add_argument("--config", help="YAML config file whose alert rules to export (PULSE_CONFIG)")
+    exp.add_argument("-o", "--output", help="file to write (default: stdout)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    handlers = {None: serve, "serve": serve, "check-config": check_config, "report": report}
+    handlers = {
+        None: serve,
+        "serve": serve,
+        "check-config": check_config,
+        "report": report,
+        "demo": demo,
+        "export": export,
+    }
     sys.exit(handlers[args.command](args))
