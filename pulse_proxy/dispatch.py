@@ -68,15 +68,20 @@ class Dispatcher:
         """Hand finished exchanges to observers and sinks; a line the accounting
         process already rendered goes straight to the log sink's writer."""
         log_sink = self._log_sink
+        lines: list[bytes] = []
         for exchange, line in finished:
             self.processed += 1
             for observer in self._observers:
                 self._safe(observer, exchange)
             for sink in self.sinks:
                 if line is not None and sink is log_sink:
-                    self._safe(log_sink.write_rendered, line)
+                    lines.append(line)
                 else:
                     self._safe(sink.on_exchange, exchange)
+        if lines and log_sink is not None:
+            # One hand-over to the writer thread per batch, not per line: each wakes
+            # that thread, which then contends for the GIL with the event loop.
+            self._safe(log_sink.write_rendered, b"\n".join(lines))
 
     async def stop(self, timeout: float = 30.0) -> None:
         if self.worker is not None:
