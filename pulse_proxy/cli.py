@@ -44,26 +44,44 @@ def serve(args: argparse.Namespace) -> int:
         startup = {"mock": True, "message": f"forwarding to the bundled mock upstream at {mock.url}"}
     # uvicorn re-raises the signal that stopped it, after restoring the handlers it found;
     # with the default handlers that would kill us before the bundled mock is stopped.
+    # Until uvicorn installs its own handlers, a stop request is remembered rather than
+    # lost: a container stopped during start-up must still exit, not wait for SIGKILL.
+    server: uvicorn.Server | None = None
+    stop_requested = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        if server is not None:
+            server.should_exit = True
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
+        signal.signal(sig, request_stop)
     # Each request allocates a few hundred short-lived objects; collecting the youngest
     # generation every 700 allocations (the default) costs more than it frees, since
     # request objects are acyclic and die by reference counting.  The process is ours.
     gc.set_threshold(50_000, 20, 100)
     try:
         app = create_app(settings, upstream_url=upstream_url, startup_fields=startup)
-        uvicorn.run(
+        config = uvicorn.Config(
             app,
             host=settings.server.host,
             port=settings.server.port,
             log_level="warning",
             **UVICORN_OPTIONS,
-            timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) or None,
+            # On SIGTERM: stop accepting, let in-flight requests (streams included) finish
+            # for this long, then cut them.  A float: 0.5 must not become 0, and 0 must
+            # not become None, which uvicorn reads as "wait forever".
+            timeout_graceful_shutdown=settings.server.shutdown_grace_s,  # type: ignore[arg-type]
         )
+        server = uvicorn.Server(config)
+        server.should_exit = stop_requested
+        server.run()
     finally:
         if mock is not None:
             mock.stop()
-    return 0
+    # uvicorn's own exit code for a server that never started (port taken, lifespan failed).
+    return 0 if server.started else 3
 
 
 def check_config(args: argparse.Namespace) -> int:

@@ -304,6 +304,21 @@ class Forwarder:
         capture = Capture(exchange)
         try:
             await self._exchange(scope, receive, send, capture, sub_path, started)
+        except asyncio.CancelledError:
+            # A client hang-up is handled inside; any other cancellation is the server
+            # giving up on the request: uvicorn cancels what still runs when SIGTERM's
+            # grace period (server.shutdown_grace_s) is over.  Record it as such and
+            # break the client's connection (an incomplete read, never a falsely clean
+            # end); as StreamAborted it needs no traceback in uvicorn's log.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            exchange.outcome = "timeout"
+            exchange.error_type = "shutdown_grace_exceeded"
+            exchange.error_message = "The proxy shut down before the response ended."
+            if exchange.status_code is None:
+                exchange.status_code = 500  # uvicorn's answer when no response had started
+            raise StreamAborted from None
         finally:
             ended = time.perf_counter()
             exchange.latency_ms = round((ended - started) * 1000, 3)
@@ -427,6 +442,11 @@ class Forwarder:
                 if response is not None:
                     response.close()
                 return
+            # Cut by the server (see __call__): close, so the upstream sees it too.
+            if exchange.upstream_ms is None:
+                exchange.upstream_ms = _ms_since(upstream_started)
+            if response is not None:
+                response.close()
             raise
         finally:
             watch.stop()
@@ -496,6 +516,9 @@ class Forwarder:
                          "upstream_stream_interrupted",
                          f"The upstream connection broke mid-response: {type(exc).__name__}.")
             raise StreamAborted from None
+        except asyncio.CancelledError:
+            exchange.bytes_out = bytes_out  # what reached the client before the cut
+            raise
         exchange.upstream_ms = _ms_since(upstream_started)
         tail = framer.flush() if framer is not None else b""
         # From here on a disconnect cannot cancel us: the answer is complete.
