@@ -41,7 +41,7 @@ bench: $(VENV)/.test-installed
 # Regenerate the lock files after changing dependencies in pyproject.toml.
 lock:
 	$(PIP) install pip-tools
-	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras -o requirements.lock pyproject.toml requirements-build.in
+	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --extra otel -o requirements.lock pyproject.toml requirements-build.in
 	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --extra test --extra otel -o requirements-test.lock pyproject.toml requirements-build.in
 
 clean:

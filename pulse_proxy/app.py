@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import hmac
 import logging
@@ -20,6 +21,7 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from importlib import resources
 from typing import IO, Any
 
 import aiohttp
@@ -27,7 +29,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from pulse_proxy import __version__, tokens
@@ -42,9 +44,10 @@ from pulse_proxy.settings import Settings, display_url, redacted
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LineWriter, LogSink, make_logger
 from pulse_proxy.sinks.prometheus import PrometheusSink, exposition
+from pulse_proxy.sinks.otel import OtelSink
 from pulse_proxy.sinks.statsd import StatsdSink
 from pulse_proxy.sinks.webhook import WebhookSink
-from pulse_proxy.stats import RollingStats
+from pulse_proxy.stats import RollingStats, window_label
 from pulse_proxy.types import Receive, Scope, Send
 
 
@@ -154,6 +157,12 @@ class PulseApp:
         if settings.statsd.enabled:
             self.statsd = StatsdSink.from_settings(settings.statsd, error_rate=self.error_rate)
             sinks.append(self.statsd)
+        self.otel: OtelSink | None = None
+        if settings.otel.enabled:
+            self.otel = OtelSink.from_settings(
+                settings.otel, upstream_url=upstream_url, max_label_values=settings.metrics.max_label_values
+            )
+            sinks.append(self.otel)
         self.webhooks: WebhookSink | None = None
         if settings.webhooks.targets:
             self.webhooks = WebhookSink.from_settings(
@@ -185,6 +194,12 @@ class PulseApp:
                 Route("/metrics", self.guarded(self.metrics)),
                 Route("/pulse/stats", self.guarded(self.pulse_stats)),
                 Route("/pulse/alerts", self.guarded(self.pulse_alerts)),
+                Route("/pulse/series", self.guarded(self.pulse_series)),
+                # The page and its assets hold no data, so they load without the admin
+                # token; the page then asks for it when the data endpoints answer 401.
+                Route("/pulse", self.dashboard_redirect),
+                Route("/pulse/", self.dashboard_page),
+                Route("/pulse/assets/{name}", self.dashboard_asset),
             ],
             lifespan=self._lifespan,
         )
@@ -199,6 +214,8 @@ class PulseApp:
             counts["webhook"] = self.webhooks.dropped
         if self.statsd is not None:
             counts["statsd"] = self.statsd.dropped
+        if self.otel is not None:
+            counts["otel"] = self.otel.dropped
         return counts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -224,7 +241,7 @@ class PulseApp:
             await asyncio.gather(*(asyncio.to_thread(tokens.get_encoding, n) for n in tokens.ENCODING_NAMES))
         self._session = open_upstream_session(self.settings)
         await self.dispatcher.start()
-        for sink in (self.statsd, self.webhooks):
+        for sink in (self.statsd, self.webhooks, self.otel):
             if sink is not None:
                 sink.start()
         self._spawn(self._probe_loop(), "pulse-readiness-probe")
@@ -330,6 +347,32 @@ class PulseApp:
     async def pulse_alerts(self, _: Request) -> Response:
         return Response(orjson.dumps(self.alerts.state()), media_type="application/json")
 
+    async def pulse_series(self, request: Request) -> Response:
+        """The dashboard's charts: ``?window=1m|5m|1h`` and optionally ``&model=NAME``."""
+        window = request.query_params.get("window", "5m")
+        window_s = {window_label(w): w for w in self.stats.windows}.get(window)
+        if window_s is None:
+            choices = ", ".join(window_label(w) for w in self.stats.windows)
+            message = f"window must be one of {choices}"
+            return Response(
+                openai_error_body(message, "invalid_request", status=400, param="window"),
+                status_code=400,
+                media_type="application/json",
+            )
+        model = request.query_params.get("model") or None
+        body = await asyncio.to_thread(self.stats.chart, window_s, model)
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    async def dashboard_redirect(self, _: Request) -> Response:
+        # A relative Location: the redirect never echoes the client's Host header.
+        return RedirectResponse("/pulse/", status_code=308)
+
+    async def dashboard_page(self, _: Request) -> Response:
+        return dashboard_file("index.html")
+
+    async def dashboard_asset(self, request: Request) -> Response:
+        return dashboard_file(request.path_params["name"])
+
     def guarded(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         """Demand ``Authorization: Bearer <admin_token>`` when one is configured."""
         token = self.settings.server.admin_token
@@ -348,6 +391,47 @@ class PulseApp:
             return await endpoint(request)
 
         return check
+
+
+# The dashboard's files, each with its type; nothing else under /pulse/assets/ exists.
+_DASHBOARD_TYPES = {
+    "index.html": "text/html; charset=utf-8",
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+# Only this origin's own files run or load: the browser itself enforces that the page
+# uses nothing from a CDN and that no injected inline script could execute.
+_DASHBOARD_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@functools.cache
+def _dashboard_bytes(name: str) -> bytes:
+    return (resources.files("pulse_proxy") / "dashboard" / name).read_bytes()
+
+
+def dashboard_file(name: str) -> Response:
+    """One of the dashboard's bundled files, served with a strict CSP."""
+    media_type = _DASHBOARD_TYPES.get(name)
+    if media_type is None:
+        return Response(
+            openai_error_body("Not found.", "not_found", status=404),
+            status_code=404,
+            media_type="application/json",
+        )
+    return Response(
+        _dashboard_bytes(name),
+        media_type=media_type,
+        headers={
+            "Content-Security-Policy": _DASHBOARD_CSP,
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
 
 
 def create_app(

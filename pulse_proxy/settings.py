@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pulse_proxy.alerts import AlertSettings
+from pulse_proxy.sinks.otel import OtelSettings
 from pulse_proxy.sinks.statsd import StatsdSettings
 from pulse_proxy.sinks.webhook import WebhookSettings, unknown_webhooks
 
@@ -34,6 +35,15 @@ ENV_ALIASES: dict[str, tuple[str, ...]] = {
     "PULSE_ADMIN_TOKEN": ("server", "admin_token"),
     "PULSE_UPSTREAM_URL": ("upstream", "url"),
     "PULSE_UPSTREAM_API_KEY": ("upstream", "api_key"),
+}
+
+# OpenTelemetry's standard variables, read here (not by the SDK) and overridden by any
+# PULSE_OTEL__* variable.  An endpoint alone turns export on (see OtelSettings).
+OTEL_ENV_ALIASES: dict[str, tuple[str, ...]] = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("otel", "endpoint"),
+    "OTEL_EXPORTER_OTLP_HEADERS": ("otel", "headers"),
+    "OTEL_SERVICE_NAME": ("otel", "service_name"),
+    "OTEL_RESOURCE_ATTRIBUTES": ("otel", "resource_attributes"),
 }
 
 
@@ -146,6 +156,7 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     webhooks: WebhookSettings = WebhookSettings()
     statsd: StatsdSettings = StatsdSettings()
+    otel: OtelSettings = OtelSettings()
 
     @model_validator(mode="after")
     def _rules_name_known_webhooks(self) -> Settings:
@@ -199,6 +210,9 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """``PULSE_*`` variables as a config tree (values stay strings; pydantic coerces)."""
     tree: dict[str, Any] = {}
+    for name, path in OTEL_ENV_ALIASES.items():
+        if environ.get(name):  # OpenTelemetry treats an empty variable as unset
+            _set_path(tree, path, environ[name])
     for name, value in environ.items():
         if name in ENV_ALIASES:
             _set_path(tree, ENV_ALIASES[name], value)
@@ -262,6 +276,8 @@ def redacted(settings: Settings) -> dict[str, Any]:
     data = settings.model_dump(mode="json")
     data["upstream"]["url"] = display_url(data["upstream"]["url"])
     data["webhooks"] = settings.webhooks.redacted()
+    data["otel"] = settings.otel.redacted()
+    data["otel"]["endpoint"] = display_url(data["otel"]["endpoint"])
     for section, key in (("server", "admin_token"), ("upstream", "api_key"), ("accounting", "key_hash_salt")):
         if data[section].get(key):
             data[section][key] = "***"

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ddsketch.ddsketch import BaseDDSketch
 from ddsketch.mapping import LogarithmicMapping
@@ -627,8 +627,17 @@ class RollingStats:
             "windows": {window_label(w): self._window_body(w) for w in self.windows},
         }
 
-    def series(self, window_s: int) -> list[dict[str, Any]]:
-        """Per-bucket points over the window (10 s points up to 5 min, else 60 s), for charts."""
+    def step_s(self, window_s: int) -> int:
+        """Seconds between two points of :meth:`series` over ``window_s``."""
+        return self._fine_s if window_s <= self._fine_span_s else self._coarse_s
+
+    def series(self, window_s: int, model: str | None = None) -> list[dict[str, Any]]:
+        """Per-bucket points over the window (10 s points up to 5 min, else 60 s), for
+        the dashboard's charts; ``model`` narrows them to one model's requests.
+
+        Every slot of the window gets a point, empty ones too, so a chart's x axis is
+        regular and a quiet minute shows as a gap rather than being skipped.
+        """
         with self._lock:
             buckets, _, _ = self._buckets(window_s, 0)
             fine = window_s <= self._fine_span_s
@@ -638,10 +647,32 @@ class RollingStats:
             first = now_index - max(1, math.ceil(window_s / size)) + 1
             slices: dict[int, Aggregate] = {}
             for bucket in buckets:
+                part = bucket.overall() if model is None else bucket.models.get(model)
+                if part is None:
+                    continue
                 is_open_fine = not fine and bucket in self._open
                 index = bucket.index // per if is_open_fine else bucket.index
-                slices.setdefault(index, Aggregate()).merge(bucket.overall())
-        return [_point(index * size, slices.get(index)) for index in range(first, now_index + 1)]
+                slices.setdefault(index, Aggregate()).merge(part)
+        return [
+            _point(index * size, size, slices.get(index)) for index in range(first, now_index + 1)
+        ]
+
+    def prompt_histogram(self, window_s: int, model: str | None = None) -> dict[str, Any]:
+        """The window's prompt lengths as log2 bins, read from its prompt-token sketch."""
+        return prompt_histogram(self.view(window_s, model=model).aggregate)
+
+    def chart(self, window_s: int, model: str | None = None) -> dict[str, Any]:
+        """The ``GET /pulse/series`` body: time series and prompt-length distribution."""
+        return {
+            "generated_at": rfc3339(self._clock()),
+            "window": window_label(window_s),
+            "window_s": window_s,
+            "step_s": self.step_s(window_s),
+            "model": model,
+            "models": self.models(),
+            "points": self.series(window_s, model),
+            "prompt_histogram": self.prompt_histogram(window_s, model),
+        }
 
     def models(self) -> list[str]:
         """The model names that currently have their own slot."""
@@ -649,16 +680,63 @@ class RollingStats:
             return sorted(self._models)
 
 
-def _point(t: float, aggregate: Aggregate | None) -> dict[str, Any]:
+def _point(t: float, step_s: float, aggregate: Aggregate | None) -> dict[str, Any]:
+    """One time slot of a chart.  Per-minute figures divide by the whole slot, so the
+    slot still filling up reads low until it closes."""
     a = aggregate or Aggregate()
+    per_request = a.total_sum / a.token_requests if a.token_requests else None
     return {
         "t": t,
         "requests": a.requests,
         "errors": a.errors,
+        "error_rate": _r(a.errors / a.requests, 4) if a.requests else None,
         "latency_p50": _r(quantile(a.latency, 0.5, a.latency_max)),
         "latency_p95": _r(quantile(a.latency, 0.95, a.latency_max)),
         "tokens": a.total_sum,
+        "prompt_tokens": a.prompt_sum,
+        "completion_tokens": a.completion_sum,
+        "tokens_per_request": _r(per_request, 1),
+        "tokens_per_minute": _r(a.total_sum / step_s * 60.0, 1),
         "prompt_p95": _r(quantile(a.prompt, 0.95, a.prompt_max)),
+        "prompt_max": float(a.prompt_max) if a.prompt.count else None,
+    }
+
+
+def prompt_histogram(aggregate: Aggregate) -> dict[str, Any]:
+    """Prompt lengths in bins ``[2^k, 2^(k+1))`` (plus ``[0, 1)``), from the sketch.
+
+    A sketch bin is 1 % wide, so its representative value, rounded to whole tokens, lands
+    in the right power-of-two bin except within 0.5 % of a bin edge above ~100 tokens.
+    Empty bins between the shortest and the longest prompt are kept, so the bars are a
+    continuous axis.
+    """
+    sketch = aggregate.prompt
+    counts: dict[int, float] = {}
+    zero = float(sketch._zero_count)
+    store = cast(SparseStore, sketch._store)  # every sketch here is built by new_sketch()
+    for key, weight in store.bins.items():
+        tokens = max(1, round(sketch._mapping.value(key)))
+        exponent = tokens.bit_length() - 1
+        counts[exponent] = counts.get(exponent, 0.0) + weight
+    bins: list[dict[str, Any]] = []
+    if zero:
+        bins.append({"lo": 0, "hi": 1, "count": int(zero)})
+    if counts:
+        for exponent in range(min(counts), max(counts) + 1):
+            bins.append(
+                {
+                    "lo": 2**exponent,
+                    "hi": 2 ** (exponent + 1),
+                    "count": int(counts.get(exponent, 0)),
+                }
+            )
+    n = int(sketch.count)
+    return {
+        "count": n,
+        "p50": _r(quantile(sketch, 0.5, aggregate.prompt_max)),
+        "p95": _r(quantile(sketch, 0.95, aggregate.prompt_max)),
+        "max": float(aggregate.prompt_max) if n else None,
+        "bins": bins,
     }
 
 

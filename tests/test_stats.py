@@ -268,6 +268,60 @@ def test_series_has_a_point_per_bucket() -> None:
     assert len(hour) == 60 and hour[-1]["requests"] == 10 and hour[-1]["tokens"] == 1500
 
 
+def test_series_narrows_to_one_model_with_the_chart_figures() -> None:
+    """series(model=...) counts only that model's requests, and each point carries the
+    figures the dashboard draws: error rate, tokens per request and per minute, prompt p95/max."""
+    clock = FakeClock(T0 + 25)
+    stats = RollingStats(clock=clock)
+    stats.add(make_exchange(ended_at=T0 + 11, model="a", prompt_tokens=100, total_tokens=150))
+    stats.add(make_exchange(ended_at=T0 + 12, model="a", prompt_tokens=300, total_tokens=350,
+                            outcome="upstream_error"))  # fmt: skip
+    stats.add(make_exchange(ended_at=T0 + 21, model="b", total_tokens=1000))
+    points = stats.series(60, model="a")
+    assert [p["t"] for p in points] == [T0 - 30 + 10 * i for i in range(6)]
+    slot = points[-2]
+    assert (slot["requests"], slot["errors"], slot["error_rate"]) == (2, 1, 0.5)
+    assert slot["tokens"] == 500 and slot["tokens_per_request"] == 250
+    assert slot["tokens_per_minute"] == 3000  # 500 tokens in a 10 s slot
+    # Two samples: p95 is the one at rank floor(0.95 * 1), the shorter prompt.
+    assert slot["prompt_max"] == 300 and slot["prompt_p95"] == pytest.approx(100, rel=0.01)
+    assert points[-1]["requests"] == 0 and points[-1]["error_rate"] is None
+    assert points[-1]["tokens_per_request"] is None and points[-1]["prompt_max"] is None
+    assert sum(p["requests"] for p in stats.series(60)) == 3
+    assert sum(p["requests"] for p in stats.series(60, model="nobody")) == 0
+    assert sum(p["requests"] for p in stats.series(3600, model="b")) == 1
+    assert stats.step_s(60) == stats.step_s(300) == 10 and stats.step_s(3600) == 60
+
+
+def test_prompt_histogram_has_power_of_two_bins() -> None:
+    """Prompt lengths fall into [2^k, 2^(k+1)) bins (exact at the edges for small counts),
+    with empty bins kept between the shortest and the longest prompt."""
+    clock = FakeClock(T0 + 5)
+    stats = RollingStats(clock=clock)
+    for tokens in (0, 1, 5, 7, 64, 100, 127, 1000):
+        stats.add(make_exchange(ended_at=T0 + 1, prompt_tokens=tokens))
+    histogram = stats.prompt_histogram(300)
+    assert histogram["count"] == 8 and histogram["max"] == 1000
+    bins = {(b["lo"], b["hi"]): b["count"] for b in histogram["bins"]}
+    assert next(iter(bins)) == (0, 1) and list(bins)[-1] == (512, 1024)
+    assert bins[(0, 1)] == 1 and bins[(1, 2)] == 1 and bins[(4, 8)] == 2
+    assert bins[(64, 128)] == 3 and bins[(512, 1024)] == 1 and bins[(128, 256)] == 0
+    assert sum(bins.values()) == 8
+    assert stats.prompt_histogram(300, model="other-model")["bins"] == []
+
+
+def test_chart_body_shape() -> None:
+    """The /pulse/series body names its window, step and model and lists the known models."""
+    clock = FakeClock(T0 + 5)
+    stats = RollingStats(clock=clock)
+    stats.add(make_exchange(ended_at=T0 + 1, model="gpt-4o-mini"))
+    body = stats.chart(300, "gpt-4o-mini")
+    assert body["generated_at"] == "2027-01-15T08:00:05.000Z"
+    assert (body["window"], body["window_s"], body["step_s"]) == ("5m", 300, 10)
+    assert body["model"] == "gpt-4o-mini" and body["models"] == ["gpt-4o-mini"]
+    assert len(body["points"]) == 30 and body["prompt_histogram"]["count"] == 1
+
+
 def test_to_json_shape() -> None:
     """The /pulse/stats body has generated_at and 1m/5m/1h windows, each overall and per model."""
     clock = FakeClock(T0 + 10.5)

@@ -1,0 +1,606 @@
+// LLM Pulse dashboard: polls /pulse/stats, /pulse/series and /pulse/alerts and draws the
+// four seed dashboards as inline SVG.  No library and nothing fetched from elsewhere: the
+// page's Content-Security-Policy only lets this origin's files load.
+//
+// Every figure drawn is also written into the DOM as data-* attributes (the headline's
+// data-value, each chart point's data-*), so a test can compare the page with the API.
+"use strict";
+
+(() => {
+  const POLL_MS = 5000;
+  const TOKEN_KEY = "pulse.adminToken";
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const WINDOWS = ["1m", "5m", "1h"];
+  const PAD = { top: 14, right: 46, bottom: 24, left: 48 };
+
+  const state = {
+    window: "5m",
+    model: "",
+    stats: null,
+    series: null,
+    alerts: null,
+    seq: 0,
+    timer: null,
+    renders: 0,
+  };
+
+  // -- data ------------------------------------------------------------------------
+
+  class AuthRequired extends Error {}
+
+  async function getJSON(path) {
+    const headers = { Accept: "application/json" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = "Bearer " + token;
+    const response = await fetch(path, { headers, cache: "no-store", credentials: "same-origin" });
+    if (response.status === 401) throw new AuthRequired(path);
+    if (!response.ok) throw new Error(path + " answered " + response.status);
+    return response.json();
+  }
+
+  async function refresh() {
+    clearTimeout(state.timer);
+    const seq = ++state.seq;
+    const query = new URLSearchParams({ window: state.window });
+    if (state.model) query.set("model", state.model);
+    try {
+      const [stats, series, alerts] = await Promise.all([
+        getJSON("/pulse/stats"),
+        getJSON("/pulse/series?" + query.toString()),
+        getJSON("/pulse/alerts"),
+      ]);
+      if (seq !== state.seq) return; // a newer request (control change) superseded this one
+      Object.assign(state, { stats, series, alerts });
+      hideAuth();
+      render();
+      setStatus("Updated " + clock(Date.now() / 1000, true) + " · refreshes every " + POLL_MS / 1000 + " s", false);
+    } catch (error) {
+      if (seq !== state.seq) return;
+      if (error instanceof AuthRequired) {
+        showAuth();
+        return; // polling resumes once a token is entered
+      }
+      setStatus("Cannot load the figures: " + error.message + " (retrying)", true);
+    }
+    state.timer = setTimeout(refresh, POLL_MS);
+  }
+
+  // -- page state ------------------------------------------------------------------
+
+  function setStatus(text, bad) {
+    const status = document.getElementById("status");
+    status.textContent = text;
+    status.classList.toggle("bad", bad);
+  }
+
+  function showAuth() {
+    const hadToken = sessionStorage.getItem(TOKEN_KEY) !== null;
+    document.getElementById("auth").hidden = false;
+    document.getElementById("auth-error").hidden = !hadToken;
+    document.getElementById("figures").hidden = true;
+    document.getElementById("charts").hidden = true;
+    document.getElementById("empty-state").hidden = true;
+    document.body.dataset.state = "auth";
+    setStatus("Waiting for the admin token", true);
+    document.getElementById("auth-token").focus();
+  }
+
+  function hideAuth() {
+    document.getElementById("auth").hidden = true;
+  }
+
+  function onTokenSubmit(event) {
+    event.preventDefault();
+    const input = document.getElementById("auth-token");
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    input.value = "";
+    refresh();
+  }
+
+  function scope() {
+    const figures = state.stats.windows[state.window];
+    if (!state.model) return figures.overall;
+    return figures.models[state.model] || null;
+  }
+
+  function render() {
+    const hour = state.stats.windows["1h"] || state.stats.windows[WINDOWS[WINDOWS.length - 1]];
+    const empty = hour.overall.requests === 0;
+    document.getElementById("empty-state").hidden = !empty;
+    document.getElementById("figures").hidden = empty;
+    document.getElementById("charts").hidden = empty;
+    renderModels();
+    renderBadge();
+    if (!empty) {
+      renderFigures(scope());
+      drawCharts();
+    }
+    state.renders += 1;
+    const main = document.getElementById("main");
+    main.dataset.window = state.series.window;
+    main.dataset.model = state.series.model || "";
+    main.dataset.renders = String(state.renders);
+    main.dataset.generatedAt = state.stats.generated_at;
+    document.body.dataset.state = empty ? "empty" : "ready";
+  }
+
+  function drawCharts() {
+    drawLatency(document.getElementById("chart-latency"));
+    drawTokens(document.getElementById("chart-tokens"));
+    drawPrompt(document.getElementById("chart-prompt"));
+    drawErrors(document.getElementById("chart-errors"));
+  }
+
+  function renderModels() {
+    const select = document.getElementById("model-filter");
+    const names = new Set(state.series.models);
+    for (const figures of Object.values(state.stats.windows)) {
+      for (const name of Object.keys(figures.models)) names.add(name);
+    }
+    if (state.model) names.add(state.model);
+    const wanted = ["", ...[...names].sort()];
+    const current = [...select.options].map((option) => option.value);
+    if (wanted.join("\n") !== current.join("\n")) {
+      select.replaceChildren(
+        ...wanted.map((name) => {
+          const option = document.createElement("option");
+          option.value = name;
+          option.textContent = name || "All models";
+          return option;
+        }),
+      );
+    }
+    select.value = state.model;
+  }
+
+  function renderBadge() {
+    const badge = document.getElementById("alert-badge");
+    const active = state.alerts.active.length;
+    badge.hidden = active === 0;
+    badge.textContent = active + " alert" + (active === 1 ? "" : "s") + " firing";
+    badge.dataset.active = String(active);
+  }
+
+  function renderFigures(s) {
+    const none = s === null || s.requests === 0;
+    const figures = {
+      requests: [s ? s.requests : 0, fmtInt(s ? s.requests : 0), s && s.rate_per_s != null ? s.rate_per_s.toFixed(2) + " req/s" : ""],
+      error_rate: [
+        s ? s.error_rate : null,
+        s && s.error_rate != null ? fmtPct(s.error_rate) : "–",
+        s ? fmtInt(s.errors) + " error" + (s.errors === 1 ? "" : "s") : "",
+      ],
+      latency_p50: [s ? s.latency_ms.p50 : null, fmtMs(s ? s.latency_ms.p50 : null), s && s.ttft_ms.p50 != null ? "TTFT p50 " + fmtMs(s.ttft_ms.p50) : ""],
+      latency_p95: [s ? s.latency_ms.p95 : null, fmtMs(s ? s.latency_ms.p95 : null), s && s.latency_ms.max != null ? "max " + fmtMs(s.latency_ms.max) : ""],
+      tokens_per_request: [s ? s.tokens.per_request : null, fmtNum(s ? s.tokens.per_request : null), s ? fmtInt(s.tokens.total) + " tokens" : ""],
+      tokens_per_minute: [s ? s.tokens.per_minute : null, fmtNum(s ? s.tokens.per_minute : null), s ? fmtInt(s.tokens.prompt) + " in · " + fmtInt(s.tokens.completion) + " out" : ""],
+      prompt_p95: [s ? s.prompt_tokens.p95 : null, fmtNum(s ? s.prompt_tokens.p95 : null), s && s.prompt_tokens.max != null ? "max " + fmtInt(s.prompt_tokens.max) : ""],
+      cost_usd: [s ? s.cost_usd.sum : null, fmtUsd(s ? s.cost_usd.sum : null), s ? fmtInt(s.cost_usd.priced_requests) + " priced" : ""],
+    };
+    for (const [metric, [value, text, sub]] of Object.entries(figures)) {
+      const el = document.querySelector('.figure[data-metric="' + metric + '"]');
+      el.dataset.value = value == null ? "" : String(value);
+      el.querySelector(".value").textContent = none && metric !== "requests" ? "–" : text;
+      el.querySelector(".sub").textContent = none ? "" : sub;
+    }
+    const extra = document.querySelector('.figure[data-metric="requests"]');
+    extra.dataset.errors = String(s ? s.errors : 0);
+    extra.dataset.tokensTotal = String(s ? s.tokens.total : 0);
+    extra.dataset.promptTokens = String(s ? s.tokens.prompt : 0);
+    extra.dataset.completionTokens = String(s ? s.tokens.completion : 0);
+    const rate = document.querySelector('.figure[data-metric="error_rate"]');
+    rate.classList.toggle("alarm", Boolean(s && s.error_rate > 0.05));
+  }
+
+  // -- charts ----------------------------------------------------------------------
+
+  function el(tag, attrs, children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value !== null && value !== undefined) node.setAttribute(key, String(value));
+    }
+    for (const child of children || []) node.appendChild(child);
+    return node;
+  }
+
+  function tip(text) {
+    const title = el("title");
+    title.textContent = text;
+    return title;
+  }
+
+  function frame(container, height) {
+    const width = Math.max(280, Math.floor(container.clientWidth || 560));
+    const svg = el("svg", { viewBox: "0 0 " + width + " " + height, width, height, role: "img" });
+    container.replaceChildren(svg);
+    return {
+      svg,
+      width,
+      height,
+      x0: PAD.left,
+      x1: width - PAD.right,
+      y0: height - PAD.bottom,
+      y1: PAD.top,
+    };
+  }
+
+  // A round top for an axis holding ``value``, and the step between its 3-5 ticks.
+  function niceScale(value) {
+    const top = value > 0 ? value : 1;
+    const raw = top / 4;
+    const power = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw);
+    return { max: Math.ceil(top / step - 1e-9) * step, step };
+  }
+
+  function niceMax(value) {
+    return niceScale(value).max;
+  }
+
+  function scaleY(f, max) {
+    return (v) => f.y0 - (v / max) * (f.y0 - f.y1);
+  }
+
+  function timeAxis(f, points, step) {
+    const t0 = points[0].t;
+    const t1 = points[points.length - 1].t + step;
+    const x = (t) => f.x0 + ((t - t0) / (t1 - t0)) * (f.x1 - f.x0);
+    const span = t1 - t0;
+    const every = [10, 30, 60, 120, 300, 600, 900, 1800].find((s) => span / s <= Math.max(3, Math.floor((f.x1 - f.x0) / 90))) || 3600;
+    const axis = el("g", { class: "axis" });
+    for (let t = Math.ceil(t0 / every) * every; t <= t1; t += every) {
+      axis.appendChild(el("text", { x: x(t), y: f.height - 6, "text-anchor": "middle" }, [text(clock(t, span <= 120))]));
+    }
+    f.svg.appendChild(axis);
+    return { x, t0, t1, slot: (f.x1 - f.x0) / points.length };
+  }
+
+  function valueAxis(f, max, side, format) {
+    const y = scaleY(f, max);
+    const { step } = niceScale(max);
+    const group = el("g", { class: "tick" });
+    const ticks = Math.round(max / step);
+    for (let i = 0; i <= ticks; i += 1) {
+      const v = step * i;
+      if (side === "left") {
+        group.appendChild(el("line", { class: "gridline", x1: f.x0, x2: f.x1, y1: y(v), y2: y(v) }));
+        group.appendChild(el("text", { x: f.x0 - 6, y: y(v) + 4, "text-anchor": "end" }, [text(format(v))]));
+      } else if (i === 0 || i === ticks || (ticks % 2 === 0 && i === ticks / 2)) {
+        group.appendChild(el("text", { x: f.x1 + 6, y: y(v) + 4, "text-anchor": "start" }, [text(format(v))]));
+      }
+    }
+    f.svg.appendChild(group);
+    return y;
+  }
+
+  function text(value) {
+    return document.createTextNode(value);
+  }
+
+  function polyline(points, cls) {
+    // Consecutive non-null points form one segment: an empty slot is a gap, not a zero.
+    const group = el("g");
+    let run = [];
+    const flush = () => {
+      if (run.length > 1) group.appendChild(el("polyline", { class: "line " + cls, points: run.join(" ") }));
+      run = [];
+    };
+    for (const p of points) {
+      if (p === null) flush();
+      else run.push(p[0].toFixed(1) + "," + p[1].toFixed(1));
+    }
+    flush();
+    return group;
+  }
+
+  function noData(f, message) {
+    f.svg.appendChild(el("text", { class: "empty-chart", x: (f.x0 + f.x1) / 2, y: (f.y0 + f.y1) / 2, "text-anchor": "middle" }, [text(message)]));
+  }
+
+  function chartData(svg, attrs) {
+    for (const [key, value] of Object.entries(attrs)) svg.dataset[key] = value == null ? "" : String(value);
+  }
+
+  function drawLatency(container) {
+    const { points, step_s: step } = state.series;
+    const f = frame(container, 240);
+    const latMax = niceMax(Math.max(0, ...points.map((p) => p.latency_p95 || 0)));
+    const reqMax = niceMax(Math.max(0, ...points.map((p) => p.requests)));
+    const yLat = valueAxis(f, latMax, "left", fmtMsShort);
+    const yReq = valueAxis(f, reqMax, "right", (v) => fmtInt(v));
+    const tx = timeAxis(f, points, step);
+    const bars = el("g");
+    const hovers = el("g");
+    const p50 = [];
+    const p95 = [];
+    const dots = el("g");
+    for (const p of points) {
+      const x = tx.x(p.t);
+      const w = Math.max(1, tx.slot - 2);
+      bars.appendChild(el("rect", {
+        class: "bar requests", x: x + 1, width: w, y: yReq(p.requests), height: f.y0 - yReq(p.requests),
+        "data-t": p.t, "data-requests": p.requests,
+      }));
+      const mid = x + tx.slot / 2;
+      p50.push(p.latency_p50 == null ? null : [mid, yLat(p.latency_p50)]);
+      p95.push(p.latency_p95 == null ? null : [mid, yLat(p.latency_p95)]);
+      if (p.latency_p50 != null) {
+        dots.appendChild(el("circle", { class: "dot p50", cx: mid, cy: yLat(p.latency_p50), r: 3, "data-t": p.t, "data-value": p.latency_p50 }));
+        dots.appendChild(el("circle", { class: "dot p95", cx: mid, cy: yLat(p.latency_p95), r: 3, "data-t": p.t, "data-value": p.latency_p95 }));
+      }
+      hovers.appendChild(el("rect", { class: "hover", x, width: tx.slot, y: f.y1, height: f.y0 - f.y1 }, [
+        tip(clock(p.t, true) + " · " + fmtInt(p.requests) + " requests" +
+          (p.latency_p50 == null ? "" : " · p50 " + fmtMs(p.latency_p50) + " · p95 " + fmtMs(p.latency_p95))),
+      ]));
+    }
+    f.svg.append(bars, polyline(p50, "p50"), polyline(p95, "p95"), dots, hovers);
+    const total = points.reduce((sum, p) => sum + p.requests, 0);
+    if (total === 0) noData(f, "No requests in this window");
+    chartData(f.svg, { chart: "latency", points: points.length, step: step, requests: total });
+  }
+
+  function drawTokens(container) {
+    const { points, step_s: step } = state.series;
+    const f = frame(container, 240);
+    const tpmMax = niceMax(Math.max(0, ...points.map((p) => p.tokens_per_minute || 0)));
+    const tprMax = niceMax(Math.max(0, ...points.map((p) => p.tokens_per_request || 0)));
+    const yTpr = valueAxis(f, tprMax, "left", fmtCompact);
+    const yTpm = valueAxis(f, tpmMax, "right", fmtCompact);
+    const tx = timeAxis(f, points, step);
+    const bars = el("g");
+    const hovers = el("g");
+    const dots = el("g");
+    const line = [];
+    for (const p of points) {
+      const x = tx.x(p.t);
+      bars.appendChild(el("rect", {
+        class: "bar tpm", x: x + 1, width: Math.max(1, tx.slot - 2), y: yTpm(p.tokens_per_minute), height: f.y0 - yTpm(p.tokens_per_minute),
+        "data-t": p.t, "data-tokens": p.tokens, "data-tokens-per-minute": p.tokens_per_minute,
+      }));
+      const mid = x + tx.slot / 2;
+      line.push(p.tokens_per_request == null ? null : [mid, yTpr(p.tokens_per_request)]);
+      if (p.tokens_per_request != null) {
+        dots.appendChild(el("circle", { class: "dot tpr", cx: mid, cy: yTpr(p.tokens_per_request), r: 3, "data-t": p.t, "data-value": p.tokens_per_request }));
+      }
+      hovers.appendChild(el("rect", { class: "hover", x, width: tx.slot, y: f.y1, height: f.y0 - f.y1 }, [
+        tip(clock(p.t, true) + " · " + fmtInt(p.tokens) + " tokens (" + fmtNum(p.tokens_per_minute) + "/min)" +
+          (p.tokens_per_request == null ? "" : " · " + fmtNum(p.tokens_per_request) + " per request")),
+      ]));
+    }
+    f.svg.append(bars, polyline(line, "tpr"), dots, hovers);
+    const tokens = points.reduce((sum, p) => sum + p.tokens, 0);
+    if (tokens === 0) noData(f, "No tokens in this window");
+    chartData(f.svg, { chart: "tokens", points: points.length, step: step, tokens });
+  }
+
+  function promptRule() {
+    // The rule that watches prompt length (SPEC's prompt_length_spike, or any renamed one).
+    return state.alerts.rules.find((r) => r.config.metric === "prompt_tokens" && r.state !== "disabled") || null;
+  }
+
+  function drawPrompt(container) {
+    const hist = state.series.prompt_histogram;
+    const rule = promptRule();
+    const cap = rule ? rule.config.hard_cap : null;
+    const threshold = rule && rule.config.stat === "p95" ? rule.threshold : null;
+    const f = frame(container, 240);
+    const bins = hist.bins;
+    const countMax = niceMax(Math.max(0, ...bins.map((b) => b.count)));
+    const y = valueAxis(f, countMax, "left", (v) => (Number.isInteger(v) ? fmtInt(v) : ""));
+    const slot = bins.length ? (f.x1 - f.x0) / bins.length : 0;
+    // A value's position on the log2 axis: its bin, plus how far into the bin it is.
+    const xOf = (v) => {
+      if (!bins.length) return null;
+      for (let i = 0; i < bins.length; i += 1) {
+        const b = bins[i];
+        if (v < b.hi || i === bins.length - 1) {
+          const frac = b.lo === 0 ? v : Math.log2(Math.max(v, b.lo) / b.lo);
+          return f.x0 + slot * (i + Math.min(1, Math.max(0, frac)));
+        }
+      }
+      return null;
+    };
+    const limits = [cap, threshold].filter((v) => v != null);
+    const limit = limits.length ? Math.min(...limits) : null;
+    const spiking = limit != null && hist.max != null && hist.max > limit;
+    const group = el("g");
+    const labels = el("g", { class: "axis" });
+    const every = Math.max(1, Math.ceil(bins.length / Math.max(2, Math.floor((f.x1 - f.x0) / 60))));
+    bins.forEach((b, i) => {
+      const spike = spiking && b.count > 0 && b.hi > limit;
+      group.appendChild(el("rect", {
+        class: "bar prompt" + (spike ? " spike" : ""), x: f.x0 + slot * i + 1, width: Math.max(1, slot - 2),
+        y: y(b.count), height: f.y0 - y(b.count),
+        "data-lo": b.lo, "data-hi": b.hi, "data-count": b.count, "data-spike": spike ? "true" : "false",
+      }, [tip(fmtInt(b.lo) + "–" + fmtInt(b.hi) + " tokens: " + fmtInt(b.count) + " prompt" + (b.count === 1 ? "" : "s"))]));
+      if (i % every === 0) labels.appendChild(el("text", { x: f.x0 + slot * i, y: f.height - 6, "text-anchor": "middle" }, [text(fmtCompact(b.lo))]));
+    });
+    if (bins.length) labels.appendChild(el("text", { x: f.x1, y: f.height - 6, "text-anchor": "middle" }, [text(fmtCompact(bins[bins.length - 1].hi))]));
+    f.svg.append(group, labels);
+    const marks = [["p95", hist.p95, "p95"], ["cap", cap, "cap"], ["threshold", threshold, "spike"]];
+    let offset = 0;
+    for (const [cls, value, name] of marks) {
+      if (value == null || !bins.length) continue;
+      const inRange = value <= bins[bins.length - 1].hi;
+      if (!inRange) continue;
+      const x = xOf(value);
+      f.svg.appendChild(el("line", { class: "marker-line " + cls, x1: x, x2: x, y1: f.y1, y2: f.y0, "data-marker": cls, "data-value": value }));
+      f.svg.appendChild(el("text", { class: "marker-label " + cls, x: x + 4, y: f.y1 + 10 + offset, "text-anchor": "start" }, [text(name + " " + fmtInt(value))]));
+      offset += 13;
+    }
+    if (!hist.count) noData(f, "No prompts in this window");
+    chartData(f.svg, {
+      chart: "prompt", count: hist.count, p50: hist.p50, p95: hist.p95, max: hist.max,
+      hardCap: cap, spikeThreshold: threshold, spikes: spiking ? "true" : "false",
+    });
+    const parts = [];
+    if (hist.count) parts.push("p95 " + fmtInt(hist.p95) + " · max " + fmtInt(hist.max) + " tokens");
+    if (cap != null) parts.push("hard cap " + fmtInt(cap) + (spiking && hist.max > cap ? " (exceeded)" : ""));
+    if (rule && rule.config.factor != null) {
+      parts.push(threshold != null ? "spike above " + fmtInt(threshold) : "spike threshold: no baseline yet");
+    }
+    document.getElementById("prompt-note").textContent = parts.join(" · ");
+  }
+
+  function alertEvents() {
+    // alert.fired / alert.resolved transitions, newest first, with the time each happened.
+    return state.alerts.recent.map((a) => ({
+      kind: a.event === "alert.resolved" ? "resolved" : "fired",
+      at: Date.parse(a.event === "alert.resolved" ? a.resolved_at : a.fired_at) / 1000,
+      alert: a.alert,
+      severity: a.severity,
+      message: a.message,
+    }));
+  }
+
+  function drawErrors(container) {
+    const { points, step_s: step } = state.series;
+    const f = frame(container, 240);
+    const rule = state.alerts.rules.find((r) => r.config.metric === "error_rate" && r.config.threshold != null);
+    const threshold = rule ? rule.config.threshold : null;
+    const max = niceMax(Math.max(0.05, threshold || 0, ...points.map((p) => p.error_rate || 0)));
+    const y = valueAxis(f, Math.min(1, max), "left", (v) => fmtPct(v, Math.abs(v * 100 - Math.round(v * 100)) > 1e-6 ? 1 : 0));
+    const tx = timeAxis(f, points, step);
+    const line = [];
+    const dots = el("g");
+    const hovers = el("g");
+    for (const p of points) {
+      const mid = tx.x(p.t) + tx.slot / 2;
+      line.push(p.error_rate == null ? null : [mid, y(p.error_rate)]);
+      if (p.error_rate != null) {
+        dots.appendChild(el("circle", { class: "dot error", cx: mid, cy: y(p.error_rate), r: 3, "data-t": p.t, "data-value": p.error_rate, "data-errors": p.errors, "data-requests": p.requests }));
+      }
+      hovers.appendChild(el("rect", { class: "hover", x: tx.x(p.t), width: tx.slot, y: f.y1, height: f.y0 - f.y1 }, [
+        tip(clock(p.t, true) + " · " + fmtInt(p.errors) + " of " + fmtInt(p.requests) + " failed" + (p.error_rate == null ? "" : " (" + fmtPct(p.error_rate) + ")")),
+      ]));
+    }
+    f.svg.append(polyline(line, "error"), dots);
+    if (threshold != null && threshold <= max) {
+      f.svg.appendChild(el("line", { class: "marker-line threshold", x1: f.x0, x2: f.x1, y1: y(threshold), y2: y(threshold), "data-marker": "threshold", "data-value": threshold }));
+      f.svg.appendChild(el("text", { class: "marker-label threshold", x: f.x1 + 4, y: y(threshold) + 4 }, [text(fmtPct(threshold, 0))]));
+    }
+    const shown = [];
+    for (const event of alertEvents()) {
+      if (!(event.at >= tx.t0 && event.at <= tx.t1 + step)) continue;
+      const x = Math.min(f.x1, tx.x(event.at));
+      const shape = event.kind === "fired"
+        ? el("path", { d: "M" + (x - 5) + "," + (f.y1 + 9) + " L" + x + "," + (f.y1 - 1) + " L" + (x + 5) + "," + (f.y1 + 9) + " Z" })
+        : el("circle", { cx: x, cy: f.y1 + 4, r: 4.5 });
+      shape.setAttribute("class", "marker " + event.kind);
+      shape.setAttribute("data-alert", event.alert);
+      shape.setAttribute("data-kind", event.kind);
+      shape.appendChild(tip(clock(event.at, true) + " " + event.kind + ": " + event.message));
+      f.svg.append(el("line", { class: "marker-line " + event.kind, x1: x, x2: x, y1: f.y1 + 8, y2: f.y0 }), shape);
+      shown.push(event);
+    }
+    f.svg.appendChild(hovers);
+    const requests = points.reduce((sum, p) => sum + p.requests, 0);
+    const errors = points.reduce((sum, p) => sum + p.errors, 0);
+    if (requests === 0) noData(f, "No requests in this window");
+    chartData(f.svg, { chart: "errors", points: points.length, requests, errors, markers: shown.length, threshold });
+    renderAlertList();
+  }
+
+  function renderAlertList() {
+    const list = document.getElementById("alert-list");
+    const events = alertEvents().slice(0, 20);
+    if (!events.length) {
+      const li = document.createElement("li");
+      li.className = "none";
+      li.textContent = "No alert has fired or resolved yet.";
+      list.replaceChildren(li);
+      return;
+    }
+    list.replaceChildren(
+      ...events.map((event) => {
+        const li = document.createElement("li");
+        li.className = event.kind;
+        li.dataset.alert = event.alert;
+        li.dataset.kind = event.kind;
+        const when = span("when", clock(event.at, true));
+        const kind = span("kind", (event.kind === "fired" ? "▲ fired" : "● resolved"));
+        const name = span("name", event.alert + " (" + event.severity + ")");
+        const msg = span("msg", event.message);
+        li.append(when, kind, name, msg);
+        return li;
+      }),
+    );
+  }
+
+  function span(cls, content) {
+    const node = document.createElement("span");
+    node.className = cls;
+    node.textContent = content;
+    return node;
+  }
+
+  // -- formatting ------------------------------------------------------------------
+
+  const intFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+  const numFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
+  const compactFormat = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 });
+
+  function fmtInt(v) { return v == null ? "–" : intFormat.format(v); }
+  function fmtNum(v) { return v == null ? "–" : (Math.abs(v) >= 100 ? intFormat : numFormat).format(v); }
+  function fmtCompact(v) { return v == null ? "–" : compactFormat.format(v); }
+  function fmtPct(v, digits) {
+    if (v == null) return "–";
+    const d = digits === undefined ? 1 : digits;
+    return (v * 100).toFixed(d) + " %";
+  }
+  function fmtMs(v) {
+    if (v == null) return "–";
+    if (v >= 10000) return (v / 1000).toFixed(1) + " s";
+    return (v >= 100 ? intFormat.format(v) : numFormat.format(v)) + " ms";
+  }
+  function fmtMsShort(v) { return v >= 1000 ? numFormat.format(v / 1000) + "s" : intFormat.format(v) + "ms"; }
+  function fmtUsd(v) {
+    if (v == null) return "–";
+    return "$" + (v >= 1 ? v.toFixed(2) : v.toPrecision(2));
+  }
+  function clock(seconds, withSeconds) {
+    const d = new Date(seconds * 1000);
+    const pad = (n) => String(n).padStart(2, "0");
+    return pad(d.getHours()) + ":" + pad(d.getMinutes()) + (withSeconds ? ":" + pad(d.getSeconds()) : "");
+  }
+
+  // -- wiring ----------------------------------------------------------------------
+
+  function fillEmptyState() {
+    const origin = window.location.origin;
+    document.getElementById("empty-env").textContent = "export OPENAI_BASE_URL=" + origin + "/v1";
+    document.getElementById("empty-curl").textContent =
+      "curl -s " + origin + "/v1/chat/completions \\\n" +
+      '  -H "Authorization: Bearer $OPENAI_API_KEY" \\\n' +
+      '  -H "Content-Type: application/json" \\\n' +
+      '  -d \'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]}\'';
+  }
+
+  function selectWindow(name) {
+    state.window = name;
+    for (const button of document.querySelectorAll("[data-window]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.window === name));
+    }
+    refresh();
+  }
+
+  function start() {
+    fillEmptyState();
+    for (const button of document.querySelectorAll("[data-window]")) {
+      button.addEventListener("click", () => selectWindow(button.dataset.window));
+    }
+    document.getElementById("model-filter").addEventListener("change", (event) => {
+      state.model = event.target.value;
+      refresh();
+    });
+    document.getElementById("auth-form").addEventListener("submit", onTokenSubmit);
+    let resizeTimer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => { if (state.series && document.body.dataset.state === "ready") drawCharts(); }, 150);
+    });
+    refresh();
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();
