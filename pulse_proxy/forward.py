@@ -396,6 +396,8 @@ class Forwarder:
         headers = filter_request_headers(request_headers, drop=REQUEST_ONLY_HEADERS)
         headers.append(("x-request-id", exchange.request_id))
         if self._api_key and capture.api_key is None:
+            # An empty Authorization from the client must not travel beside ours.
+            headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
             headers.append(("authorization", f"Bearer {self._api_key}"))
         query = scope.get("query_string", b"")
         target = self._base + sub_path + ("?" + query.decode("latin-1") if query else "")

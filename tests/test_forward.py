@@ -75,9 +75,16 @@ def test_configured_key_is_injected_only_when_client_sends_none(mock_url: str) -
             json=CHAT,
             headers={"X-Request-ID": "inject-2", "Authorization": "Bearer sk-own"},
         )
+        httpx.post(
+            proxy.base_url + "/chat/completions",
+            json=CHAT,
+            headers={"X-Request-ID": "inject-3", "Authorization": ""},
+        )
         assert header_values(mock_request(mock_url, "inject-1"), "authorization") == ["Bearer sk-operator"]
         assert header_values(mock_request(mock_url, "inject-2"), "authorization") == ["Bearer sk-own"]
-        proxy.wait_for(2)
+        # An empty header counts as none, and is replaced rather than sent alongside.
+        assert header_values(mock_request(mock_url, "inject-3"), "authorization") == ["Bearer sk-operator"]
+        proxy.wait_for(3)
 
 
 def test_response_is_identical_to_a_direct_call(proxy: RunningProxy, mock_url: str) -> None:
