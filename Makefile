@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test bench lock clean
+.PHONY: run test demo bench lock clean
 
 # Recipes are quiet (@) so that `make run` leaves stdout to the proxy's JSON events;
 # progress goes to stderr.
@@ -31,6 +31,10 @@ $(VENV)/.test-installed: $(BIN)/python requirements-test.lock pyproject.toml
 
 run: $(VENV)/.run-installed
 	@$(BIN)/pulse-proxy
+
+# Needs `make run` serving in another terminal: a traffic mix that fires every alert.
+demo: $(VENV)/.run-installed
+	@$(BIN)/pulse-proxy demo
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest
