@@ -55,28 +55,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pulse_proxy import __version__
 from pulse_proxy.labels import BoundedLabel, clean_label
 from pulse_proxy.records import AlertEvent, Exchange
+from pulse_proxy.sinks.prometheus import DURATION_BUCKETS
 
 DEFAULT_ENDPOINT = "http://localhost:4318"
 INSTALL_HINT = "pip install 'llm-pulse[otel]'"
 _REQUIRED_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
 
-# Bucket boundaries advised by the GenAI semantic conventions.
-DURATION_BUCKETS = (
-    0.01,
-    0.02,
-    0.04,
-    0.08,
-    0.16,
-    0.32,
-    0.64,
-    1.28,
-    2.56,
-    5.12,
-    10.24,
-    20.48,
-    40.96,
-    81.92,
-)
+# Bucket boundaries advised by the GenAI semantic conventions: the duration buckets are
+# SPEC's Prometheus ones (imported above); token buckets go four steps further than SPEC's.
 TOKEN_BUCKETS = tuple(float(4**n) for n in range(14))  # 1, 4, 16, … 67108864
 
 # (path, operation name, openai.api.type); only POSTs to these paths are GenAI operations.
