@@ -10,6 +10,7 @@ sink.  Its fields are the ``llm.request`` event of SPEC.md, so the event is just
 from __future__ import annotations
 
 import dataclasses
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -86,7 +87,7 @@ class Exchange:
 
     def to_event(self) -> dict[str, Any]:
         """The event body; the log pipeline adds ``event``, ``timestamp``, ``level``, ``schema``."""
-        event = {name: getattr(self, name) for name in _EVENT_FIELDS}
+        event = dict(zip(_EVENT_FIELDS, _event_values(self)))
         if self.prompt_text is not None or self.completion_text is not None:
             event["prompt_text"] = self.prompt_text
             event["completion_text"] = self.completion_text
@@ -98,6 +99,7 @@ _EVENT_FIELDS = tuple(
     for f in dataclasses.fields(Exchange)
     if f.name not in ("ended_at", "prompt_text", "completion_text")
 )
+_event_values = operator.attrgetter(*_EVENT_FIELDS)  # one C call for every field
 
 
 @dataclass(slots=True, frozen=True)
