@@ -97,7 +97,7 @@ def long_prompt(rows: list[dict[str, Any]]) -> tuple[str, int]:
     prose = "\n\n".join(row["text"] for row in rows if not row["labels"])
     sources = sorted((ROOT / "pulse_proxy").glob("*.py"))
     # A scan stops at its first hit, so the prompt must be clean for a worst-case figure:
-    # leave out sources that contain examples of what the detectors look for (risk.py).
+    # leave out sources that contain examples of what the detectors look for.
     code = "\n\n".join(
         source
         for source in (path.read_text(encoding="utf-8") for path in sources)
