@@ -1,0 +1,65 @@
+"""DDSketch quantile sketches over a sparse bin store, and reading a quantile from one.
+
+The library's dense bin store grows and re-centres a list as a fresh sketch meets new
+values, which dominated ``add`` for our many small per-bucket sketches; :class:`SparseStore`
+plugs into the library's ``Store`` interface with a dict of the occupied bins only.  The
+mapping, and so the accuracy guarantee, is the library's.
+"""
+
+from __future__ import annotations
+
+from ddsketch.ddsketch import BaseDDSketch
+from ddsketch.mapping import LogarithmicMapping
+from ddsketch.store import Store
+
+RELATIVE_ACCURACY = 0.005
+
+
+class SparseStore(Store):
+    """DDSketch bins as a dict holding only the bins in use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bins: dict[int, float] = {}
+
+    def copy(self, store: SparseStore) -> None:
+        self.bins = dict(store.bins)
+        self.count = store.count
+
+    def length(self) -> int:
+        return len(self.bins)
+
+    def add(self, key: int, weight: float = 1.0) -> None:
+        bins = self.bins
+        bins[key] = bins.get(key, 0.0) + weight
+        self.count += weight
+
+    def key_at_rank(self, rank: float, lower: bool = True) -> int:
+        running = 0.0
+        for key in sorted(self.bins):
+            running += self.bins[key]
+            if (lower and running > rank) or (not lower and running >= rank + 1):
+                return key
+        return max(self.bins, default=0)
+
+    def merge(self, store: SparseStore) -> None:
+        bins = self.bins
+        for key, weight in store.bins.items():
+            bins[key] = bins.get(key, 0.0) + weight
+        self.count += store.count
+
+
+# One mapping for every sketch: it is immutable, and sketches merge only if theirs match.
+_MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
+
+
+def new_sketch() -> BaseDDSketch:
+    return BaseDDSketch(_MAPPING, SparseStore(), SparseStore(), 0.0)
+
+
+def quantile(sketch: BaseDDSketch, q: float, maximum: float) -> float | None:
+    """The sketch's ``q`` quantile, never above the exact maximum it has seen."""
+    if sketch.count == 0:
+        return None
+    value = sketch.get_quantile_value(q)
+    return None if value is None else min(float(value), maximum)
