@@ -1,3 +1,3 @@
 """LLM Pulse: an observability sidecar for OpenAI-compatible APIs."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

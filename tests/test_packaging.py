@@ -37,6 +37,8 @@ import orjson
 import pytest
 from conftest import wait_until
 
+import pulse_proxy
+
 ROOT = containerfile.ROOT
 # Messages pip prints when the index cannot be reached at all (as opposed to a hash
 # mismatch or a broken lock, which must fail the test).
@@ -232,7 +234,7 @@ def test_the_wheel_carries_the_vocabularies_and_no_repository_files(installed: I
             data = wheel.read(f"pulse_proxy/_vocab/{name}.tiktoken")
             assert hashlib.sha256(data).hexdigest() == expected_hash
     top = {n.split("/")[0] for n in names}
-    assert top == {"pulse_proxy", "mock_upstream", "llm_pulse-0.1.0.dist-info"}, top
+    assert top == {"pulse_proxy", "mock_upstream", f"llm_pulse-{pulse_proxy.__version__}.dist-info"}, top
     assert "pulse_proxy/data/pricing.yaml" in names
 
 

@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import pulse_proxy
 from pulse_proxy.settings import ConfigError, load_settings, redacted
 from pulse_proxy.sinks.otel import OtelSettings, OtelSink
 
@@ -282,7 +283,7 @@ def test_one_span_per_request_and_genai_metrics(
     mock_port = int(mock_url.rsplit(":", 1)[1])
     for resource, span in spans:
         assert resource["service.name"] == "pulse-test"
-        assert resource["service.version"] == "0.1.0"
+        assert resource["service.version"] == pulse_proxy.__version__
         a = attrs(span.attributes)
         ex = by_id.pop(a["pulse.request_id"])
         operation = "embeddings" if ex.endpoint == "embeddings" else "chat"
