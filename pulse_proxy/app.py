@@ -39,17 +39,17 @@ from pulse_proxy.dispatch import Dispatcher
 from pulse_proxy.errors import openai_error_body
 from pulse_proxy.forward import Forwarder, StreamAborted
 from pulse_proxy.screening import Screen
-from pulse_proxy.worker import build_accountant
-from pulse_proxy.settings import Settings, display_url, redacted
+from pulse_proxy.settings import Settings, redacted
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LineWriter, LogSink, make_logger
-from pulse_proxy.sinks.prometheus import PrometheusSink, exposition
 from pulse_proxy.sinks.otel import OtelSink
+from pulse_proxy.sinks.prometheus import PrometheusSink, exposition
 from pulse_proxy.sinks.statsd import StatsdSink
 from pulse_proxy.sinks.webhook import WebhookSink
 from pulse_proxy.stats import RollingStats, window_label
 from pulse_proxy.types import Receive, Scope, Send
-
+from pulse_proxy.urls import display_url
+from pulse_proxy.worker import build_accountant
 
 # How uvicorn must serve the proxy to stay invisible: the upstream's own ``Server`` and
 # ``Date`` headers pass through, so uvicorn must not add a second copy of each, and

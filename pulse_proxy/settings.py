@@ -24,6 +24,7 @@ from pulse_proxy.alerts import AlertSettings
 from pulse_proxy.sinks.otel import OtelSettings
 from pulse_proxy.sinks.statsd import StatsdSettings
 from pulse_proxy.sinks.webhook import WebhookSettings, unknown_webhooks
+from pulse_proxy.urls import display_url, http_base_url
 
 ENV_PREFIX = "PULSE_"
 
@@ -86,12 +87,7 @@ class UpstreamSettings(_Section):
     def _url_is_http(cls, value: str) -> str:
         if value == "mock":
             return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be 'mock' or an http(s) base URL such as https://api.openai.com/v1")
-        if parts.query or parts.fragment:
-            raise ValueError("must not carry a query string or fragment")
-        return value.rstrip("/")
+        return http_base_url(value, "'mock' or an http(s) base URL such as https://api.openai.com/v1")
 
     @property
     def label(self) -> str:
@@ -252,23 +248,6 @@ def load_settings(
     path = path or environ.get("PULSE_CONFIG") or None
     file_layer = read_config_file(path) if path else {}
     return build_settings(file_layer, env_overrides(environ), overrides or {})
-
-
-def display_url(url: str) -> str:
-    """A URL safe to print: any ``user:password@`` and ``key=`` query value masked."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        parts = parts._replace(netloc=f"***@{host}")
-    if parts.query:
-        query = "&".join(
-            f"{k}=***" if k.lower() in ("key", "api_key", "api-key", "token") else f"{k}{sep}{v}"
-            for k, sep, v in (item.partition("=") for item in parts.query.split("&"))
-        )
-        parts = parts._replace(query=query)
-    return parts.geturl()
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

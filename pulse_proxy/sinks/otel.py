@@ -56,6 +56,7 @@ from pulse_proxy import __version__
 from pulse_proxy.labels import BoundedLabel, clean_label
 from pulse_proxy.records import AlertEvent, Exchange
 from pulse_proxy.sinks.prometheus import DURATION_BUCKETS
+from pulse_proxy.urls import http_base_url
 
 DEFAULT_ENDPOINT = "http://localhost:4318"
 INSTALL_HINT = "pip install 'llm-pulse[otel]'"
@@ -152,12 +153,7 @@ class OtelSettings(BaseModel):
     @field_validator("endpoint")
     @classmethod
     def _endpoint_is_http(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http(s) base URL such as http://otel-collector:4318")
-        if parts.query or parts.fragment:
-            raise ValueError("must not carry a query string or fragment")
-        return value.rstrip("/")
+        return http_base_url(value, "an http(s) base URL such as http://otel-collector:4318")
 
     @model_validator(mode="after")
     def _extra_installed(self) -> OtelSettings:
