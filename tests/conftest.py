@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import orjson
 import pytest
 import uvicorn
 
@@ -47,6 +49,40 @@ def run_server(app: Any, **config: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now, for a server started as a subprocess."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class JsonLinesProcess:
+    """A subprocess whose stdout is one JSON event per line, read as the lines come."""
+
+    def __init__(self, argv: Sequence[str], **popen: Any) -> None:
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.raw.append(line)
+            self.lines.append(orjson.loads(line))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines if line["event"] == name]
+
+    def wait_exit(self, timeout: float) -> tuple[int, bytes]:
+        """The exit code and stderr, once the process and the reader are done."""
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        assert self.process.stderr is not None
+        return code, self.process.stderr.read()
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,50 +13,24 @@ import httpx
 import openai
 import orjson
 import pytest
-
-from conftest import wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from conftest import JsonLinesProcess, free_port, wait_until
 
 
 def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
 
 
-class ProxyProcess:
+class ProxyProcess(JsonLinesProcess):
     def __init__(self, *args: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pulse_proxy", "--port", str(self.port), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_clean_env(),
+        super().__init__(
+            [sys.executable, "-m", "pulse_proxy", "--port", str(self.port), *args], env=_clean_env()
         )
-        self.lines: list[dict] = []
-        self.raw: list[bytes] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.raw.append(line)
-            self.lines.append(orjson.loads(line))
-
-    def events(self, name: str) -> list[dict]:
-        return [line for line in self.lines if line["event"] == name]
 
     def stop(self) -> tuple[int, bytes]:
         self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=30)
-        self._reader.join(timeout=10)
-        assert self.process.stderr is not None
-        return code, self.process.stderr.read()
+        return self.wait_exit(timeout=30)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ import containerfile
 import httpx
 import orjson
 import pytest
-from conftest import wait_until
+from conftest import JsonLinesProcess, free_port, wait_until
 
 import pulse_proxy
 
@@ -58,12 +58,6 @@ class Installed:
     venv: Path  # stands for the image's /opt/venv
     wheel: Path
     install_s: float  # builder steps: fresh venv, locked dependencies, wheel
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _copy_context(builder: containerfile.Stage, context: Path) -> None:
@@ -123,7 +117,7 @@ def _runtime_env(installed: Installed, home: Path, tmp: Path, **overrides: str) 
     return env
 
 
-class ImageProcess:
+class ImageProcess(JsonLinesProcess):
     """The final stage's CMD (or another command), run as the container would run it."""
 
     def __init__(self, installed: Installed, workdir: Path, argv: list[str] | None = None, **env: str) -> None:
@@ -131,7 +125,7 @@ class ImageProcess:
         self.home, self.tmp = workdir / "home", workdir / "tmp"
         self.home.mkdir(exist_ok=True)
         self.tmp.mkdir(exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = _runtime_env(installed, self.home, self.tmp, PULSE_HOST="127.0.0.1",
                                 PULSE_PORT=str(self.port), **env)
@@ -139,25 +133,11 @@ class ImageProcess:
         executable = shutil.which(argv[0], path=self.env["PATH"])
         assert executable is not None and Path(executable).parent == installed.venv / "bin", executable
         self.cwd = workdir
-        self.process = subprocess.Popen([executable, *argv[1:]], cwd=workdir, env=self.env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.lines: list[dict] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(orjson.loads(line))
-
-    def events(self, name: str) -> list[dict]:
-        return [line for line in self.lines if line.get("event") == name]
+        super().__init__([executable, *argv[1:]], cwd=workdir, env=self.env)
 
     def finish(self, timeout: float) -> tuple[int, str]:
-        code = self.process.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        assert self.process.stderr is not None
-        return code, self.process.stderr.read().decode(errors="replace")
+        code, stderr = self.wait_exit(timeout)
+        return code, stderr.decode(errors="replace")
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -174,7 +154,7 @@ def workdir(tmp_path: Path) -> Path:
 @pytest.fixture
 def external_mock(installed: Installed, workdir: Path) -> Iterator[str]:
     """``pulse-mock`` from the fresh environment, as the compose file runs it."""
-    port = _free_port()
+    port = free_port()
     (workdir / "mock").mkdir()
     env = _runtime_env(installed, workdir / "mock", workdir / "mock")
     process = subprocess.Popen(

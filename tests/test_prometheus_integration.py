@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import RunningProxy, start_proxy
+from conftest import RunningProxy, free_port, start_proxy
 from prometheus_client.parser import text_string_to_metric_families
 from test_fleet import dashboard_exprs
 
@@ -61,12 +60,6 @@ COPIES = {"a": 3, "b": 1}  # different counts per proxy, the same shape
 WARMUP = 20  # fast requests per status class: every series exists, with counts > 0
 P95 = "histogram_quantile(0.95, sum by (le) (rate(llm_request_duration_seconds_bucket[1m])))"
 Buckets = dict[tuple[str, float], float]  # (status_class, le) -> cumulative count
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _send(proxy: RunningProxy, latency_ms: int, status: int) -> None:
@@ -158,7 +151,7 @@ def run_prometheus(tmp_path: Path, targets: list[str], rules: str) -> Iterator[P
         "scrape_configs": [{"job_name": "pulse", "static_configs": [{"targets": targets}]}],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [
