@@ -243,8 +243,6 @@ class UsageChunkFilter:
             chunk, self._rest = self._rest + chunk, b""
         if self._framer is not None:
             return self._keep(self._framer.feed(chunk))
-        if not self._rest and chunk.endswith(b"\n\n") and _USAGE_OBJECT.search(chunk) is None:
-            return chunk  # whole frames and no usage object: nearly every chunk
         data = self._rest + chunk if self._rest else chunk
         cut = data.rfind(b"\n\n") + 2
         if cut == 1:
