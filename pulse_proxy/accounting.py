@@ -20,7 +20,7 @@ import orjson
 
 from pulse_proxy import tokens
 from pulse_proxy.forward import Capture
-from pulse_proxy.records import Exchange
+from pulse_proxy.records import Exchange, round_timings
 from pulse_proxy.settings import Settings
 from pulse_proxy.text import escape_control, truncate
 from pulse_proxy.usage import ResponseFacts, decode_body, facts_from_json, facts_from_sse
@@ -153,6 +153,7 @@ class Accountant:
 
     def finish_sync(self, capture: Capture) -> Exchange:
         ex = capture.exchange
+        round_timings(ex)
         request = parse_request(capture.request_body, ex.endpoint)
         if request.model:
             ex.model = escape_control(request.model[:_MAX_LABEL_CHARS])

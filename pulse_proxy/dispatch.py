@@ -65,23 +65,29 @@ class Dispatcher:
         self._task = asyncio.create_task(self._run(), name="pulse-dispatcher")
 
     def deliver(self, finished: list[tuple[Exchange, bytes | None]]) -> None:
-        """Hand finished exchanges to observers and sinks; a line the accounting
-        process already rendered goes straight to the log sink's writer."""
+        """Hand finished exchanges to observers and sinks, each taking the whole batch
+        in turn; a line the accounting process already rendered goes straight to the
+        log sink's writer."""
+        exchanges = [exchange for exchange, _ in finished]
+        self.processed += len(exchanges)
+        for observer in self._observers:
+            self._each(observer, exchanges)
         log_sink = self._log_sink
-        lines: list[bytes] = []
-        for exchange, line in finished:
-            self.processed += 1
-            for observer in self._observers:
-                self._safe(observer, exchange)
-            for sink in self.sinks:
-                if line is not None and sink is log_sink:
-                    lines.append(line)
-                else:
-                    self._safe(sink.on_exchange, exchange)
-        if lines and log_sink is not None:
+        for sink in self.sinks:
+            if sink is log_sink:
+                self._log_batch(finished)
+            else:
+                self._each(sink.on_exchange, exchanges)
+
+    def _log_batch(self, finished: list[tuple[Exchange, bytes | None]]) -> None:
+        assert self._log_sink is not None
+        lines = [line for _, line in finished if line is not None]
+        if lines:
             # One hand-over to the writer thread per batch, not per line: each wakes
             # that thread, which then contends for the GIL with the event loop.
-            self._safe(log_sink.write_rendered, b"\n".join(lines))
+            self._safe(self._log_sink.write_rendered, b"\n".join(lines))
+        if len(lines) < len(finished):
+            self._each(self._log_sink.on_exchange, [ex for ex, line in finished if line is None])
 
     async def stop(self, timeout: float = 30.0) -> None:
         if self.worker is not None:
@@ -119,12 +125,27 @@ class Dispatcher:
         for sink in self.sinks:
             self._safe(sink.on_alert, alert)
 
+    def _each(self, call: Callable[[Any], None], records: list[Any]) -> None:
+        """``call`` for every record, with one ``try`` for the whole batch: a record
+        that raises is logged and skipped, and the rest still get through."""
+        remaining = iter(records)
+        while True:
+            try:
+                for record in remaining:
+                    call(record)
+                return
+            except Exception as exc:
+                self._failed(call, exc)
+
     def _safe(self, call: Callable[[Any], None], record: Any) -> None:
         try:
             call(record)
         except Exception as exc:
-            self._log.error(
-                "pulse.sink_failed",
-                sink=getattr(call, "__qualname__", repr(call)),
-                error_type=type(exc).__name__,
-            )
+            self._failed(call, exc)
+
+    def _failed(self, call: Callable[[Any], None], exc: Exception) -> None:
+        self._log.error(
+            "pulse.sink_failed",
+            sink=getattr(call, "__qualname__", repr(call)),
+            error_type=type(exc).__name__,
+        )

@@ -18,7 +18,7 @@ import re
 import time
 import uuid
 from email.utils import formatdate
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from dataclasses import dataclass, field
 
@@ -27,7 +27,12 @@ import orjson
 from yarl import URL
 
 from pulse_proxy.errors import openai_error_body
-from pulse_proxy.headers import REQUEST_ONLY_HEADERS, filter_request_headers, filter_response_headers
+from pulse_proxy.headers import (
+    REQUEST_ONLY_HEADERS,
+    ClientHeaders,
+    filter_response_headers,
+    read_request_headers,
+)
 from pulse_proxy.records import Endpoint, Exchange
 from pulse_proxy.screening import Screen
 from pulse_proxy.settings import Settings
@@ -88,25 +93,19 @@ class Capture:
 
 class DisconnectWatch:
     """Cancels the request's task when the client hangs up, so the upstream request is
-    closed too.
+    closed too.  Made by :class:`DisconnectWatches`, which decides when it starts."""
 
-    Watching means a pending ``receive()`` task, which measured at a third of the
-    proxy's throughput on fast streams, so it starts only once an exchange has lasted
-    ``delay`` seconds.  A hang-up before then is noticed at that moment (uvicorn
-    answers ``http.disconnect`` at once for a closed connection); exchanges that end
-    sooner never pay for it.  Long generations, where hang-ups matter, always do."""
+    __slots__ = ("_future", "_owner", "_receive", "_task", "gone")
 
-    __slots__ = ("_receive", "_task", "_future", "_timer", "gone")
-
-    def __init__(self, receive: Receive, task: asyncio.Task[Any], delay: float = 0.2) -> None:
+    def __init__(self, receive: Receive, task: asyncio.Task[Any], owner: DisconnectWatches) -> None:
         self._receive = receive
         self._task = task
+        self._owner = owner
         self._future: asyncio.Future[Message] | None = None
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(delay, self.start)
         self.gone = False
 
     def start(self) -> None:
-        if self._future is None and self._timer is not None:
+        if self._future is None:
             self._future = asyncio.ensure_future(self._receive())
             self._future.add_done_callback(self._check)
 
@@ -116,9 +115,7 @@ class DisconnectWatch:
             self._task.cancel(msg="pulse: client disconnected")
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._owner.forget(self)
         if self._future is not None:
             self._future.remove_done_callback(self._check)
             if not self._future.done():
@@ -126,30 +123,48 @@ class DisconnectWatch:
             self._future = None
 
 
+class DisconnectWatches:
+    """Starts watching an exchange for a hang-up once it has lasted ``delay`` seconds.
+
+    Watching means a pending ``receive()`` task, which measured at a third of the
+    proxy's throughput on fast streams, so exchanges that end within ``delay`` never
+    pay for it.  One timer serves every exchange in flight: each tick starts the
+    watches made since the tick before, so each starts between ``delay`` and twice
+    that after its exchange began (a timer per request cost the event loop more than
+    the rest of its bookkeeping together).  A hang-up before then is noticed at that
+    moment: uvicorn answers ``http.disconnect`` at once for a closed connection.
+    Long generations, where hang-ups matter, are always watched.
+    """
+
+    __slots__ = ("_delay", "_timer", "_young")
+
+    def __init__(self, delay: float = 0.2) -> None:
+        self._delay = delay
+        self._young: set[DisconnectWatch] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, receive: Receive, task: asyncio.Task[Any]) -> DisconnectWatch:
+        watch = DisconnectWatch(receive, task, self)
+        self._young.add(watch)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._tick)
+        return watch
+
+    def forget(self, watch: DisconnectWatch) -> None:
+        self._young.discard(watch)
+
+    def _tick(self) -> None:
+        due, self._young = self._young, set()
+        self._timer = None
+        for watch in due:
+            watch.start()
+        # Watches made from now on schedule the next tick themselves.
+
+
 class StreamAborted(Exception):
     """Raised after the upstream broke a response mid-body, so the server drops the
     client connection too: the client then sees the same incomplete read it would
     have seen talking to the upstream directly, rather than a falsely clean end."""
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return bytes(value)
-    return None
-
-
-def _bearer_key(headers: list[tuple[bytes, bytes]]) -> str | None:
-    for key, value in headers:
-        lowered = key.lower()
-        if lowered == b"authorization":
-            text = value.decode("latin-1").strip()
-            if text[:7].lower() == "bearer ":
-                return text[7:].strip() or None
-            return text or None
-        if lowered in (b"api-key", b"x-api-key"):
-            return value.decode("latin-1").strip() or None
-    return None
 
 
 def _inject_stream_usage(body: bytes) -> bytes | None:
@@ -184,19 +199,36 @@ def _inject_stream_usage(body: bytes) -> bytes | None:
 
 
 # Every chunk of a usage-enabled stream says ``"usage": null``; only a usage object
-# can mark the chunk to hide, and this finds one without parsing each frame.
-_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+# can mark the chunk to hide.  ``bytes.find`` locates each ``"usage"`` key and this
+# pattern checks what follows it: scanning the whole chunk with the pattern instead
+# cost several times more, and the chunk is scanned on the event loop.
+_USAGE_KEY = b'"usage"'
+_USAGE_OBJECT_AFTER_KEY = re.compile(rb"\s*:\s*\{")
+
+
+def _usage_objects(data: bytes) -> Iterator[int]:
+    """Where each ``"usage": {`` starts in ``data``."""
+    position = data.find(_USAGE_KEY)
+    while position >= 0:
+        after = position + len(_USAGE_KEY)
+        if _USAGE_OBJECT_AFTER_KEY.match(data, after):
+            yield position
+        position = data.find(_USAGE_KEY, after)
 
 
 def _is_hidden_usage_frame(frame: bytes) -> bool:
     """The usage-only chunk we asked for on the client's behalf (``choices: []``)."""
-    if _USAGE_OBJECT.search(frame) is None:
+    if next(_usage_objects(frame), None) is None:
         return False
-    event = parse_frame(frame)
-    if event is None or not event.data.startswith("{"):
-        return False
+    if frame.startswith(b"data:") and frame.count(b"\n") <= 2 and b"\r" not in frame:
+        payload = frame[5:]  # the one data line of an LF-framed event, as OpenAI sends it
+    else:
+        event = parse_frame(frame)
+        if event is None:
+            return False
+        payload = event.data.encode()
     try:
-        data = orjson.loads(event.data)
+        data = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return False
     return isinstance(data, dict) and data.get("choices") == [] and bool(data.get("usage"))
@@ -207,12 +239,12 @@ def _drop_usage_frames(data: bytes) -> bytes:
     usage object and cut out around it: the other frames are never split or copied."""
     kept: list[bytes] = []
     position = 0
-    for match in _USAGE_OBJECT.finditer(data):
-        before = data.rfind(b"\n\n", 0, match.start())
+    for found in _usage_objects(data):
+        before = data.rfind(b"\n\n", 0, found)
         start = 0 if before < 0 else before + 2
         if start < position:
             continue  # a second usage key inside a frame already handled
-        after = data.find(b"\n\n", match.end())
+        after = data.find(b"\n\n", found)
         end = len(data) if after < 0 else after + 2
         if _is_hidden_usage_frame(data[start:end]):
             kept.append(data[position:start])
@@ -285,12 +317,14 @@ class Forwarder:
         self._keepalive = settings.upstream.sse_keepalive_s
         self._screen = screen if screen else None
         self._clock = clock
+        self._watches = DisconnectWatches()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         sub_path = raw_path[3:].decode("latin-1")  # after "/v1"
-        supplied_id = _header(scope, b"x-request-id")
+        client_headers = read_request_headers(scope["headers"], drop=REQUEST_ONLY_HEADERS)
+        supplied_id = client_headers.request_id
         request_id = supplied_id.decode("latin-1") if supplied_id else ""
         if not _REQUEST_ID_OK.fullmatch(request_id):
             request_id = f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
@@ -303,7 +337,7 @@ class Forwarder:
         )
         capture = Capture(exchange)
         try:
-            await self._exchange(scope, receive, send, capture, sub_path, started)
+            await self._exchange(scope, receive, send, capture, client_headers, sub_path, started)
         except asyncio.CancelledError:
             # A client hang-up is handled inside; any other cancellation is the server
             # giving up on the request: uvicorn cancels what still runs when SIGTERM's
@@ -321,9 +355,10 @@ class Forwarder:
             raise StreamAborted from None
         finally:
             ended = time.perf_counter()
-            exchange.latency_ms = round((ended - started) * 1000, 3)
+            # Raw float milliseconds here; accounting rounds them for the event, off the loop.
+            exchange.latency_ms = (ended - started) * 1000
             if exchange.upstream_ms is not None:
-                exchange.overhead_ms = round(max(exchange.latency_ms - exchange.upstream_ms, 0.0), 3)
+                exchange.overhead_ms = max(exchange.latency_ms - exchange.upstream_ms, 0.0)
             exchange.ended_at = self._clock()
             self._on_complete(capture)
 
@@ -333,14 +368,14 @@ class Forwarder:
         receive: Receive,
         send: Send,
         capture: Capture,
+        client_headers: ClientHeaders,
         sub_path: str,
         started: float,
     ) -> None:
         exchange = capture.exchange
-        request_headers: list[tuple[bytes, bytes]] = scope["headers"]
 
         # 1. The request body, bounded.
-        declared = _header(scope, b"content-length")
+        declared = client_headers.content_length
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
             exchange.bytes_in = int(declared)
             await self._reject_too_large(send, capture)
@@ -367,13 +402,9 @@ class Forwarder:
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         exchange.bytes_in = size
         capture.request_body = body
-        capture.api_key = _bearer_key(request_headers)
-        for key, value in request_headers:
-            lowered = key.lower()
-            if lowered == b"x-pulse-user":
-                capture.user_header = value.decode("latin-1")
-            elif lowered == b"x-pulse-tags":
-                capture.tags_header = value.decode("latin-1")
+        capture.api_key = client_headers.api_key
+        capture.user_header = client_headers.user
+        capture.tags_header = client_headers.tags
 
         # 2. Policy: only flags configured to block are checked before forwarding.
         if self._screen is not None:
@@ -393,7 +424,7 @@ class Forwarder:
             if injected is not None:
                 upstream_body = injected
                 capture.usage_injected = True
-        headers = filter_request_headers(request_headers, drop=REQUEST_ONLY_HEADERS)
+        headers = client_headers.upstream
         headers.append(("x-request-id", exchange.request_id))
         if self._api_key and capture.api_key is None:
             # An empty Authorization from the client must not travel beside ours.
@@ -405,7 +436,7 @@ class Forwarder:
         # 4. Forward, watching for the client going away meanwhile.
         task = asyncio.current_task()
         assert task is not None
-        watch = DisconnectWatch(receive, task)
+        watch = self._watches.watch(receive, task)
         upstream_started = time.perf_counter()
         response: aiohttp.ClientResponse | None = None
         try:
@@ -608,7 +639,7 @@ async def _prepend(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIter
 
 
 def _ms_since(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)
+    return (time.perf_counter() - start) * 1000
 
 
 __all__ = ["Capture", "Forwarder", "StreamAborted", "endpoint_for"]

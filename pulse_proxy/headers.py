@@ -8,6 +8,8 @@ for LLM Pulse itself are consumed here and never reach the provider.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -33,22 +35,86 @@ def _connection_named(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     named: set[bytes] = set()
     for key, value in headers:
         if key.lower() == b"connection":
-            named.update(token.strip().lower() for token in value.split(b",") if token.strip())
+            named.update(_tokens(value))
     return frozenset(named)
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [token.strip().lower() for token in value.split(b",") if token.strip()]
+
+
+@dataclass(slots=True)
+class ClientHeaders:
+    """What the proxy needs from a request's headers, read in one pass over them."""
+
+    upstream: list[tuple[str, str]] = field(default_factory=list)  # what goes upstream
+    request_id: bytes | None = None
+    content_length: bytes | None = None
+    api_key: str | None = None  # the first of Authorization (bearer), api-key, x-api-key
+    user: str | None = None  # X-Pulse-User
+    tags: str | None = None  # X-Pulse-Tags
+
+
+# The headers read on the way, by what they hold.
+_READ = {
+    b"x-request-id": "request_id",
+    b"content-length": "content_length",
+    b"authorization": "authorization",
+    b"api-key": "api_key",
+    b"x-api-key": "api_key",
+    b"x-pulse-user": "user",
+    b"x-pulse-tags": "tags",
+}
+
+
+def read_request_headers(
+    headers: list[tuple[bytes, bytes]], *, drop: frozenset[bytes] = frozenset()
+) -> ClientHeaders:
+    """The client's headers to send upstream (``str`` pairs, duplicates and order kept,
+    hop-by-hop ones and ``drop`` left out) and the few the proxy reads itself.
+
+    One loop: this runs for every request on the event loop, where separate scans for
+    each header cost more than the forwarding they serve.
+    """
+    read = ClientHeaders()
+    upstream = read.upstream
+    named: list[bytes] = []
+    for key, value in headers:
+        lowered = key.lower()
+        what = _READ.get(lowered)
+        if what is not None:
+            if what == "authorization":
+                if read.api_key is None:
+                    text = value.decode("latin-1").strip()
+                    if text[:7].lower() == "bearer ":
+                        text = text[7:].strip()
+                    read.api_key = text or None
+            elif what == "api_key":
+                if read.api_key is None:
+                    read.api_key = value.decode("latin-1").strip() or None
+            elif what == "user" or what == "tags":
+                setattr(read, what, value.decode("latin-1"))
+            elif getattr(read, what) is None:
+                setattr(read, what, bytes(value))
+        if lowered in HOP_BY_HOP:
+            if lowered == b"connection":  # usually just "keep-alive", dropped anyway
+                named.extend(t for t in _tokens(value) if t not in HOP_BY_HOP)
+            continue
+        if lowered in drop:
+            continue
+        upstream.append((lowered.decode("latin-1"), value.decode("latin-1")))
+    if named:
+        # Headers the Connection header names are hop-by-hop too (RFC 9110 §7.6.1).
+        extra = {token.decode("latin-1") for token in named}
+        read.upstream = [(k, v) for k, v in upstream if k not in extra]
+    return read
 
 
 def filter_request_headers(
     headers: list[tuple[bytes, bytes]], *, drop: frozenset[bytes] = frozenset()
 ) -> list[tuple[str, str]]:
     """Client headers to send upstream, as ``str`` pairs (duplicates and order kept)."""
-    named = _connection_named(headers)
-    kept: list[tuple[str, str]] = []
-    for key, value in headers:
-        lowered = key.lower()
-        if lowered in HOP_BY_HOP or lowered in drop or lowered in named:
-            continue
-        kept.append((lowered.decode("latin-1"), value.decode("latin-1")))
-    return kept
+    return read_request_headers(headers, drop=drop).upstream
 
 
 def filter_response_headers(headers: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:

@@ -94,6 +94,20 @@ class Exchange:
         return event
 
 
+def round_timings(ex: Exchange) -> None:
+    """Timings to the microsecond, as events show them.  The request path stores raw
+    float milliseconds, since rounding there costs the event loop half a microsecond
+    each; accounting (and every fallback that skips it) rounds them once."""
+    if ex.latency_ms is not None:
+        ex.latency_ms = round(ex.latency_ms, 3)
+    if ex.ttft_ms is not None:
+        ex.ttft_ms = round(ex.ttft_ms, 3)
+    if ex.upstream_ms is not None:
+        ex.upstream_ms = round(ex.upstream_ms, 3)
+    if ex.overhead_ms is not None:
+        ex.overhead_ms = round(ex.overhead_ms, 3)
+
+
 _EVENT_FIELDS = tuple(
     f.name
     for f in dataclasses.fields(Exchange)

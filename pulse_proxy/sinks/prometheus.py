@@ -1,9 +1,9 @@
 """Prometheus metrics for every proxied request, in a registry the app passes in.
 
-All metrics are defined in :class:`PrometheusSink.__init__`, each with ``registry=``
-(no default registry, so every app and every test owns its series).  Names and
-buckets are SPEC's; prometheus_client appends ``_total`` to counters, so the Counter
-``llm_requests`` is exposed as ``llm_requests_total``.
+Every request metric is defined in :data:`REQUEST_METRICS`; the sink registers its
+collectors with the ``registry`` it is given (no default registry, so every app and
+every test owns its series).  Names and buckets are SPEC's; counters are exposed with
+``_total`` appended, so ``llm_requests`` reads ``llm_requests_total``.
 
 Request metrics share the common labels ``model``, ``endpoint``, ``upstream``,
 ``status_class`` (``2xx`` … or ``none`` when no response arrived) and ``stream``.
@@ -11,9 +11,12 @@ Request metrics share the common labels ``model``, ``endpoint``, ``upstream``,
 do ``error_type`` and ``flag``: a flood of junk names folds into ``other`` instead of
 growing the exposition without bound.
 
-``on_exchange`` runs once per request on the dispatcher task, so it is kept cheap:
-the ``.labels(...)`` children for a label tuple are looked up once and cached (the
-cache is bounded because every key is made of bounded values).
+``on_exchange`` runs once per request on the event loop, so the request series are
+plain Python numbers, one :class:`_Series` per common-label tuple (bounded, since every
+label in the key is bounded), turned into metric families only when scraped.  Through
+prometheus_client's ``Counter`` and ``Histogram`` a request cost about 75,000
+instructions (a lock per increment, a linear bucket search per observation); this is
+a few thousand.  Exposition is still prometheus_client's own ``generate_latest``.
 
 Choices SPEC leaves open:
 
@@ -28,9 +31,8 @@ Choices SPEC leaves open:
   which direction, the local count is off by more than 1, 4, 16 … tokens (buckets are
   symmetric powers of 4 around zero).  prometheus_client exposes no ``_sum`` for a
   histogram with negative buckets, so read it through its buckets and ``_count``.
-* :func:`exposition` leaves out the ``*_created`` samples by default.  They would
-  double the series count of every counter in Prometheus, and the client's own switch
-  for them is process-global.
+* No ``*_created`` samples: they would double the series count of every counter in
+  Prometheus.
 * ``llm_tokens_total{token_type}``: ``cached`` is part of ``prompt`` and ``reasoning``
   part of ``completion``, as in OpenAI's usage object; sum only prompt and completion
   for a total.
@@ -41,14 +43,18 @@ Choices SPEC leaves open:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from math import isfinite
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from pulse_proxy.labels import BoundedLabel
 from pulse_proxy.records import AlertEvent, Exchange
@@ -69,57 +75,107 @@ _STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}
 Key = tuple[str, str, str, str, str]
 
 
-class _Children:
-    """The label children of one common-label tuple, each resolved on first use.
+@dataclass(frozen=True, slots=True)
+class MetricDef:
+    """One request metric: its exposed name, help text, type, and what it adds to the
+    common labels (a label name) or to a histogram (its bucket bounds)."""
 
-    Lazily, because a child shows in the exposition as soon as it exists: a
-    non-streamed model would otherwise carry an all-zero TTFT histogram.
+    attribute: str  # where :class:`_Series` or the sink keeps its values
+    name: str
+    documentation: str
+    type: str  # "counter" or "histogram"
+    extra_label: str | None = None
+    buckets: tuple[float, ...] = ()
+
+
+REQUEST_METRICS = (
+    MetricDef("requests", "llm_requests", "Proxied requests.", "counter"),
+    MetricDef("duration", "llm_request_duration_seconds",
+              "Request latency as the client saw it, to the last byte.", "histogram",
+              buckets=DURATION_BUCKETS),
+    MetricDef("ttft", "llm_time_to_first_token_seconds",
+              "Time to the first content token of streamed responses.", "histogram",
+              buckets=tuple(float(b) for b in TTFT_BUCKETS)),
+    MetricDef("tokens", "llm_tokens",
+              "Tokens by type (cached is part of prompt, reasoning part of completion).", "counter",
+              extra_label="token_type"),
+    MetricDef("prompt_length", "llm_prompt_length_tokens", "Prompt length in tokens.", "histogram",
+              buckets=TOKEN_BUCKETS),
+    MetricDef("errors", "llm_request_errors",
+              "Requests that did not succeed, by error type and outcome.", "counter",
+              extra_label="error_type"),  # and "outcome", see _request_families
+    MetricDef("cost", "llm_cost_usd", "Estimated cost in US dollars.", "counter"),
+    MetricDef("risk", "llm_prompt_risk", "Requests whose prompt raised a risk flag.", "counter",
+              extra_label="flag"),
+    MetricDef("drift", "llm_tokens_drift", "Upstream prompt tokens minus the local tiktoken count.",
+              "histogram", buckets=DRIFT_BUCKETS),
+    MetricDef("unpriced", "llm_unpriced_requests",
+              "Requests with token usage but no price for their model.", "counter"),
+)  # fmt: skip
+
+
+class _Histogram:
+    """Bucket counts (not cumulative: cumulated at scrape time) and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # le is inclusive: a value equal to a bound belongs to that bound's bucket.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def add_to(self, family: Metric, labels: dict[str, str]) -> None:
+        """Samples as prometheus_client's own Histogram writes them (no ``_sum`` when
+        a bound is negative: the sum would not be monotonic)."""
+        name = family.name
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts):
+            total += count
+            family.samples.append(
+                Sample(name + "_bucket", {**labels, "le": floatToGoString(bound)}, total)
+            )
+        family.samples.append(Sample(name + "_count", labels, total))
+        if self.bounds[0] >= 0:
+            family.samples.append(Sample(name + "_sum", labels, self.sum))
+
+
+class _Series:
+    """The request figures of one common-label tuple.
+
+    Histograms and token counts start as ``None`` and appear on first use, because a
+    series shows in the exposition as soon as it exists: a non-streamed model would
+    otherwise carry an all-zero TTFT histogram.
     """
 
     __slots__ = (
-        "_key",
-        "_sink",
-        "cached",
-        "completion",
         "cost",
         "drift",
         "duration",
-        "prompt",
         "prompt_length",
-        "reasoning",
         "requests",
+        "tokens",
         "ttft",
         "unpriced",
     )
 
-    requests: Any
-    duration: Any
-    ttft: Any
-    prompt_length: Any
-    cost: Any
-    drift: Any
-    unpriced: Any
-    prompt: Any
-    completion: Any
-    cached: Any
-    reasoning: Any
+    def __init__(self) -> None:
+        self.requests = 0
+        self.duration: _Histogram | None = None
+        self.ttft: _Histogram | None = None
+        self.prompt_length: _Histogram | None = None
+        self.drift: _Histogram | None = None
+        self.tokens: list[int | None] = [None] * len(TOKEN_TYPES)
+        self.cost: float | None = None
+        self.unpriced: int | None = None
 
-    def __init__(self, sink: PrometheusSink, key: Key) -> None:
-        self._sink, self._key = sink, key
-        self.requests = sink.requests.labels(*key)
-        self.duration = self.ttft = self.prompt_length = None
-        self.cost = self.drift = self.unpriced = None
-        self.prompt = self.completion = self.cached = self.reasoning = None
 
-    def make(self, name: str) -> Any:
-        """Create the child ``name`` (an attribute of this class) and keep it."""
-        sink = self._sink
-        if name in TOKEN_TYPES:
-            child = sink.tokens.labels(*self._key, name)
-        else:
-            child = getattr(sink, name).labels(*self._key)
-        setattr(self, name, child)
-        return child
+def _add_token(tokens: list[int | None], index: int, count: int) -> None:
+    tokens[index] = (tokens[index] or 0) + count
 
 
 class _ScrapeTimeCollector(Collector):
@@ -220,67 +276,11 @@ class PrometheusSink:
             "error_type": self._error_type,
             "flag": self._flag,
         }
-        common = COMMON_LABELS
-        self.requests = Counter("llm_requests", "Proxied requests.", common, registry=registry)
-        self.duration = Histogram(
-            "llm_request_duration_seconds",
-            "Request latency as the client saw it, to the last byte.",
-            common,
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.ttft = Histogram(
-            "llm_time_to_first_token_seconds",
-            "Time to the first content token of streamed responses.",
-            common,
-            buckets=TTFT_BUCKETS,
-            registry=registry,
-        )
-        self.tokens = Counter(
-            "llm_tokens",
-            "Tokens by type (cached is part of prompt, reasoning part of completion).",
-            (*common, "token_type"),
-            registry=registry,
-        )
-        self.prompt_length = Histogram(
-            "llm_prompt_length_tokens",
-            "Prompt length in tokens.",
-            common,
-            buckets=TOKEN_BUCKETS,
-            registry=registry,
-        )
-        self.errors = Counter(
-            "llm_request_errors",
-            "Requests that did not succeed, by error type and outcome.",
-            (*common, "error_type", "outcome"),
-            registry=registry,
-        )
-        self.cost = Counter(
-            "llm_cost_usd", "Estimated cost in US dollars.", common, registry=registry
-        )
-        self.risk = Counter(
-            "llm_prompt_risk",
-            "Requests whose prompt raised a risk flag.",
-            (*common, "flag"),
-            registry=registry,
-        )
-        self.drift = Histogram(
-            "llm_tokens_drift",
-            "Upstream prompt tokens minus the local tiktoken count.",
-            common,
-            buckets=DRIFT_BUCKETS,
-            registry=registry,
-        )
-        self.unpriced = Counter(
-            "llm_unpriced_requests",
-            "Requests with token usage but no price for their model.",
-            common,
-            registry=registry,
-        )
+        self._series: dict[Key, _Series] = {}
+        self._errors: dict[tuple[Key, str, str], int] = {}
+        self._risks: dict[tuple[Key, str], int] = {}
+        registry.register(_RequestCollector(self))
         registry.register(_ScrapeTimeCollector(self))
-        self._children: dict[Key, _Children] = {}
-        self._errors: dict[tuple[Key, str, str], Any] = {}
-        self._risks: dict[tuple[Key, str], Any] = {}
 
     def on_exchange(self, ex: Exchange) -> None:
         status = ex.status_code
@@ -291,58 +291,52 @@ class PrometheusSink:
             _STATUS_CLASS.get(status // 100, "other") if status else "none",
             "true" if ex.stream else "false",
         )
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = _Children(self, key)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series()
 
-        children.requests.inc()
+        series.requests += 1
         value: Any = ex.latency_ms
         if value is not None and isfinite(value):  # NaN or inf would poison _sum
-            (children.duration or children.make("duration")).observe(value / 1000.0)
+            (series.duration or _new(series, "duration", DURATION_BUCKETS)).observe(value / 1000.0)
         value = ex.ttft_ms
         if ex.stream and value is not None and isfinite(value):
-            (children.ttft or children.make("ttft")).observe(value / 1000.0)
+            (series.ttft or _new(series, "ttft", _TTFT_BOUNDS)).observe(value / 1000.0)
+        tokens = series.tokens
         prompt = ex.prompt_tokens
         if prompt is not None:
-            (children.prompt_length or children.make("prompt_length")).observe(prompt)
+            (series.prompt_length or _new(series, "prompt_length", TOKEN_BUCKETS)).observe(prompt)
             if prompt > 0:
-                (children.prompt or children.make("prompt")).inc(prompt)
+                _add_token(tokens, 0, prompt)
             local = ex.prompt_tokens_local
             if local is not None and ex.token_source == "upstream":
-                (children.drift or children.make("drift")).observe(prompt - local)
+                (series.drift or _new(series, "drift", DRIFT_BUCKETS)).observe(prompt - local)
         value = ex.completion_tokens
         if value and value > 0:
-            (children.completion or children.make("completion")).inc(value)
+            _add_token(tokens, 1, value)
         value = ex.cached_tokens
         if value and value > 0:
-            (children.cached or children.make("cached")).inc(value)
+            _add_token(tokens, 2, value)
         value = ex.reasoning_tokens
         if value and value > 0:
-            (children.reasoning or children.make("reasoning")).inc(value)
+            _add_token(tokens, 3, value)
         value = ex.cost_usd
         if value is not None:
-            if value > 0:
-                (children.cost or children.make("cost")).inc(value)
+            if value > 0 and isfinite(value):
+                series.cost = (series.cost or 0.0) + value
         elif (
             ex.outcome == "success"
             and ex.endpoint in PRICED_ENDPOINTS
             and (prompt or ex.completion_tokens)
         ):
-            (children.unpriced or children.make("unpriced")).inc()
+            series.unpriced = (series.unpriced or 0) + 1
 
         if ex.outcome != "success":
-            error_type = self._error_type.fold(ex.error_type or ex.outcome)
-            error_key = (key, error_type, ex.outcome)
-            child = self._errors.get(error_key)
-            if child is None:
-                child = self._errors[error_key] = self.errors.labels(*key, error_type, ex.outcome)
-            child.inc()
+            error_key = (key, self._error_type.fold(ex.error_type or ex.outcome), ex.outcome)
+            self._errors[error_key] = self._errors.get(error_key, 0) + 1
         for flag in ex.risk_flags:
             risk_key = (key, self._flag.fold(flag))
-            child = self._risks.get(risk_key)
-            if child is None:
-                child = self._risks[risk_key] = self.risk.labels(*key, risk_key[1])
-            child.inc()
+            self._risks[risk_key] = self._risks.get(risk_key, 0) + 1
 
     def on_alert(self, alert: AlertEvent) -> None:
         """Alert state reaches Prometheus through ``alert_firing`` at scrape time."""
@@ -351,30 +345,68 @@ class PrometheusSink:
         return None
 
 
-class _WithoutCreated(Collector):
-    """``registry`` as seen by a scrape, minus the ``*_created`` samples."""
+_TTFT_BOUNDS = tuple(float(b) for b in TTFT_BUCKETS)
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
+
+def _new(series: _Series, attribute: str, bounds: tuple[float, ...]) -> _Histogram:
+    histogram = _Histogram(bounds)
+    setattr(series, attribute, histogram)
+    return histogram
+
+
+class _RequestCollector(Collector):
+    """The sink's request series as metric families, built when scraped."""
+
+    def __init__(self, sink: PrometheusSink) -> None:
+        self._sink = sink
 
     def collect(self) -> Iterator[Metric]:
-        for metric in self._registry.collect():
-            created = metric.name + "_created"
-            samples = [s for s in metric.samples if s.name != created]
-            if len(samples) == len(metric.samples):
-                yield metric
-                continue
-            copy = Metric(metric.name, metric.documentation, metric.type, metric.unit)
-            copy.samples = samples
-            yield copy
+        sink = self._sink
+        series = list(sink._series.items())  # a snapshot: requests may land meanwhile
+        for metric in REQUEST_METRICS:
+            names = list(COMMON_LABELS)
+            if metric.extra_label:
+                names.append(metric.extra_label)
+            if metric.attribute == "errors":
+                names.append("outcome")
+            family = Metric(metric.name, metric.documentation, metric.type)
+            counter_name = metric.name + "_total"
+            if metric.attribute == "errors":
+                for (key, error_type, outcome), count in list(sink._errors.items()):
+                    family.add_sample(
+                        counter_name, _labels(names, (*key, error_type, outcome)), count
+                    )
+            elif metric.attribute == "risk":
+                for (key, flag), count in list(sink._risks.items()):
+                    family.add_sample(counter_name, _labels(names, (*key, flag)), count)
+            elif metric.attribute == "tokens":
+                for key, one in series:
+                    for token_type, count in zip(TOKEN_TYPES, one.tokens):
+                        if count is not None:
+                            family.add_sample(
+                                counter_name, _labels(names, (*key, token_type)), count
+                            )
+            else:
+                for key, one in series:
+                    figure = getattr(one, metric.attribute)
+                    if figure is None:
+                        continue
+                    if metric.type == "histogram":
+                        figure.add_to(family, _labels(names, key))
+                    else:
+                        family.add_sample(counter_name, _labels(names, key), figure)
+            yield family
 
 
-def exposition(registry: CollectorRegistry, *, created: bool = False) -> tuple[bytes, str]:
+def _labels(names: list[str], values: tuple[str, ...]) -> dict[str, str]:
+    return dict(zip(names, values))
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
     """The body and content type of a ``/metrics`` response for ``registry``.
 
     The classic text format, version 0.0.4, which every Prometheus (and every other
     scraper) parses; all names here are legacy-valid, so nothing needs the newer
-    UTF-8 escaping.  ``created=True`` keeps prometheus_client's ``*_created`` samples.
+    UTF-8 escaping.
     """
-    body = generate_latest(registry if created else _WithoutCreated(registry))
-    return body, CONTENT_TYPE_PLAIN_0_0_4
+    return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4

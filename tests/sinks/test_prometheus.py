@@ -213,7 +213,7 @@ def test_ten_thousand_model_names_keep_the_exposition_small() -> None:
         )
         == 9_980
     )
-    assert len(generate_latest(registry)) > len(body)  # the *_created samples left out
+    assert b"_created" not in generate_latest(registry)  # they would double the series
 
 
 def test_exposition_stops_growing_at_the_label_limit() -> None:
