@@ -167,14 +167,17 @@ class StreamAborted(Exception):
     have seen talking to the upstream directly, rather than a falsely clean end."""
 
 
+_STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
+
+
 def _inject_stream_usage(body: bytes) -> bytes | None:
     """The body re-encoded with ``stream_options.include_usage`` when a stream lacks it.
 
     Only chat streams are touched, and only bodies that parse: anything else goes to
     the upstream byte for byte, so the upstream answers malformed JSON itself.
     """
-    if b'"stream"' not in body:
-        return None
+    if _STREAM_TRUE.search(body) is None:
+        return None  # most bodies are not streams: no need to parse them here
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
