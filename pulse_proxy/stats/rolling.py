@@ -96,15 +96,18 @@ class RollingStats:
         t = ex.ended_at
         index = int(t // self._fine_s)
         with self._lock:
-            self._started_at = min(self._started_at, t)
+            if t < self._started_at:
+                self._started_at = t
             model = self._model_key(ex.model or ex.response_model or UNKNOWN_MODEL, t)
             if not self._rings.add(index, model, ex):
                 self.dropped_late += 1
 
     def _model_key(self, name: str, t: float) -> str:
         models = self._models
-        if name in models:
-            models[name] = max(models[name], t)
+        seen = models.get(name)
+        if seen is not None:
+            if t > seen:
+                models[name] = t
             return name
         if len(models) >= self.max_models and t >= self._next_eviction:
             # Names unseen for longer than every window have no data left: free them.
