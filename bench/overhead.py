@@ -30,6 +30,11 @@ just enough HTTP/1.1 and writes canned bytes, so it is not the bottleneck.  The 
 generator is ``wrk`` (``apt-get install -y wrk``) with one thread; without it, a Python
 aiohttp load generator in its own process (much slower: a floor, not a ceiling).
 
+Then ``--paired`` rounds (5 by default) run bare-aiohttp and pulse side by side and
+measure them in turn every few seconds at 32 connections: this VM's speed drifts by tens
+of per cent over minutes, so only ratios taken seconds apart compare the proxies rather
+than the drift, and their median decides the throughput target.
+
 It prints the machine facts and a Markdown table, checks the issue's targets (pulse at
 >= 70 % of the best bare pass-through's req/s at 32 connections; <= 0.5 ms added to the
 bare pass-through's p50 at 1 connection; with ``pulse-sinks``: >= 90 % of pulse's req/s
@@ -1085,8 +1090,60 @@ def fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+@dataclass
+class Paired:
+    """Alternating rounds of bare-aiohttp and pulse at 32 connections, one kind."""
+
+    kind: str
+    bare: list[float] = field(default_factory=list)
+    pulse: list[float] = field(default_factory=list)
+
+    @property
+    def ratios(self) -> list[float]:
+        return [p / b for b, p in zip(self.bare, self.pulse) if b]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios) if self.ratios else 0.0
+
+
+def run_paired(rounds: int, seconds: int, loadgen: LoadGen, procs: Processes, uport: int,
+               pulse_cli: Path, workdir: Path) -> list[Paired]:
+    """bare-aiohttp and pulse up side by side, measured in turn, ``rounds`` times per kind.
+
+    This VM's speed drifts by tens of per cent over minutes, so two measurements taken
+    minutes apart (the sequential table) compare the drift as much as the proxies;
+    alternating every few seconds lets each round's ratio see the same machine."""
+    here = str(Path(__file__).resolve())
+    bare_port, pulse_port = free_port(), free_port()
+    bare = procs.start([sys.executable, here, "--_bare", str(bare_port),
+                        f"http://127.0.0.1:{uport}", "aiohttp"], stderr=workdir / "paired-bare.stderr")
+    pulse = procs.start([str(pulse_cli), "--host", "127.0.0.1", "--port", str(pulse_port),
+                         "--upstream", f"http://127.0.0.1:{uport}/v1"],
+                        stdout=workdir / "paired-pulse.stdout", stderr=workdir / "paired-pulse.stderr")
+    try:
+        wait_ready(bare_port, "/healthz", bare, "bare-aiohttp (paired)")
+        wait_ready(pulse_port, "/healthz", pulse, "pulse (paired)")
+        results = []
+        for kind in KINDS:
+            pair = Paired(kind)
+            for port in (bare_port, pulse_port):
+                loadgen.run(port, kind, 32, 1)  # warm-up
+            for _ in range(rounds):
+                pair.bare.append(loadgen.run(bare_port, kind, 32, seconds).rps)
+                pair.pulse.append(loadgen.run(pulse_port, kind, 32, seconds).rps)
+            print(f"  paired {kind:<6} c=32: pulse/bare per round "
+                  + ", ".join(f"{100 * r:.0f} %" for r in pair.ratios)
+                  + f"; median {100 * pair.median:.0f} %", flush=True)
+            results.append(pair)
+        return results
+    finally:
+        procs.stop(bare)
+        procs.stop(pulse)
+
+
 def render(rows: list[Row], facts: list[tuple[str, str]], verdicts: list[str], notes: list[str],
-           args: argparse.Namespace) -> str:
+           args: argparse.Namespace, paired: list[Paired] | None = None) -> str:
     by_key = {(r.target, r.kind, r.connections): r for r in rows}
     out = [
         "## Machine",
@@ -1120,16 +1177,50 @@ def render(rows: list[Row], facts: list[tuple[str, str]], verdicts: list[str], n
             f"| {fmt(row.m.p50_ms)} | {fmt(row.m.p99_ms)} | {fmt(added50, signed=True)} "
             f"| {fmt(added99, signed=True)} | {pct} | {row.m.errors} |"
         )
+    if paired:
+        out += [
+            "",
+            f"## Paired rounds (32 connections, {args.paired} × {args.paired_seconds} s each, alternating)",
+            "",
+            "| kind | bare-aiohttp req/s per round | pulse req/s per round | pulse ÷ bare per round | median |",
+            "| --- | --- | --- | --- | ---: |",
+        ]
+        for pair in paired:
+            out.append(
+                f"| {pair.kind} | {', '.join(f'{v:,.0f}' for v in pair.bare)} "
+                f"| {', '.join(f'{v:,.0f}' for v in pair.pulse)} "
+                f"| {', '.join(f'{100 * r:.0f} %' for r in pair.ratios)} | {100 * pair.median:.0f} % |"
+            )
     out += ["", "## Against the issue's targets", "", *[f"- {v}" for v in verdicts]]
     if notes:
         out += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     return "\n".join(out) + "\n"
 
 
-def verdict_lines(rows: list[Row], sinks: dict[str, Any] | None = None) -> list[str]:
+def verdict_lines(rows: list[Row], sinks: dict[str, Any] | None = None,
+                  paired: list[Paired] | None = None) -> list[str]:
     by_key = {(r.target, r.kind, r.connections): r for r in rows}
     lines = []
+    for pair in paired or ():
+        ok = pair.median >= TARGET_THROUGHPUT_RATIO
+        lines.append(
+            f"{'PASS' if ok else 'FAIL'} — {pair.kind}, 32 connections, paired: pulse at a median "
+            f"{100 * pair.median:.0f} % of bare-aiohttp over {len(pair.ratios)} alternating rounds "
+            f"({', '.join(f'{100 * r:.0f}' for r in pair.ratios)} %); target ≥ "
+            f"{100 * TARGET_THROUGHPUT_RATIO:.0f} %"
+        )
     for kind in KINDS:
+        if any(pair.kind == kind for pair in paired or ()):
+            pulse, bares = by_key.get(("pulse", kind, 32)), [
+                by_key[(t, kind, 32)] for t in BARE_TARGETS if (t, kind, 32) in by_key]
+            if pulse and bares:
+                best = max(bares, key=lambda r: r.m.rps)
+                lines.append(
+                    f"info — {kind}, 32 connections, sequential table: pulse {pulse.m.rps:,.0f} req/s "
+                    f"= {100 * pulse.m.rps / best.m.rps:.0f} % of {best.target} measured minutes "
+                    f"apart; the paired median above decides"
+                )
+            continue
         pulse = by_key.get(("pulse", kind, 32))
         bares = [by_key[(t, kind, 32)] for t in BARE_TARGETS if (t, kind, 32) in by_key]
         if pulse and bares:
@@ -1324,7 +1415,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     alive = http_request(port, "GET", "/healthz", timeout=5)[0] == 200
                 took, killed = procs.stop(proc, grace=15.0)
                 shutdown = (f"stopped by SIGTERM in {took:.1f} s" if not killed
-                            else f"did NOT exit within 15 s of SIGTERM (killed)")
+                            else "did NOT exit within 15 s of SIGTERM (killed)")
                 if target in PULSE_TARGETS and events is not None:
                     events.read()
                     t = events.tally
@@ -1366,8 +1457,14 @@ def run_bench(args: argparse.Namespace) -> int:
                     notes.append(f"{target}: stderr was not empty ({len(stderr_text)} chars), "
                                  f"last lines: {tail[:600]}")
 
+        paired: list[Paired] = []
+        if args.paired and "bare-aiohttp" in targets and "pulse" in targets and pulse_cli.exists():
+            print(f"\nPaired rounds: bare-aiohttp and pulse alternating, {args.paired} × "
+                  f"{args.paired_seconds} s per kind at 32 connections", flush=True)
+            paired = run_paired(args.paired, args.paired_seconds, loadgen, procs, uport, pulse_cli,
+                                workdir)
         procs.stop(upstream)
-        verdicts = verdict_lines(rows, sinks_seen)
+        verdicts = verdict_lines(rows, sinks_seen, paired)
         if loadgen.kind == "python":
             notes.append("Python load generator: req/s are capped by the generator itself; "
                          "install wrk for meaningful ceilings")
@@ -1377,7 +1474,7 @@ def run_bench(args: argparse.Namespace) -> int:
                      "upstream's bytes untouched")
         notes.append("2 cores shared by load generator, target and upstream: the numbers are "
                      "relative (same machine, same run), not absolute capacity")
-        table = render(rows, facts, verdicts, notes, args)
+        table = render(rows, facts, verdicts, notes, args, paired)
         print()
         print(table)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -1413,6 +1510,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="wrk if installed (auto), or force one")
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS),
                         help="subset of targets (default: all)")
+    parser.add_argument("--paired", type=int, default=None,
+                        help="alternating bare/pulse rounds per kind at 32 connections, which "
+                             "decide the throughput target (5; 3 with --quick; 0 to skip)")
+    parser.add_argument("--paired-seconds", type=int, default=None,
+                        help="seconds per paired measurement (4; 2 with --quick)")
     parser.add_argument("--results", default=None,
                         help="Markdown file to write (default: bench/results.md)")
     # Internal roles of this same file, run as child processes.
@@ -1439,6 +1541,10 @@ def main(argv: list[str] | None = None) -> int:
         args.duration = 3
     if args.warmup is None:
         args.warmup = 1 if args.quick else 2
+    if args.paired is None:
+        args.paired = 3 if args.quick else 5
+    if args.paired_seconds is None:
+        args.paired_seconds = 2 if args.quick else 4
     if args.duration < 1 or args.warmup < 1:
         parser.error("--duration and --warmup must be at least 1 second")
 
@@ -1456,7 +1562,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: all child processes stopped", file=sys.stderr)
         return 130
     except SystemExit as exc:
-        print(f"\nterminated by a signal: all child processes stopped", file=sys.stderr)
+        print("\nterminated by a signal: all child processes stopped", file=sys.stderr)
         raise exc
 
 

@@ -167,7 +167,21 @@ class StreamAborted(Exception):
     have seen talking to the upstream directly, rather than a falsely clean end."""
 
 
-_STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
+_STREAM_KEY = b'"stream"'
+_TRUE_AFTER_KEY = re.compile(rb"\s*:\s*true")
+
+
+def _key_positions(data: bytes, key: bytes, after_key: re.Pattern[bytes]) -> Iterator[int]:
+    """Where ``key`` starts in ``data`` followed by what ``after_key`` matches.
+
+    ``bytes.find`` does the scanning and the pattern only checks what follows each hit:
+    a pattern searching the whole body costs several times more, on the event loop."""
+    position = data.find(key)
+    while position >= 0:
+        after = position + len(key)
+        if after_key.match(data, after):
+            yield position
+        position = data.find(key, after)
 
 
 def _inject_stream_usage(body: bytes) -> bytes | None:
@@ -176,7 +190,7 @@ def _inject_stream_usage(body: bytes) -> bytes | None:
     Only chat streams are touched, and only bodies that parse: anything else goes to
     the upstream byte for byte, so the upstream answers malformed JSON itself.
     """
-    if _STREAM_TRUE.search(body) is None:
+    if next(_key_positions(body, _STREAM_KEY, _TRUE_AFTER_KEY), None) is None:
         return None  # most bodies are not streams: no need to parse them here
     try:
         parsed = orjson.loads(body)
@@ -202,21 +216,14 @@ def _inject_stream_usage(body: bytes) -> bytes | None:
 
 
 # Every chunk of a usage-enabled stream says ``"usage": null``; only a usage object
-# can mark the chunk to hide.  ``bytes.find`` locates each ``"usage"`` key and this
-# pattern checks what follows it: scanning the whole chunk with the pattern instead
-# cost several times more, and the chunk is scanned on the event loop.
+# can mark the chunk to hide.
 _USAGE_KEY = b'"usage"'
-_USAGE_OBJECT_AFTER_KEY = re.compile(rb"\s*:\s*\{")
+_OBJECT_AFTER_KEY = re.compile(rb"\s*:\s*\{")
 
 
 def _usage_objects(data: bytes) -> Iterator[int]:
     """Where each ``"usage": {`` starts in ``data``."""
-    position = data.find(_USAGE_KEY)
-    while position >= 0:
-        after = position + len(_USAGE_KEY)
-        if _USAGE_OBJECT_AFTER_KEY.match(data, after):
-            yield position
-        position = data.find(_USAGE_KEY, after)
+    return _key_positions(data, _USAGE_KEY, _OBJECT_AFTER_KEY)
 
 
 def _is_hidden_usage_frame(frame: bytes) -> bool:
