@@ -119,21 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     upstream = subprocess.Popen([sys.executable, here, "--_upstream", str(upstream_port)])
     try:
         wait_ready(upstream_port, upstream)
-        print(f"| kind | bare-aiohttp instructions/request | pulse instructions/request | bare ÷ pulse |")
+        print("| kind | bare-aiohttp instructions/request | pulse instructions/request | bare ÷ pulse |")
         print("| --- | ---: | ---: | ---: |")
         for kind in overhead.KINDS:
             body = overhead.make_request_body(kind == "stream")
             port = overhead.free_port()
-            bare = count(
-                [sys.executable, here, "--_bare", str(port), f"http://127.0.0.1:{upstream_port}", "aiohttp"],
-                port, body, args.requests, args.connections, out,
-            )  # fmt: skip
+            bare = count(overhead.bare_argv(port, upstream_port), port, body, args.requests,
+                         args.connections, out)
             port = overhead.free_port()
-            pulse = count(
-                [sys.executable, str(pulse_cli), "--host", "127.0.0.1", "--port", str(port),
-                 "--upstream", f"http://127.0.0.1:{upstream_port}/v1"],
-                port, body, args.requests, args.connections, out,
-            )  # fmt: skip
+            # Under the interpreter explicitly: valgrind must run python, not the script.
+            pulse = count([sys.executable, *overhead.pulse_argv(pulse_cli, port, upstream_port)],
+                          port, body, args.requests, args.connections, out)
             per_bare, per_pulse = bare // args.requests, pulse // args.requests
             print(f"| {kind} | {per_bare:,} | {per_pulse:,} | {100 * per_bare / per_pulse:.0f} % |", flush=True)
     finally:

@@ -583,6 +583,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def bare_argv(port: int, upstream_port: int, client: str = "aiohttp") -> list[str]:
+    """The bare pass-through (served by this same file) on ``port``."""
+    return [sys.executable, str(Path(__file__).resolve()), "--_bare", str(port),
+            f"http://127.0.0.1:{upstream_port}", client]
+
+
+def pulse_argv(pulse_cli: Path, port: int, upstream_port: int) -> list[str]:
+    """The full proxy on ``port``, in front of the fast upstream."""
+    return [str(pulse_cli), "--host", "127.0.0.1", "--port", str(port),
+            "--upstream", f"http://127.0.0.1:{upstream_port}/v1"]
+
+
 def http_request(port: int, method: str, path: str, body: bytes | None = None,
                  timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -1114,12 +1126,9 @@ def run_paired(rounds: int, seconds: int, loadgen: LoadGen, procs: Processes, up
     This VM's speed drifts by tens of per cent over minutes, so two measurements taken
     minutes apart (the sequential table) compare the drift as much as the proxies;
     alternating every few seconds lets each round's ratio see the same machine."""
-    here = str(Path(__file__).resolve())
     bare_port, pulse_port = free_port(), free_port()
-    bare = procs.start([sys.executable, here, "--_bare", str(bare_port),
-                        f"http://127.0.0.1:{uport}", "aiohttp"], stderr=workdir / "paired-bare.stderr")
-    pulse = procs.start([str(pulse_cli), "--host", "127.0.0.1", "--port", str(pulse_port),
-                         "--upstream", f"http://127.0.0.1:{uport}/v1"],
+    bare = procs.start(bare_argv(bare_port, uport), stderr=workdir / "paired-bare.stderr")
+    pulse = procs.start(pulse_argv(pulse_cli, pulse_port, uport),
                         stdout=workdir / "paired-pulse.stdout", stderr=workdir / "paired-pulse.stderr")
     try:
         wait_ready(bare_port, "/healthz", bare, "bare-aiohttp (paired)")
@@ -1337,8 +1346,7 @@ def run_bench(args: argparse.Namespace) -> int:
                         print(f"* {notes[-1]}")
                         continue
                     events = EventLog(workdir / f"{target}.stdout.jsonl")
-                    argv = [str(pulse_cli), "--host", "127.0.0.1", "--port", str(port),
-                            "--upstream", f"http://127.0.0.1:{uport}/v1"]
+                    argv = pulse_argv(pulse_cli, port, uport)
                     if target == "pulse-sinks":
                         receivers = SinkReceivers()
                         config = write_sinks_config(workdir / "sinks.yaml", receivers.statsd_port,
@@ -1357,8 +1365,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     proc = procs.start(argv, stdout=events.path, stderr=err_file)
                 else:
                     client = "aiohttp" if target == "bare-aiohttp" else "httpx"
-                    argv = [sys.executable, here, "--_bare", str(port),
-                            f"http://127.0.0.1:{uport}", client]
+                    argv = bare_argv(port, uport, client)
                     proc = procs.start(argv, stderr=err_file)
                 try:
                     wait_ready(port, "/healthz", proc, target, stderr_file=err_file)

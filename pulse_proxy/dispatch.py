@@ -75,19 +75,18 @@ class Dispatcher:
         log_sink = self._log_sink
         for sink in self.sinks:
             if sink is log_sink:
-                self._log_batch(finished)
+                self._log_batch(log_sink, finished)
             else:
                 self._each(sink.on_exchange, exchanges)
 
-    def _log_batch(self, finished: list[tuple[Exchange, bytes | None]]) -> None:
-        assert self._log_sink is not None
+    def _log_batch(self, log_sink: LogSink, finished: list[tuple[Exchange, bytes | None]]) -> None:
         lines = [line for _, line in finished if line is not None]
         if lines:
             # One hand-over to the writer thread per batch, not per line: each wakes
             # that thread, which then contends for the GIL with the event loop.
-            self._safe(self._log_sink.write_rendered, b"\n".join(lines))
+            self._safe(log_sink.write_rendered, b"\n".join(lines))
         if len(lines) < len(finished):
-            self._each(self._log_sink.on_exchange, [ex for ex, line in finished if line is None])
+            self._each(log_sink.on_exchange, [ex for ex, line in finished if line is None])
 
     async def stop(self, timeout: float = 30.0) -> None:
         if self.worker is not None:

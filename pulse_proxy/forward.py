@@ -230,8 +230,9 @@ def _is_hidden_usage_frame(frame: bytes) -> bool:
     """The usage-only chunk we asked for on the client's behalf (``choices: []``)."""
     if next(_usage_objects(frame), None) is None:
         return False
-    if frame.startswith(b"data:") and frame.count(b"\n") <= 2 and b"\r" not in frame:
-        payload = frame[5:]  # the one data line of an LF-framed event, as OpenAI sends it
+    line = frame.rstrip(b"\n")
+    if line.startswith(b"data:") and b"\n" not in line and b"\r" not in line:
+        payload = line[5:]  # the event's only line, a data line: as OpenAI sends it
     else:
         event = parse_frame(frame)
         if event is None:

@@ -120,13 +120,6 @@ def read_request_headers(
     return read
 
 
-def filter_request_headers(
-    headers: list[tuple[bytes, bytes]], *, drop: frozenset[bytes] = frozenset()
-) -> list[tuple[str, str]]:
-    """Client headers to send upstream, as ``str`` pairs (duplicates and order kept)."""
-    return read_request_headers(headers, drop=drop).upstream
-
-
 def filter_response_headers(headers: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
     """Upstream headers to send to the client, bytes untouched."""
     named = _connection_named(list(headers))

@@ -97,7 +97,8 @@ class Exchange:
 def round_timings(ex: Exchange) -> None:
     """Timings to the microsecond, as events show them.  The request path stores raw
     float milliseconds, since rounding there costs the event loop half a microsecond
-    each; accounting (and every fallback that skips it) rounds them once."""
+    each; accounting rounds them first thing, so an exchange whose accounting fails
+    later still carries rounded timings."""
     if ex.latency_ms is not None:
         ex.latency_ms = round(ex.latency_ms, 3)
     if ex.ttft_ms is not None:

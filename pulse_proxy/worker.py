@@ -91,7 +91,7 @@ def pack_captures(captures: list[Capture]) -> list[tuple[Any, ...]]:
 
 def unpack_captures(packed: list[tuple[Any, ...]]) -> list[Capture]:
     size = _EXCHANGE_SIZE
-    return [Capture(Exchange(*item[:size]), *item[size:]) for item in packed]
+    return [Capture(_unpack_exchange(item[:size]), *item[size:]) for item in packed]
 
 
 def finish_batch(accountant: Accountant, renderer: LineRenderer, packed: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pulse_proxy.headers import REQUEST_ONLY_HEADERS, filter_request_headers, filter_response_headers
+from pulse_proxy.headers import REQUEST_ONLY_HEADERS, filter_response_headers, read_request_headers
 
 
 def test_request_drops_hop_by_hop_and_connection_named_headers() -> None:
@@ -23,7 +23,7 @@ def test_request_drops_hop_by_hop_and_connection_named_headers() -> None:
         (b"Accept", b"a"),
         (b"Accept", b"b"),
     ]
-    kept = filter_request_headers(headers, drop=REQUEST_ONLY_HEADERS)
+    kept = read_request_headers(headers, drop=REQUEST_ONLY_HEADERS).upstream
     assert kept == [
         ("authorization", "Bearer sk-test"),
         ("openai-organization", "org-1"),

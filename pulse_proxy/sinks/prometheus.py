@@ -78,13 +78,13 @@ Key = tuple[str, str, str, str, str]
 @dataclass(frozen=True, slots=True)
 class MetricDef:
     """One request metric: its exposed name, help text, type, and what it adds to the
-    common labels (a label name) or to a histogram (its bucket bounds)."""
+    common labels (label names) or to a histogram (its bucket bounds)."""
 
     attribute: str  # where :class:`_Series` or the sink keeps its values
     name: str
     documentation: str
     type: str  # "counter" or "histogram"
-    extra_label: str | None = None
+    extra_labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
 
 
@@ -98,15 +98,15 @@ REQUEST_METRICS = (
               buckets=tuple(float(b) for b in TTFT_BUCKETS)),
     MetricDef("tokens", "llm_tokens",
               "Tokens by type (cached is part of prompt, reasoning part of completion).", "counter",
-              extra_label="token_type"),
+              extra_labels=("token_type",)),
     MetricDef("prompt_length", "llm_prompt_length_tokens", "Prompt length in tokens.", "histogram",
               buckets=TOKEN_BUCKETS),
     MetricDef("errors", "llm_request_errors",
               "Requests that did not succeed, by error type and outcome.", "counter",
-              extra_label="error_type"),  # and "outcome", see _request_families
+              extra_labels=("error_type", "outcome")),
     MetricDef("cost", "llm_cost_usd", "Estimated cost in US dollars.", "counter"),
     MetricDef("risk", "llm_prompt_risk", "Requests whose prompt raised a risk flag.", "counter",
-              extra_label="flag"),
+              extra_labels=("flag",)),
     MetricDef("drift", "llm_tokens_drift", "Upstream prompt tokens minus the local tiktoken count.",
               "histogram", buckets=DRIFT_BUCKETS),
     MetricDef("unpriced", "llm_unpriced_requests",
@@ -298,19 +298,19 @@ class PrometheusSink:
         series.requests += 1
         value: Any = ex.latency_ms
         if value is not None and isfinite(value):  # NaN or inf would poison _sum
-            (series.duration or _new(series, "duration", DURATION_BUCKETS)).observe(value / 1000.0)
+            (series.duration or _new(series, "duration")).observe(value / 1000.0)
         value = ex.ttft_ms
         if ex.stream and value is not None and isfinite(value):
-            (series.ttft or _new(series, "ttft", _TTFT_BOUNDS)).observe(value / 1000.0)
+            (series.ttft or _new(series, "ttft")).observe(value / 1000.0)
         tokens = series.tokens
         prompt = ex.prompt_tokens
         if prompt is not None:
-            (series.prompt_length or _new(series, "prompt_length", TOKEN_BUCKETS)).observe(prompt)
+            (series.prompt_length or _new(series, "prompt_length")).observe(prompt)
             if prompt > 0:
                 _add_token(tokens, 0, prompt)
             local = ex.prompt_tokens_local
             if local is not None and ex.token_source == "upstream":
-                (series.drift or _new(series, "drift", DRIFT_BUCKETS)).observe(prompt - local)
+                (series.drift or _new(series, "drift")).observe(prompt - local)
         value = ex.completion_tokens
         if value and value > 0:
             _add_token(tokens, 1, value)
@@ -345,11 +345,11 @@ class PrometheusSink:
         return None
 
 
-_TTFT_BOUNDS = tuple(float(b) for b in TTFT_BUCKETS)
+_HISTOGRAM_BOUNDS = {m.attribute: m.buckets for m in REQUEST_METRICS if m.type == "histogram"}
 
 
-def _new(series: _Series, attribute: str, bounds: tuple[float, ...]) -> _Histogram:
-    histogram = _Histogram(bounds)
+def _new(series: _Series, attribute: str) -> _Histogram:
+    histogram = _Histogram(_HISTOGRAM_BOUNDS[attribute])
     setattr(series, attribute, histogram)
     return histogram
 
@@ -363,22 +363,16 @@ class _RequestCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         sink = self._sink
         series = list(sink._series.items())  # a snapshot: requests may land meanwhile
+        # Counters with labels beyond the common ones, kept by their full label tuple.
+        by_labels = {"errors": sink._errors, "risk": sink._risks}
         for metric in REQUEST_METRICS:
-            names = list(COMMON_LABELS)
-            if metric.extra_label:
-                names.append(metric.extra_label)
-            if metric.attribute == "errors":
-                names.append("outcome")
+            names = [*COMMON_LABELS, *metric.extra_labels]
             family = Metric(metric.name, metric.documentation, metric.type)
             counter_name = metric.name + "_total"
-            if metric.attribute == "errors":
-                for (key, error_type, outcome), count in list(sink._errors.items()):
-                    family.add_sample(
-                        counter_name, _labels(names, (*key, error_type, outcome)), count
-                    )
-            elif metric.attribute == "risk":
-                for (key, flag), count in list(sink._risks.items()):
-                    family.add_sample(counter_name, _labels(names, (*key, flag)), count)
+            counts = by_labels.get(metric.attribute)
+            if counts is not None:
+                for (key, *extra), count in list(counts.items()):
+                    family.add_sample(counter_name, _labels(names, (*key, *extra)), count)
             elif metric.attribute == "tokens":
                 for key, one in series:
                     for token_type, count in zip(TOKEN_TYPES, one.tokens):
