@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -41,6 +42,7 @@ sys.path.insert(0, str(BENCH_DIR))
 import overhead  # noqa: E402  (the canned upstream, bare pass-through and request bodies)
 
 WARMUP_REQUESTS = 200
+DEFAULT_BATCH_MS = 5.0
 
 
 async def drive(port: int, body: bytes, requests: int, connections: int) -> None:
@@ -76,19 +78,24 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0)
     raise RuntimeError(f"target on port {port} not ready after {timeout:.0f} s")
 
 
-def count(argv: list[str], port: int, body: bytes, requests: int, connections: int, out: Path) -> int:
-    """Instructions the process started by ``argv`` executed for ``requests`` requests."""
+def count(argv: list[str], port: int, body: bytes, requests: int, connections: int, out: Path,
+          env: dict[str, str] | None = None) -> tuple[int, float]:
+    """Instructions the process started by ``argv`` executed for ``requests`` requests,
+    and the requests per second it managed under valgrind."""
     prefix = out / f"callgrind.{port}"
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}.%p", *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=None if env is None else {**os.environ, **env},
     )
     try:
         wait_ready(port, proc)
         asyncio.run(drive(port, body, WARMUP_REQUESTS, connections))
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
+        started = time.monotonic()
         asyncio.run(drive(port, body, requests, connections))
+        rate = requests / (time.monotonic() - started)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
     finally:
         proc.terminate()
@@ -100,13 +107,15 @@ def count(argv: list[str], port: int, body: bytes, requests: int, connections: i
     totals = re.search(r"^(?:summary|totals):\s+(\d+)", dump.read_text(), re.MULTILINE)
     if totals is None:
         raise RuntimeError(f"no instruction total in {dump}")
-    return int(totals.group(1))
+    return int(totals.group(1)), rate
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="measured requests per row (1000)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (32)")
+    parser.add_argument("--batch-ms", type=float, default=DEFAULT_BATCH_MS,
+                        help=f"the proxy's accounting.batch_ms under valgrind ({DEFAULT_BATCH_MS:g})")
     args = parser.parse_args(argv)
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -119,19 +128,22 @@ def main(argv: list[str] | None = None) -> int:
     upstream = subprocess.Popen([sys.executable, here, "--_upstream", str(upstream_port)])
     try:
         wait_ready(upstream_port, upstream)
-        print("| kind | bare-aiohttp instructions/request | pulse instructions/request | bare ÷ pulse |")
-        print("| --- | ---: | ---: | ---: |")
+        print("| kind | bare-aiohttp instructions/request | pulse instructions/request | bare ÷ pulse "
+              "| pulse req/s under valgrind | requests per batch |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for kind in overhead.KINDS:
             body = overhead.make_request_body(kind == "stream")
             port = overhead.free_port()
-            bare = count(overhead.bare_argv(port, upstream_port), port, body, args.requests,
-                         args.connections, out)
+            bare, _ = count(overhead.bare_argv(port, upstream_port), port, body, args.requests,
+                            args.connections, out)
             port = overhead.free_port()
             # Under the interpreter explicitly: valgrind must run python, not the script.
-            pulse = count([sys.executable, *overhead.pulse_argv(pulse_cli, port, upstream_port)],
-                          port, body, args.requests, args.connections, out)
+            pulse, rate = count([sys.executable, *overhead.pulse_argv(pulse_cli, port, upstream_port)],
+                                port, body, args.requests, args.connections, out,
+                                env={"PULSE_ACCOUNTING__BATCH_MS": str(args.batch_ms)})
             per_bare, per_pulse = bare // args.requests, pulse // args.requests
-            print(f"| {kind} | {per_bare:,} | {per_pulse:,} | {100 * per_bare / per_pulse:.0f} % |", flush=True)
+            print(f"| {kind} | {per_bare:,} | {per_pulse:,} | {100 * per_bare / per_pulse:.0f} % "
+                  f"| {rate:.0f} | {rate * args.batch_ms / 1000:.1f} |", flush=True)
     finally:
         upstream.terminate()
         upstream.wait(10)

@@ -47,6 +47,7 @@ from pulse_proxy.sinks.prometheus import PrometheusSink, exposition
 from pulse_proxy.sinks.statsd import StatsdSink
 from pulse_proxy.sinks.webhook import WebhookSink
 from pulse_proxy.stats import RollingStats, window_label
+from pulse_proxy.tally import Tally
 from pulse_proxy.types import Receive, Scope, Send
 from pulse_proxy.urls import display_url
 from pulse_proxy.worker import build_accountant
@@ -115,9 +116,11 @@ class PulseApp:
     """The ASGI callable served by uvicorn.
 
     One request's flow, in order: :class:`Forwarder` (receive, forward, relay) →
-    :class:`Dispatcher` (off the path: :class:`Accountant` for tokens, cost, risk) →
-    :class:`RollingStats` → every sink (log, Prometheus, StatsD).  The alert loop reads
-    the statistics every few seconds and publishes transitions to the same sinks.
+    :class:`Dispatcher` (off the path: :class:`Accountant` for tokens, cost, risk, and
+    the batch's :class:`Tally`) → :meth:`count` into :class:`RollingStats`,
+    :class:`Breakdown` and Prometheus → every sink (log, StatsD, OpenTelemetry).  The
+    alert loop reads the statistics every few seconds and publishes transitions to the
+    same sinks.
     """
 
     def __init__(
@@ -152,7 +155,7 @@ class PulseApp:
             alert_firing=self.alerts.firing,
             dropped=self.dropped_counts,
         )
-        sinks: list[Sink] = [LogSink(logger, writer), self.prometheus]
+        sinks: list[Sink] = [LogSink(logger, writer)]
         self.statsd: StatsdSink | None = None
         if settings.statsd.enabled:
             self.statsd = StatsdSink.from_settings(settings.statsd, error_rate=self.error_rate)
@@ -180,7 +183,7 @@ class PulseApp:
             logger=logger,
             settings=settings,
             process=settings.accounting.mode == "process",
-            observers=[self.stats.add, self.breakdown.add],
+            figures=[self.count],
         )
         self.screen = Screen(settings.risk)
         self.forwarder = Forwarder(
@@ -203,6 +206,12 @@ class PulseApp:
             ],
             lifespan=self._lifespan,
         )
+
+    def count(self, tally: Tally) -> None:
+        """A batch's figures, summed where it was accounted, into those served here."""
+        self.stats.merge(tally.stats)
+        self.breakdown.merge(tally.breakdown)
+        self.prometheus.merge(tally.prometheus)
 
     def error_rate(self) -> float | None:
         """The 5-minute error rate, read at scrape / flush time."""

@@ -40,47 +40,36 @@ class Breakdown:
         self._buckets: dict[int, dict[tuple[str, str], list[float]]] = {}
         self._lock = threading.Lock()
 
-    def _fold(self, dimension: str, value: str) -> str:
+    def _fold(self, dimension: str, value: str, weight: int) -> str:
         label = self._labels.get(dimension)
         if label is None:
             if dimension.startswith("tag:") and sum(d.startswith("tag:") for d in self._labels) >= _MAX_TAG_KEYS:
                 return "other"
             label = self._labels[dimension] = BoundedLabel(self._max_values)
-        return label.fold(value)
+        return label.fold(value, weight)
 
     def add(self, ex: Exchange) -> None:
-        keys: list[tuple[str, str]] = []
-        if ex.user:
-            keys.append(("user", ex.user))
-        if ex.api_key_hash:
-            keys.append(("api_key", ex.api_key_hash))
-        for tag, value in ex.tags.items():
-            keys.append((f"tag:{tag}", value))
-        if not keys:
-            return
-        error = 1.0 if ex.is_error else 0.0
-        prompt = float(ex.prompt_tokens or 0)
-        completion = float(ex.completion_tokens or 0)
-        total = float(ex.total_tokens or 0)
-        cost = float(ex.cost_usd or 0.0)
-        start = int(ex.ended_at // _BUCKET_S) * _BUCKET_S
+        """Count one request (the proxy merges whole batches: :meth:`merge`)."""
+        tally = BreakdownTally()
+        tally.add(ex)
+        self.merge(tally)
+
+    def merge(self, tally: BreakdownTally) -> None:
+        """Add a batch's rows: one step per (dimension, value), however many requests."""
         with self._lock:
-            bucket = self._buckets.get(start)
-            if bucket is None:
-                self._expire()
-                bucket = self._buckets[start] = {}
-            for dimension, value in keys:
-                key = (dimension, self._fold(dimension, value))
-                totals = bucket.get(key)
-                if totals is None:
-                    bucket[key] = [1.0, error, prompt, completion, total, cost]
-                else:  # spelled out: this runs per request, a loop costs twice as much
-                    totals[0] += 1.0
-                    totals[1] += error
-                    totals[2] += prompt
-                    totals[3] += completion
-                    totals[4] += total
-                    totals[5] += cost
+            for (dimension, value), by_bucket in tally.rows.items():
+                weight = sum(int(amounts[0]) for amounts in by_bucket.values())
+                key = (dimension, self._fold(dimension, value, weight))
+                for start, amounts in by_bucket.items():
+                    bucket = self._buckets.get(start)
+                    if bucket is None:
+                        self._expire()
+                        bucket = self._buckets[start] = {}
+                    totals = bucket.get(key)
+                    if totals is None:
+                        bucket[key] = list(amounts)
+                    else:
+                        _add_row(totals, amounts)
 
     def _expire(self) -> None:
         oldest = self._clock() - self._span - _BUCKET_S
@@ -109,3 +98,57 @@ class Breakdown:
 
     def to_json(self) -> dict[str, Any]:
         return {window_label(w): self.window(w) for w in self.windows}
+
+
+def _add_row(totals: list[float], amounts: list[float]) -> None:
+    # Spelled out: this runs for every row of every batch, and a loop costs twice as much.
+    totals[0] += amounts[0]
+    totals[1] += amounts[1]
+    totals[2] += amounts[2]
+    totals[3] += amounts[3]
+    totals[4] += amounts[4]
+    totals[5] += amounts[5]
+
+
+class BreakdownTally:
+    """A batch's rows by raw (unbounded) value, summed where the batch was accounted;
+    :meth:`Breakdown.merge` bounds the values and adds them to its buckets.  Rows are
+    kept by value first, so values reach the bound in the order they first came."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: dict[tuple[str, str], dict[int, list[float]]] | None = None) -> None:
+        # (dimension, raw value) -> {bucket start: [requests, errors, ..., cost]}
+        self.rows = {} if rows is None else rows
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return BreakdownTally, (self.rows,)
+
+    def add(self, ex: Exchange) -> None:
+        keys: list[tuple[str, str]] = []
+        if ex.user:
+            keys.append(("user", ex.user))
+        if ex.api_key_hash:
+            keys.append(("api_key", ex.api_key_hash))
+        for tag, value in ex.tags.items():
+            keys.append((f"tag:{tag}", value))
+        if not keys:
+            return
+        amounts = [
+            1.0,
+            1.0 if ex.is_error else 0.0,
+            float(ex.prompt_tokens or 0),
+            float(ex.completion_tokens or 0),
+            float(ex.total_tokens or 0),
+            float(ex.cost_usd or 0.0),
+        ]
+        start = int(ex.ended_at // _BUCKET_S) * _BUCKET_S
+        for key in keys:
+            by_bucket = self.rows.get(key)
+            if by_bucket is None:
+                by_bucket = self.rows[key] = {}
+            totals = by_bucket.get(start)
+            if totals is None:
+                by_bucket[start] = list(amounts)
+            else:
+                _add_row(totals, amounts)

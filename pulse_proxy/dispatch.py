@@ -3,10 +3,12 @@
 The hot path only ever calls :meth:`Dispatcher.submit`, which never blocks.  With a
 :class:`~pulse_proxy.worker.AccountingProcess` (the default) captures are finished in
 a child process; without one (``accounting.mode: inline``) a background task finishes
-them in order.  Either way each :class:`Exchange` then goes to every observer and
-sink in turn; a sink that raises is logged and the others still get the record
-(mitmproxy's ``safecall``).  ``stop`` drains everything so a graceful shutdown loses
-no event.
+them in order.  Either way each batch comes back as a
+:class:`~pulse_proxy.worker.Finished`: its :class:`~pulse_proxy.tally.Tally` goes to
+every *figure* (statistics, breakdown, Prometheus), its rendered lines to the log
+sink, and its exchanges to every sink that takes them one by one.  A sink that raises
+is logged and the others still get the record (mitmproxy's ``safecall``).  ``stop``
+drains everything so a graceful shutdown loses no event.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Any
 
 from pulse_proxy.accounting import Accountant
 from pulse_proxy.forward import Capture
-from pulse_proxy.records import AlertEvent, Exchange
+from pulse_proxy.records import AlertEvent
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LogSink
-from pulse_proxy.worker import AccountingProcess
+from pulse_proxy.tally import Tally
+from pulse_proxy.worker import AccountingProcess, Finished
 
 
 class Dispatcher:
@@ -34,20 +37,30 @@ class Dispatcher:
         settings: Settings,
         process: bool = True,
         max_pending: int = 100_000,
-        observers: Sequence[Callable[[Exchange], None]] = (),
+        figures: Sequence[Callable[[Tally], None]] = (),
     ) -> None:
+        """``sinks`` all get alerts; those that take exchanges get each request's too.
+        ``figures`` get each batch's :class:`Tally`."""
         self._accountant = accountant
         self.sinks = list(sinks)
-        self._observers = list(observers)
+        self._figures = list(figures)
         self._log = logger
         self._queue: asyncio.Queue[Capture | None] = asyncio.Queue(max_pending)
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.processed = 0
         self._log_sink = next((sink for sink in self.sinks if isinstance(sink, LogSink)), None)
+        # The log sink gets lines rendered in the accounting process instead.
+        self._exchange_sinks = [
+            sink
+            for sink in self.sinks
+            if sink is not self._log_sink and getattr(sink, "takes_exchanges", True)
+        ]
         self.worker: AccountingProcess | None = None
         if process:
-            self.worker = AccountingProcess(settings, self.deliver, accountant, logger=logger)
+            self.worker = AccountingProcess(
+                settings, self.deliver, accountant, logger=logger, exchanges=bool(self._exchange_sinks)
+            )
 
     def submit(self, capture: Capture) -> None:
         if self.worker is not None:
@@ -64,29 +77,23 @@ class Dispatcher:
             return
         self._task = asyncio.create_task(self._run(), name="pulse-dispatcher")
 
-    def deliver(self, finished: list[tuple[Exchange, bytes | None]]) -> None:
-        """Hand finished exchanges to observers and sinks, each taking the whole batch
-        in turn; a line the accounting process already rendered goes straight to the
-        log sink's writer."""
-        exchanges = [exchange for exchange, _ in finished]
-        self.processed += len(exchanges)
-        for observer in self._observers:
-            self._each(observer, exchanges)
+    def deliver(self, finished: Finished) -> None:
+        """Hand one accounted batch on: figures first, then the log, then other sinks."""
+        self.processed += finished.tally.count
+        if finished.tally.failed:
+            self._log.error("pulse.figures_failed", records=finished.tally.failed)
+        for figure in self._figures:
+            self._safe(figure, finished.tally)
         log_sink = self._log_sink
-        for sink in self.sinks:
-            if sink is log_sink:
-                self._log_batch(log_sink, finished)
-            else:
-                self._each(sink.on_exchange, exchanges)
-
-    def _log_batch(self, log_sink: LogSink, finished: list[tuple[Exchange, bytes | None]]) -> None:
-        lines = [line for _, line in finished if line is not None]
-        if lines:
-            # One hand-over to the writer thread per batch, not per line: each wakes
-            # that thread, which then contends for the GIL with the event loop.
-            self._safe(log_sink.write_rendered, b"\n".join(lines))
-        if len(lines) < len(finished):
-            self._each(log_sink.on_exchange, [ex for ex, line in finished if line is None])
+        if log_sink is not None:
+            if finished.lines:
+                # One hand-over to the writer thread per batch, not per line: each wakes
+                # that thread, which then contends for the GIL with the event loop.
+                self._safe(log_sink.write_rendered, b"\n".join(finished.lines))
+            if finished.unrendered:
+                self._each(log_sink.on_exchange, finished.unrendered)
+        for sink in self._exchange_sinks:
+            self._each(sink.on_exchange, finished.exchanges)
 
     async def stop(self, timeout: float = 30.0) -> None:
         if self.worker is not None:
@@ -116,7 +123,7 @@ class Dispatcher:
                 except Exception as exc:  # accounting bugs must not lose the event
                     self._log.error("pulse.accounting_failed", error_type=type(exc).__name__)
                     exchange = capture.exchange
-                self.deliver([(exchange, None)])
+                self.deliver(Finished.inline([exchange]))
             finally:
                 self._queue.task_done()
 

@@ -52,7 +52,7 @@ class BoundedLabel:
         self.other = other
         self.none = none
         self.max_length = max_length
-        # How many fold() calls answered ``other`` (exported so folding is visible).
+        # How many records fold() answered ``other`` for (exported so folding is visible).
         self.folded = 0
         # Raw value -> cleaned value, for raw values whose cleaned form is kept.  This
         # is the fast path; it is capped too, because many raw values (long names with
@@ -60,8 +60,12 @@ class BoundedLabel:
         self._seen: dict[str, str] = {}
         self._kept: set[str] = set()
 
-    def fold(self, value: str | None) -> str:
-        """The label value to use for ``value``: itself (cleaned), ``other`` or ``none``."""
+    def fold(self, value: str | None, weight: int = 1) -> str:
+        """The label value to use for ``value``: itself (cleaned), ``other`` or ``none``.
+
+        ``weight`` is how many records carry ``value``, when a whole batch's are folded
+        at once; it is what a fold into ``other`` adds to :attr:`folded`.
+        """
         if not value:
             return self.none
         cleaned = self._seen.get(value)
@@ -70,7 +74,7 @@ class BoundedLabel:
         cleaned = clean_label(value, self.max_length)
         if cleaned not in self._kept:
             if len(self._kept) >= self.max_values:
-                self.folded += 1
+                self.folded += weight
                 return self.other
             self._kept.add(cleaned)
         if len(self._seen) < 4 * self.max_values + 16:

@@ -5,8 +5,10 @@ usage extraction and above all the risk scan (regular expressions hold the GIL, 
 thread does not help; a 100,000-token prompt takes tens of milliseconds).  In the
 proxy's process that time would be stolen from every request in flight.  So captures
 are gathered for a few milliseconds, pickled, and written to a child process on the
-other core through a non-blocking socket; finished exchanges come back the same way to
-the event loop, where only the cheap sinks (statistics, metrics, the log line) run.
+other core through a non-blocking socket.  What comes back to the event loop is only
+what it must still do something with: the rendered log lines, the batch's figures
+summed into one :class:`~pulse_proxy.tally.Tally`, and the exchanges themselves only
+when a sink takes them one by one (StatsD, OpenTelemetry, an embedding's own sink).
 
 Nothing is lost: every batch stays pending until its results return; if the child
 dies a new one is started and given the pending batches again (on shutdown they are
@@ -38,14 +40,9 @@ from pulse_proxy.forward import Capture
 from pulse_proxy.records import Exchange
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks.log import LineRenderer
+from pulse_proxy.tally import Tally
 
 _STOP = b"stop"
-
-
-# Captures wait this long to travel together.  Each batch costs both processes a wake-up,
-# a few system calls and a pickle round trip; batching once per loop turn sent one or two
-# captures at a time under load.  Events are written this much later, which nobody sees.
-BATCH_DELAY_S = 0.005
 
 
 def build_accountant(settings: Settings) -> Accountant:
@@ -80,10 +77,6 @@ _pack_capture: Callable[[Capture], tuple[Any, ...]] = operator.attrgetter(
 _EXCHANGE_SIZE = len(_EXCHANGE_FIELDS)
 
 
-def _unpack_exchange(values: tuple[Any, ...]) -> Exchange:
-    return Exchange(*values)
-
-
 def pack_captures(captures: list[Capture]) -> list[tuple[Any, ...]]:
     """Each capture as one flat tuple: its exchange's fields, then its own."""
     return [_pack_capture(c) for c in captures]
@@ -91,27 +84,57 @@ def pack_captures(captures: list[Capture]) -> list[tuple[Any, ...]]:
 
 def unpack_captures(packed: list[tuple[Any, ...]]) -> list[Capture]:
     size = _EXCHANGE_SIZE
-    return [Capture(_unpack_exchange(item[:size]), *item[size:]) for item in packed]
+    return [Capture(Exchange(*item[:size]), *item[size:]) for item in packed]
 
 
-def finish_batch(accountant: Accountant, renderer: LineRenderer, packed: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """In the child: account for a batch and render each log line."""
-    out = []
-    for exchange in finish_all(accountant, unpack_captures(packed)):
+@dataclasses.dataclass(slots=True)
+class Finished:
+    """One batch, accounted: what the event loop's side still has to hand on."""
+
+    lines: list[bytes]  # rendered ``llm.request`` lines, for the log sink's writer
+    unrendered: list[Exchange]  # the few whose line failed to render: the log sink tries
+    exchanges: list[Exchange]  # all of them, but only when a sink takes exchanges
+    tally: Tally  # the batch's figures for statistics, breakdown and Prometheus
+
+    @classmethod
+    def inline(cls, exchanges: list[Exchange]) -> Finished:
+        """Exchanges accounted in this process: the log sink renders their lines."""
+        return cls([], exchanges, exchanges, Tally.of(exchanges))
+
+
+def finish_batch(
+    accountant: Accountant, renderer: LineRenderer, packed: list[tuple[Any, ...]], *, exchanges: bool
+) -> tuple[Any, ...]:
+    """In the child: account for a batch, render each log line, sum the figures.
+
+    The answer is :class:`Finished`'s fields with exchanges as flat tuples.
+    """
+    finished = finish_all(accountant, unpack_captures(packed))
+    lines: list[bytes] = []
+    unrendered = []
+    for exchange in finished:
         try:
-            line: bytes | None = renderer.render(exchange)
+            lines.append(renderer.render(exchange))
         except Exception:
-            line = None
-        out.append((_pack_exchange(exchange), line))
-    return out
+            unrendered.append(_pack_exchange(exchange))
+    every = [_pack_exchange(exchange) for exchange in finished] if exchanges else []
+    return lines, unrendered, every, Tally.of(finished)
+
+
+def unpack_finished(answer: tuple[Any, ...]) -> Finished:
+    lines, unrendered, every, tally = answer
+    return Finished(lines, [Exchange(*v) for v in unrendered], [Exchange(*v) for v in every], tally)
 
 
 def child_main(fd: int) -> None:
-    """``python -m pulse_proxy.worker FD``: the first frame is the settings, then batches."""
+    """``python -m pulse_proxy.worker FD``: the first frame is the settings (and whether
+    the parent wants exchanges back), then batches."""
     # Ctrl-C reaches the whole process group; the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)
-    settings = Settings.model_validate(orjson.loads(conn.recv_bytes()))
+    start = orjson.loads(conn.recv_bytes())
+    settings = Settings.model_validate(start["settings"])
+    exchanges: bool = start["exchanges"]
     accountant = build_accountant(settings)
     renderer = LineRenderer(settings.server.log_format)
     # Take everything alive so far out of the cyclic collector's sight, and collect the
@@ -128,7 +151,8 @@ def child_main(fd: int) -> None:
             conn.send_bytes(_STOP)
             return
         seq, packed = pickle.loads(data)
-        conn.send_bytes(pickle.dumps((seq, finish_batch(accountant, renderer, packed)), protocol=5))
+        answer = finish_batch(accountant, renderer, packed, exchanges=exchanges)
+        conn.send_bytes(pickle.dumps((seq, answer), protocol=5))
 
 
 class _ChildLink(asyncio.Protocol):
@@ -169,8 +193,8 @@ class _ChildLink(asyncio.Protocol):
             payload = bytes(buffer[start : start + size])
             del buffer[: start + size]
             if payload != _STOP:
-                seq, finished = pickle.loads(payload)
-                self._owner._results(seq, [(_unpack_exchange(values), line) for values, line in finished])
+                seq, answer = pickle.loads(payload)
+                self._owner._results(seq, unpack_finished(answer))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner._child_gone(self._generation)
@@ -180,12 +204,19 @@ class AccountingProcess:
     def __init__(
         self,
         settings: Settings,
-        deliver: Callable[[list[tuple[Exchange, bytes | None]]], None],
+        deliver: Callable[[Finished], None],
         fallback: Accountant,
         *,
         logger: Any,
+        exchanges: bool,
     ) -> None:
-        self._settings_data = settings.model_dump(mode="json")
+        """``exchanges``: whether results must carry the exchanges themselves (some sink
+        takes them one by one) or only their log lines and figures."""
+        # Captures wait this long to travel together (``accounting.batch_ms``): each
+        # batch costs both processes a wake-up, a few system calls and a pickle round
+        # trip, and the event loop one merge of figures per model, whatever its size.
+        self._batch_delay_s = settings.accounting.batch_ms / 1000.0
+        self._start_frame = orjson.dumps({"settings": settings.model_dump(mode="json"), "exchanges": exchanges})
         self._deliver = deliver
         self._fallback = fallback
         self._log = logger
@@ -221,7 +252,7 @@ class AccountingProcess:
         self._generation += 1
         generation = self._generation
         _, self._link = await self._loop.create_connection(lambda: _ChildLink(self, generation), sock=parent_sock)
-        self._link.send(orjson.dumps(self._settings_data))
+        self._link.send(self._start_frame)
         for seq in sorted(self._pending):  # batches a dead child never answered
             self._link.send(pickle.dumps((seq, pack_captures(self._pending[seq])), protocol=5))
 
@@ -251,7 +282,7 @@ class AccountingProcess:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             assert self._loop is not None
-            self._loop.call_later(BATCH_DELAY_S, self._flush)
+            self._loop.call_later(self._batch_delay_s, self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -265,7 +296,7 @@ class AccountingProcess:
 
     # -- results, on the event loop --------------------------------------------------
 
-    def _results(self, seq: int, finished: list[tuple[Exchange, bytes | None]]) -> None:
+    def _results(self, seq: int, finished: Finished) -> None:
         if self._pending.pop(seq, None) is None:
             return  # already finished in-process
         self._deliver(finished)
@@ -274,7 +305,7 @@ class AccountingProcess:
 
     def _finish_inline(self) -> None:
         for seq in sorted(self._pending):
-            self._deliver([(ex, None) for ex in finish_all(self._fallback, self._pending.pop(seq))])
+            self._deliver(Finished.inline(finish_all(self._fallback, self._pending.pop(seq))))
         self._drained.set()
 
     def _child_gone(self, generation: int) -> None:

@@ -13,6 +13,9 @@ from pulse_proxy.records import AlertEvent, Exchange
 
 
 class Sink(Protocol):
+    """A sink that only wants alerts says so with ``takes_exchanges = False``: then the
+    accounting process need not send exchanges back to the event loop at all."""
+
     def on_exchange(self, exchange: Exchange) -> None: ...
 
     def on_alert(self, alert: AlertEvent) -> None: ...

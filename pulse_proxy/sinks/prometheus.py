@@ -11,12 +11,14 @@ Request metrics share the common labels ``model``, ``endpoint``, ``upstream``,
 do ``error_type`` and ``flag``: a flood of junk names folds into ``other`` instead of
 growing the exposition without bound.
 
-``on_exchange`` runs once per request on the event loop, so the request series are
-plain Python numbers, one :class:`_Series` per common-label tuple (bounded, since every
-label in the key is bounded), turned into metric families only when scraped.  Through
-prometheus_client's ``Counter`` and ``Histogram`` a request cost about 75,000
-instructions (a lock per increment, a linear bucket search per observation); this is
-a few thousand.  Exposition is still prometheus_client's own ``generate_latest``.
+The request series are plain Python numbers, one :class:`_Series` per common-label
+tuple (bounded, since every label in the key is bounded), turned into metric families
+only when scraped.  Through prometheus_client's ``Counter`` and ``Histogram`` a
+request cost the event loop about 75,000 instructions (a lock per increment, a linear
+bucket search per observation).  Now the accounting process sums each batch into a
+:class:`PrometheusTally` under raw labels, and the loop's :meth:`PrometheusSink.merge`
+bounds the labels and adds one series state per label tuple.  Exposition is still
+prometheus_client's own ``generate_latest``.
 
 Choices SPEC leaves open:
 
@@ -129,6 +131,14 @@ class _Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def state(self) -> tuple[list[int], float]:
+        return self.counts, self.sum
+
+    def merge_state(self, state: tuple[list[int], float]) -> None:
+        counts, total = state
+        self.counts = [a + b for a, b in zip(self.counts, counts)]
+        self.sum += total
+
     def add_to(self, family: Metric, labels: dict[str, str]) -> None:
         """Samples as prometheus_client's own Histogram writes them (no ``_sum`` when
         a bound is negative: the sum would not be monotonic)."""
@@ -173,9 +183,131 @@ class _Series:
         self.cost: float | None = None
         self.unpriced: int | None = None
 
+    def state(self) -> tuple[Any, ...]:
+        """The figures as plain values: what crosses from the accounting process."""
+        histograms = [getattr(self, attribute) for attribute in _SERIES_HISTOGRAMS]
+        return (
+            self.requests,
+            tuple(None if h is None else h.state() for h in histograms),
+            self.tokens,
+            self.cost,
+            self.unpriced,
+        )
+
+    def merge_state(self, state: tuple[Any, ...]) -> None:
+        """Fold in another tuple's :meth:`state` (a batch's figures, already summed)."""
+        requests, histograms, tokens, cost, unpriced = state
+        self.requests += requests
+        for attribute, part in zip(_SERIES_HISTOGRAMS, histograms):
+            if part is not None:
+                (getattr(self, attribute) or _new(self, attribute)).merge_state(part)
+        mine = self.tokens
+        for index, count in enumerate(tokens):
+            if count is not None:
+                _add_token(mine, index, count)
+        if cost is not None:
+            self.cost = (self.cost or 0.0) + cost
+        if unpriced is not None:
+            self.unpriced = (self.unpriced or 0) + unpriced
+
+
+_SERIES_HISTOGRAMS = ("duration", "ttft", "prompt_length", "drift")
+
 
 def _add_token(tokens: list[int | None], index: int, count: int) -> None:
     tokens[index] = (tokens[index] or 0) + count
+
+
+class PrometheusTally:
+    """A batch's request figures by raw (unbounded) label tuple.
+
+    Summed where the batch is accounted, in the accounting process, so the event loop
+    only merges one :class:`_Series` per label tuple into the sink (:meth:`PrometheusSink.merge`).
+    """
+
+    __slots__ = ("_entries", "errors", "risks", "series")
+
+    def __init__(self) -> None:
+        self.series: dict[Key, _Series] = {}
+        self.errors: dict[tuple[Key, str, str], int] = {}
+        self.risks: dict[tuple[Key, str], int] = {}
+        self._entries: tuple[Any, ...] | None = None
+
+    def entries(self) -> tuple[list[tuple[Key, tuple[Any, ...]]], dict[Any, int], dict[Any, int]]:
+        """Each series' :meth:`_Series.state` by raw key, the error and risk counts."""
+        if self._entries is None:
+            series = [(key, one.state()) for key, one in self.series.items()]
+            self._entries = (series, self.errors, self.risks)
+        return self._entries
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Plain values, which load several times faster than the objects.
+        return _load_prometheus_tally, self.entries()
+
+    def add(self, ex: Exchange) -> None:
+        status = ex.status_code
+        key: Key = (
+            ex.model or ex.response_model or UNKNOWN_MODEL,
+            ex.endpoint,
+            ex.upstream,
+            _STATUS_CLASS.get(status // 100, "other") if status else "none",
+            "true" if ex.stream else "false",
+        )
+        self._entries = None
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = _Series()
+
+        series.requests += 1
+        value: Any = ex.latency_ms
+        if value is not None and isfinite(value):  # NaN or inf would poison _sum
+            (series.duration or _new(series, "duration")).observe(value / 1000.0)
+        value = ex.ttft_ms
+        if ex.stream and value is not None and isfinite(value):
+            (series.ttft or _new(series, "ttft")).observe(value / 1000.0)
+        tokens = series.tokens
+        prompt = ex.prompt_tokens
+        if prompt is not None:
+            (series.prompt_length or _new(series, "prompt_length")).observe(prompt)
+            if prompt > 0:
+                _add_token(tokens, 0, prompt)
+            local = ex.prompt_tokens_local
+            if local is not None and ex.token_source == "upstream":
+                (series.drift or _new(series, "drift")).observe(prompt - local)
+        value = ex.completion_tokens
+        if value and value > 0:
+            _add_token(tokens, 1, value)
+        value = ex.cached_tokens
+        if value and value > 0:
+            _add_token(tokens, 2, value)
+        value = ex.reasoning_tokens
+        if value and value > 0:
+            _add_token(tokens, 3, value)
+        value = ex.cost_usd
+        if value is not None:
+            if value > 0 and isfinite(value):
+                series.cost = (series.cost or 0.0) + value
+        elif (
+            ex.outcome == "success"
+            and ex.endpoint in PRICED_ENDPOINTS
+            and (prompt or ex.completion_tokens)
+        ):
+            series.unpriced = (series.unpriced or 0) + 1
+
+        if ex.outcome != "success":
+            error_key = (key, ex.error_type or ex.outcome, ex.outcome)
+            self.errors[error_key] = self.errors.get(error_key, 0) + 1
+        for flag in ex.risk_flags:
+            risk_key = (key, flag)
+            self.risks[risk_key] = self.risks.get(risk_key, 0) + 1
+
+
+def _load_prometheus_tally(
+    series: list[tuple[Key, tuple[Any, ...]]], errors: dict[Any, int], risks: dict[Any, int]
+) -> PrometheusTally:
+    tally = PrometheusTally()
+    tally._entries = (series, errors, risks)
+    return tally
 
 
 class _ScrapeTimeCollector(Collector):
@@ -283,60 +415,42 @@ class PrometheusSink:
         registry.register(_ScrapeTimeCollector(self))
 
     def on_exchange(self, ex: Exchange) -> None:
-        status = ex.status_code
-        key: Key = (
-            self._model.fold(ex.model or ex.response_model or UNKNOWN_MODEL),
-            ex.endpoint,
-            self._upstream.fold(ex.upstream),
-            _STATUS_CLASS.get(status // 100, "other") if status else "none",
-            "true" if ex.stream else "false",
+        """One exchange's figures (the proxy itself merges whole batches: :meth:`merge`)."""
+        tally = PrometheusTally()
+        tally.add(ex)
+        self.merge(tally)
+
+    def merge(self, tally: PrometheusTally) -> None:
+        """Fold a batch's figures in: one step per label tuple, however many requests.
+
+        Labels are bounded here, not where the batch was summed, so that one set of
+        kept values holds for the life of the process; each fold is weighted by its
+        requests so ``pulse_label_values_folded`` counts requests, as before.
+        """
+        series_states, errors, risks = tally.entries()
+        folded: dict[Key, Key] = {}
+        for raw, state in series_states:
+            key = folded[raw] = self._fold_key(raw, state[0])
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _Series()
+            series.merge_state(state)
+        for (raw, error_type, outcome), count in errors.items():
+            error_key = (folded[raw], self._error_type.fold(error_type, count), outcome)
+            self._errors[error_key] = self._errors.get(error_key, 0) + count
+        for (raw, flag), count in risks.items():
+            risk_key = (folded[raw], self._flag.fold(flag, count))
+            self._risks[risk_key] = self._risks.get(risk_key, 0) + count
+
+    def _fold_key(self, raw: Key, requests: int) -> Key:
+        model, endpoint, upstream, status_class, stream = raw
+        return (
+            self._model.fold(model, requests),
+            endpoint,
+            self._upstream.fold(upstream, requests),
+            status_class,
+            stream,
         )
-        series = self._series.get(key)
-        if series is None:
-            series = self._series[key] = _Series()
-
-        series.requests += 1
-        value: Any = ex.latency_ms
-        if value is not None and isfinite(value):  # NaN or inf would poison _sum
-            (series.duration or _new(series, "duration")).observe(value / 1000.0)
-        value = ex.ttft_ms
-        if ex.stream and value is not None and isfinite(value):
-            (series.ttft or _new(series, "ttft")).observe(value / 1000.0)
-        tokens = series.tokens
-        prompt = ex.prompt_tokens
-        if prompt is not None:
-            (series.prompt_length or _new(series, "prompt_length")).observe(prompt)
-            if prompt > 0:
-                _add_token(tokens, 0, prompt)
-            local = ex.prompt_tokens_local
-            if local is not None and ex.token_source == "upstream":
-                (series.drift or _new(series, "drift")).observe(prompt - local)
-        value = ex.completion_tokens
-        if value and value > 0:
-            _add_token(tokens, 1, value)
-        value = ex.cached_tokens
-        if value and value > 0:
-            _add_token(tokens, 2, value)
-        value = ex.reasoning_tokens
-        if value and value > 0:
-            _add_token(tokens, 3, value)
-        value = ex.cost_usd
-        if value is not None:
-            if value > 0 and isfinite(value):
-                series.cost = (series.cost or 0.0) + value
-        elif (
-            ex.outcome == "success"
-            and ex.endpoint in PRICED_ENDPOINTS
-            and (prompt or ex.completion_tokens)
-        ):
-            series.unpriced = (series.unpriced or 0) + 1
-
-        if ex.outcome != "success":
-            error_key = (key, self._error_type.fold(ex.error_type or ex.outcome), ex.outcome)
-            self._errors[error_key] = self._errors.get(error_key, 0) + 1
-        for flag in ex.risk_flags:
-            risk_key = (key, self._flag.fold(flag))
-            self._risks[risk_key] = self._risks.get(risk_key, 0) + 1
 
     def on_alert(self, alert: AlertEvent) -> None:
         """Alert state reaches Prometheus through ``alert_firing`` at scrape time."""

@@ -235,6 +235,8 @@ class WebhookSink:
     structlog-style logger for delivery failures (target name and reason only).
     """
 
+    takes_exchanges = False  # alerts only
+
     def __init__(
         self,
         targets: Sequence[WebhookTarget],

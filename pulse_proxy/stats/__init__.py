@@ -10,7 +10,9 @@ number of models, never by traffic:
 * a *coarse* ring of 60 s buckets covers the last hour (the 1 h window, baselines);
 * past ``max_models`` distinct names, further models fold into ``"other"``.
 
-To keep :meth:`RollingStats.add` cheap it touches only one fine-bucket aggregate.  When
+Records arrive in batches already summed where they were accounted (a
+:class:`StatsTally`, one ``Aggregate`` per model and fine bucket), so
+:meth:`RollingStats.merge` costs the event loop one merge per model, not per record.  When
 a fine bucket closes (a later bucket opens, or a query finds time has moved on) its
 overall aggregate is computed once and the bucket is folded into its coarse bucket.  A
 record that arrives after its bucket closed takes a slower path that updates both rings.
@@ -30,7 +32,7 @@ What lives where:
 * :mod:`~pulse_proxy.stats.metrics`: ``SUPPORTED_STATS``, ``QUANTILES``, ``Measurement``;
 * :mod:`~pulse_proxy.stats.aggregate`: ``Aggregate`` of one slice of traffic, ``merge_all``;
 * :mod:`~pulse_proxy.stats.rings`: the fine and coarse rings of time buckets;
-* :mod:`~pulse_proxy.stats.rolling`: ``RollingStats`` and its ``WindowView``;
+* :mod:`~pulse_proxy.stats.rolling`: ``RollingStats``, its ``WindowView`` and ``StatsTally``;
 * :mod:`~pulse_proxy.stats.charts`: chart points and ``prompt_histogram`` for the dashboard;
 * :mod:`~pulse_proxy.stats.display`: ``window_label`` and rounding for the JSON bodies.
 """
@@ -41,7 +43,13 @@ from pulse_proxy.stats.aggregate import Aggregate, merge_all
 from pulse_proxy.stats.charts import prompt_histogram
 from pulse_proxy.stats.display import window_label
 from pulse_proxy.stats.metrics import QUANTILES, SUPPORTED_STATS, Measurement
-from pulse_proxy.stats.rolling import OTHER_MODEL, UNKNOWN_MODEL, RollingStats, WindowView
+from pulse_proxy.stats.rolling import (
+    OTHER_MODEL,
+    UNKNOWN_MODEL,
+    RollingStats,
+    StatsTally,
+    WindowView,
+)
 from pulse_proxy.stats.sketch import RELATIVE_ACCURACY, SparseStore, new_sketch, quantile
 
 __all__ = [
@@ -54,6 +62,7 @@ __all__ = [
     "Measurement",
     "RollingStats",
     "SparseStore",
+    "StatsTally",
     "WindowView",
     "merge_all",
     "new_sketch",

@@ -15,7 +15,7 @@ from ddsketch.ddsketch import BaseDDSketch
 from pulse_proxy.records import ERROR_OUTCOMES, Exchange
 from pulse_proxy.stats.display import _r
 from pulse_proxy.stats.metrics import QUANTILES, SUPPORTED_STATS, Measurement
-from pulse_proxy.stats.sketch import new_sketch, quantile
+from pulse_proxy.stats.sketch import merge_sketch_state, new_sketch, quantile, sketch_state
 
 
 class Aggregate:
@@ -106,29 +106,86 @@ class Aggregate:
             self.cost_sum += cost
             self.cost_requests += 1
 
+    def state(self) -> tuple[Any, ...]:
+        """Every figure as plain values (sketches too): what crosses between processes
+        and what :meth:`merge_state` takes.  Loading plain values is several times
+        cheaper than loading an aggregate and its sketches as objects."""
+        return (
+            self.requests,
+            self.errors,
+            self.outcomes,
+            sketch_state(self.latency),
+            self.latency_max,
+            sketch_state(self.ttft),
+            self.ttft_max,
+            sketch_state(self.prompt),
+            self.prompt_max,
+            self.prompt_sum,
+            self.completion_sum,
+            self.total_sum,
+            self.total_max,
+            self.token_requests,
+            self.cost_sum,
+            self.cost_requests,
+            self.drift_sum,
+            self.drift_requests,
+        )
+
     def merge(self, other: Aggregate) -> None:
         """Fold ``other`` in, as if its requests had been added here."""
-        if other.requests == 0:
+        self.merge_state(other.state())
+
+    def merge_state(self, state: tuple[Any, ...]) -> None:
+        """Fold in another aggregate's :meth:`state`."""
+        (
+            requests,
+            errors,
+            outcomes,
+            latency,
+            latency_max,
+            ttft,
+            ttft_max,
+            prompt,
+            prompt_max,
+            prompt_sum,
+            completion_sum,
+            total_sum,
+            total_max,
+            token_requests,
+            cost_sum,
+            cost_requests,
+            drift_sum,
+            drift_requests,
+        ) = state
+        if requests == 0:
             return
-        self.requests += other.requests
-        self.errors += other.errors
-        for outcome, count in other.outcomes.items():
-            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + count
-        self.latency.merge(other.latency)
-        self.latency_max = max(self.latency_max, other.latency_max)
-        self.ttft.merge(other.ttft)
-        self.ttft_max = max(self.ttft_max, other.ttft_max)
-        self.prompt.merge(other.prompt)
-        self.prompt_max = max(self.prompt_max, other.prompt_max)
-        self.prompt_sum += other.prompt_sum
-        self.completion_sum += other.completion_sum
-        self.total_sum += other.total_sum
-        self.total_max = max(self.total_max, other.total_max)
-        self.token_requests += other.token_requests
-        self.cost_sum += other.cost_sum
-        self.cost_requests += other.cost_requests
-        self.drift_sum += other.drift_sum
-        self.drift_requests += other.drift_requests
+        self.requests += requests
+        self.errors += errors
+        mine = self.outcomes
+        for outcome, count in outcomes.items():
+            mine[outcome] = mine.get(outcome, 0) + count
+        if latency is not None:
+            merge_sketch_state(self.latency, latency)
+            if latency_max > self.latency_max:
+                self.latency_max = latency_max
+        if ttft is not None:
+            merge_sketch_state(self.ttft, ttft)
+            if ttft_max > self.ttft_max:
+                self.ttft_max = ttft_max
+        if prompt is not None:
+            merge_sketch_state(self.prompt, prompt)
+            if prompt_max > self.prompt_max:
+                self.prompt_max = prompt_max
+        self.prompt_sum += prompt_sum
+        self.completion_sum += completion_sum
+        self.total_sum += total_sum
+        if total_max > self.total_max:
+            self.total_max = total_max
+        self.token_requests += token_requests
+        self.cost_sum += cost_sum
+        self.cost_requests += cost_requests
+        self.drift_sum += drift_sum
+        self.drift_requests += drift_requests
 
     def distribution(self, metric: str) -> tuple[BaseDDSketch, float]:
         if metric == "latency_ms":

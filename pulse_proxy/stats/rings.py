@@ -3,15 +3,16 @@
 A *fine* ring of short buckets covers the recent span; a *coarse* ring of longer buckets
 covers the whole horizon.  When a fine bucket closes (a later bucket opens, or a query
 finds time has moved on) it is folded into its coarse bucket.  A record that arrives
-after its bucket closed takes a slower path that updates both rings.
+after its bucket closed takes a slower path that updates both rings.  Records arrive
+already summed per model (an :meth:`Aggregate.state` each), so filing costs one merge.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
-from pulse_proxy.records import Exchange
 from pulse_proxy.stats.aggregate import Aggregate, merge_all
 
 
@@ -40,8 +41,8 @@ class _Bucket:
             self._total = merged
         return merged
 
-    def add(self, model: str, ex: Exchange) -> None:
-        self.model(model).add(ex)
+    def add(self, model: str, part: tuple[Any, ...]) -> None:
+        self.model(model).merge_state(part)
         self._total = None
 
     def model(self, name: str) -> Aggregate:
@@ -82,18 +83,19 @@ class BucketRings:
 
     # -- ingestion -----------------------------------------------------------------
 
-    def add(self, index: int, model: str, ex: Exchange) -> bool:
-        """File one record under fine bucket ``index``; False if it is too late for the hour."""
+    def add(self, index: int, model: str, part: tuple[Any, ...]) -> bool:
+        """File ``part``'s requests under fine bucket ``index``; False if they are too
+        late for the hour."""
         bucket = self._head
         if bucket is None or bucket.index != index:
             bucket = self._fine_bucket(index)
         if bucket is None:  # older than the fine ring: straight into the hour
-            return self._add_coarse(index * self._fine_s, model, ex)
+            return self._add_coarse(index * self._fine_s, model, part)
         if not bucket.closed:
-            bucket.model(model).add(ex)
-        else:  # a late record for a bucket already folded into the hour
-            bucket.add(model, ex)
-            return self._add_coarse(bucket.index * self._fine_s, model, ex)
+            bucket.model(model).merge_state(part)
+        else:  # late records for a bucket already folded into the hour
+            bucket.add(model, part)
+            return self._add_coarse(bucket.index * self._fine_s, model, part)
         return True
 
     def _fine_bucket(self, index: int) -> _Bucket | None:
@@ -149,11 +151,11 @@ class BucketRings:
         self._coarse_head = max(self._coarse_head, index)
         return bucket
 
-    def _add_coarse(self, t: float, model: str, ex: Exchange) -> bool:
+    def _add_coarse(self, t: float, model: str, part: tuple[Any, ...]) -> bool:
         coarse = self._coarse_bucket(int(t // self._coarse_s))
         if coarse is None:
             return False
-        coarse.add(model, ex)
+        coarse.add(model, part)
         return True
 
     # -- queries -------------------------------------------------------------------
