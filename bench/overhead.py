@@ -30,10 +30,11 @@ just enough HTTP/1.1 and writes canned bytes, so it is not the bottleneck.  The 
 generator is ``wrk`` (``apt-get install -y wrk``) with one thread; without it, a Python
 aiohttp load generator in its own process (much slower: a floor, not a ceiling).
 
-Then ``--paired`` rounds (5 by default) run bare-aiohttp and pulse side by side and
-measure them in turn every few seconds at 32 connections: this VM's speed drifts by tens
-of per cent over minutes, so only ratios taken seconds apart compare the proxies rather
-than the drift, and their median decides the throughput target.
+Then ``--paired`` rounds (5 by default) run bare-aiohttp and pulse (and pulse-sinks,
+when it is a target) side by side and measure them in turn every few seconds at 32
+connections: this VM's speed drifts by tens of per cent over minutes, so only ratios
+taken seconds apart compare the proxies rather than the drift, and their medians decide
+the throughput targets.
 
 It prints the machine facts and a Markdown table, checks the issue's targets (pulse at
 >= 70 % of the best bare pass-through's req/s at 32 connections; <= 0.5 ms added to the
@@ -41,7 +42,8 @@ bare pass-through's p50 at 1 connection; with ``pulse-sinks``: >= 90 % of pulse'
 at 32 connections, and statsd datagrams and webhook POSTs actually received), and
 writes the same to ``bench/results.md``.
 Every process it starts listens on 127.0.0.1 only and is stopped on exit, error or
-Ctrl-C.  Only three processes run at a time: upstream, one target, load generator.
+Ctrl-C.  Outside the paired rounds only three processes run at a time: upstream, one
+target, load generator.
 """
 
 from __future__ import annotations
@@ -1109,6 +1111,7 @@ class Paired:
     kind: str
     bare: list[float] = field(default_factory=list)
     pulse: list[float] = field(default_factory=list)
+    sinks: list[float] = field(default_factory=list)  # pulse-sinks, when it took part
 
     @property
     def ratios(self) -> list[float]:
@@ -1118,37 +1121,60 @@ class Paired:
     def median(self) -> float:
         return statistics.median(self.ratios) if self.ratios else 0.0
 
+    @property
+    def sinks_ratios(self) -> list[float]:
+        return [s / p for p, s in zip(self.pulse, self.sinks) if p]
+
+    @property
+    def sinks_median(self) -> float:
+        return statistics.median(self.sinks_ratios) if self.sinks_ratios else 0.0
+
 
 def run_paired(rounds: int, seconds: int, loadgen: LoadGen, procs: Processes, uport: int,
-               pulse_cli: Path, workdir: Path) -> list[Paired]:
-    """bare-aiohttp and pulse up side by side, measured in turn, ``rounds`` times per kind.
+               pulse_cli: Path, workdir: Path, sinks_config: Path | None = None) -> list[Paired]:
+    """bare-aiohttp and pulse up side by side, measured in turn, ``rounds`` times per kind;
+    with ``sinks_config``, pulse-sinks too, in the same rotation.
 
     This VM's speed drifts by tens of per cent over minutes, so two measurements taken
     minutes apart (the sequential table) compare the drift as much as the proxies;
     alternating every few seconds lets each round's ratio see the same machine."""
-    bare_port, pulse_port = free_port(), free_port()
+    bare_port, pulse_port, sinks_port = free_port(), free_port(), free_port()
     bare = procs.start(bare_argv(bare_port, uport), stderr=workdir / "paired-bare.stderr")
     pulse = procs.start(pulse_argv(pulse_cli, pulse_port, uport),
                         stdout=workdir / "paired-pulse.stdout", stderr=workdir / "paired-pulse.stderr")
+    sinks = None
+    if sinks_config is not None:
+        sinks = procs.start([*pulse_argv(pulse_cli, sinks_port, uport), "--config", str(sinks_config)],
+                            stdout=workdir / "paired-sinks.stdout", stderr=workdir / "paired-sinks.stderr")
     try:
         wait_ready(bare_port, "/healthz", bare, "bare-aiohttp (paired)")
         wait_ready(pulse_port, "/healthz", pulse, "pulse (paired)")
+        if sinks is not None:
+            wait_ready(sinks_port, "/healthz", sinks, "pulse-sinks (paired)")
         results = []
         for kind in KINDS:
             pair = Paired(kind)
-            for port in (bare_port, pulse_port):
+            ports = (bare_port, pulse_port, sinks_port) if sinks is not None else (bare_port, pulse_port)
+            for port in ports:
                 loadgen.run(port, kind, 32, 1)  # warm-up
             for _ in range(rounds):
                 pair.bare.append(loadgen.run(bare_port, kind, 32, seconds).rps)
                 pair.pulse.append(loadgen.run(pulse_port, kind, 32, seconds).rps)
-            print(f"  paired {kind:<6} c=32: pulse/bare per round "
-                  + ", ".join(f"{100 * r:.0f} %" for r in pair.ratios)
-                  + f"; median {100 * pair.median:.0f} %", flush=True)
+                if sinks is not None:
+                    pair.sinks.append(loadgen.run(sinks_port, kind, 32, seconds).rps)
+            line = (f"  paired {kind:<6} c=32: pulse/bare per round "
+                    + ", ".join(f"{100 * r:.0f} %" for r in pair.ratios)
+                    + f"; median {100 * pair.median:.0f} %")
+            if pair.sinks:
+                line += f"; pulse-sinks/pulse median {100 * pair.sinks_median:.0f} %"
+            print(line, flush=True)
             results.append(pair)
         return results
     finally:
         procs.stop(bare)
         procs.stop(pulse)
+        if sinks is not None:
+            procs.stop(sinks)
 
 
 def render(rows: list[Row], facts: list[tuple[str, str]], verdicts: list[str], notes: list[str],
@@ -1200,6 +1226,19 @@ def render(rows: list[Row], facts: list[tuple[str, str]], verdicts: list[str], n
                 f"| {', '.join(f'{v:,.0f}' for v in pair.pulse)} "
                 f"| {', '.join(f'{100 * r:.0f} %' for r in pair.ratios)} | {100 * pair.median:.0f} % |"
             )
+        if any(pair.sinks for pair in paired):
+            out += [
+                "",
+                "| kind | pulse-sinks req/s per round (same rotation) | pulse-sinks ÷ pulse per round | median |",
+                "| --- | --- | --- | ---: |",
+            ]
+            for pair in paired:
+                if pair.sinks:
+                    out.append(
+                        f"| {pair.kind} | {', '.join(f'{v:,.0f}' for v in pair.sinks)} "
+                        f"| {', '.join(f'{100 * r:.0f} %' for r in pair.sinks_ratios)} "
+                        f"| {100 * pair.sinks_median:.0f} % |"
+                    )
     out += ["", "## Against the issue's targets", "", *[f"- {v}" for v in verdicts]]
     if notes:
         out += ["", "## Notes", "", *[f"- {n}" for n in notes]]
@@ -1262,7 +1301,22 @@ def verdict_lines(rows: list[Row], sinks: dict[str, Any] | None = None,
         for kind in KINDS:
             on = by_key.get(("pulse-sinks", kind, 32))
             off = by_key.get(("pulse", kind, 32))
-            if on and off:
+            pair = next((p for p in paired or () if p.kind == kind and p.sinks), None)
+            if pair is not None:
+                ok = pair.sinks_median >= TARGET_SINKS_RATIO
+                lines.append(
+                    f"{'PASS' if ok else 'FAIL'} — {kind}, 32 connections, paired: pulse-sinks at a "
+                    f"median {100 * pair.sinks_median:.0f} % of pulse over {len(pair.sinks_ratios)} "
+                    f"alternating rounds ({', '.join(f'{100 * r:.0f}' for r in pair.sinks_ratios)} %); "
+                    f"target ≥ {100 * TARGET_SINKS_RATIO:.0f} %"
+                )
+                if on and off and off.m.rps:
+                    lines.append(
+                        f"info — {kind}, 32 connections, sequential table: pulse-sinks = "
+                        f"{100 * on.m.rps / off.m.rps:.0f} % of pulse measured minutes apart; "
+                        "the paired median above decides"
+                    )
+            elif on and off:
                 ratio = on.m.rps / off.m.rps if off.m.rps else 0.0
                 ok = ratio >= TARGET_SINKS_RATIO
                 lines.append(
@@ -1468,8 +1522,14 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.paired and "bare-aiohttp" in targets and "pulse" in targets and pulse_cli.exists():
             print(f"\nPaired rounds: bare-aiohttp and pulse alternating, {args.paired} × "
                   f"{args.paired_seconds} s per kind at 32 connections", flush=True)
+            # pulse-sinks joins the rotation when it ran above, with fresh receivers.
+            sinks_config = None
+            if "pulse-sinks" in targets and sinks_seen is not None:
+                receivers = SinkReceivers()
+                sinks_config = write_sinks_config(workdir / "paired-sinks.yaml", receivers.statsd_port,
+                                                  receivers.webhook_port)
             paired = run_paired(args.paired, args.paired_seconds, loadgen, procs, uport, pulse_cli,
-                                workdir)
+                                workdir, sinks_config)
         procs.stop(upstream)
         verdicts = verdict_lines(rows, sinks_seen, paired)
         if loadgen.kind == "python":

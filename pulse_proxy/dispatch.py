@@ -23,6 +23,7 @@ from pulse_proxy.records import AlertEvent
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LogSink
+from pulse_proxy.sinks.statsd import StatsdSink
 from pulse_proxy.tally import Tally
 from pulse_proxy.worker import AccountingProcess, Finished
 
@@ -50,11 +51,15 @@ class Dispatcher:
         self.dropped = 0
         self.processed = 0
         self._log_sink = next((sink for sink in self.sinks if isinstance(sink, LogSink)), None)
-        # The log sink gets lines rendered in the accounting process instead.
+        self._statsd = next((sink for sink in self.sinks if isinstance(sink, StatsdSink)), None)
+        # The log sink gets lines rendered in the accounting process instead, and so
+        # does StatsD when it is configured on (the process renders for that config).
+        child_statsd = process and settings.statsd.enabled
+        rendered = (self._log_sink, self._statsd) if child_statsd else (self._log_sink,)
         self._exchange_sinks = [
             sink
             for sink in self.sinks
-            if sink is not self._log_sink and getattr(sink, "takes_exchanges", True)
+            if sink not in rendered and getattr(sink, "takes_exchanges", True)
         ]
         self.worker: AccountingProcess | None = None
         if process:
@@ -92,6 +97,12 @@ class Dispatcher:
                 self._safe(log_sink.write_rendered, b"\n".join(finished.lines))
             if finished.unrendered:
                 self._each(log_sink.on_exchange, finished.unrendered)
+        statsd = self._statsd
+        if statsd is not None:
+            if finished.statsd is not None:
+                self._safe(statsd.write_rendered, finished.statsd)
+            elif statsd not in self._exchange_sinks:  # accounted here after all (shutdown)
+                self._each(statsd.on_exchange, finished.exchanges)
         for sink in self._exchange_sinks:
             self._each(sink.on_exchange, finished.exchanges)
 

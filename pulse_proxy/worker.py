@@ -7,8 +7,9 @@ proxy's process that time would be stolen from every request in flight.  So capt
 are gathered for a few milliseconds, pickled, and written to a child process on the
 other core through a non-blocking socket.  What comes back to the event loop is only
 what it must still do something with: the rendered log lines, the batch's figures
-summed into one :class:`~pulse_proxy.tally.Tally`, and the exchanges themselves only
-when a sink takes them one by one (StatsD, OpenTelemetry, an embedding's own sink).
+summed into one :class:`~pulse_proxy.tally.Tally`, StatsD's lines when it is on, and
+the exchanges themselves only when a sink takes them one by one (OpenTelemetry, an
+embedding's own sink).
 
 Nothing is lost: every batch stays pending until its results return; if the child
 dies a new one is started and given the pending batches again (on shutdown they are
@@ -40,6 +41,7 @@ from pulse_proxy.forward import Capture
 from pulse_proxy.records import Exchange
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks.log import LineRenderer
+from pulse_proxy.sinks.statsd import StatsdLines
 from pulse_proxy.tally import Tally
 
 _STOP = b"stop"
@@ -95,19 +97,24 @@ class Finished:
     unrendered: list[Exchange]  # the few whose line failed to render: the log sink tries
     exchanges: list[Exchange]  # all of them, but only when a sink takes exchanges
     tally: Tally  # the batch's figures for statistics, breakdown and Prometheus
+    statsd: list[bytes] | None  # DogStatsD lines, when StatsD is on; None: not rendered
 
     @classmethod
     def inline(cls, exchanges: list[Exchange]) -> Finished:
-        """Exchanges accounted in this process: the log sink renders their lines."""
-        return cls([], exchanges, exchanges, Tally.of(exchanges))
+        """Exchanges accounted in this process: the sinks render them themselves."""
+        return cls([], exchanges, exchanges, Tally.of(exchanges), None)
 
 
 def finish_batch(
-    accountant: Accountant, renderer: LineRenderer, packed: list[tuple[Any, ...]], *, exchanges: bool
+    accountant: Accountant,
+    renderer: LineRenderer,
+    packed: list[tuple[Any, ...]],
+    *,
+    exchanges: bool,
+    statsd: StatsdLines | None = None,
 ) -> tuple[Any, ...]:
-    """In the child: account for a batch, render each log line, sum the figures.
-
-    The answer is :class:`Finished`'s fields with exchanges as flat tuples.
+    """In the child: account for a batch, render each log line (and StatsD's lines),
+    sum the figures.  The answer is :class:`Finished`'s fields, exchanges as flat tuples.
     """
     finished = finish_all(accountant, unpack_captures(packed))
     lines: list[bytes] = []
@@ -118,12 +125,20 @@ def finish_batch(
         except Exception:
             unrendered.append(_pack_exchange(exchange))
     every = [_pack_exchange(exchange) for exchange in finished] if exchanges else []
-    return lines, unrendered, every, Tally.of(finished)
+    statsd_lines = None
+    if statsd is not None:
+        statsd_lines = []
+        for exchange in finished:
+            try:
+                statsd_lines.extend(line.encode("utf-8") for line in statsd.render(exchange))
+            except Exception:  # one bad record must not cost the batch its metrics
+                pass
+    return lines, unrendered, every, Tally.of(finished), statsd_lines
 
 
 def unpack_finished(answer: tuple[Any, ...]) -> Finished:
-    lines, unrendered, every, tally = answer
-    return Finished(lines, [Exchange(*v) for v in unrendered], [Exchange(*v) for v in every], tally)
+    lines, unrendered, every, tally, statsd = answer
+    return Finished(lines, [Exchange(*v) for v in unrendered], [Exchange(*v) for v in every], tally, statsd)
 
 
 def child_main(fd: int) -> None:
@@ -137,6 +152,7 @@ def child_main(fd: int) -> None:
     exchanges: bool = start["exchanges"]
     accountant = build_accountant(settings)
     renderer = LineRenderer(settings.server.log_format)
+    statsd = StatsdLines.from_settings(settings.statsd) if settings.statsd.enabled else None
     # Take everything alive so far out of the cyclic collector's sight, and collect the
     # youngest generation less often: per request this process allocates thousands of
     # short-lived acyclic objects that reference counting frees anyway (as the parent).
@@ -151,7 +167,7 @@ def child_main(fd: int) -> None:
             conn.send_bytes(_STOP)
             return
         seq, packed = pickle.loads(data)
-        answer = finish_batch(accountant, renderer, packed, exchanges=exchanges)
+        answer = finish_batch(accountant, renderer, packed, exchanges=exchanges, statsd=statsd)
         conn.send_bytes(pickle.dumps((seq, answer), protocol=5))
 
 

@@ -18,6 +18,7 @@ from pulse_proxy.settings import Settings
 from pulse_proxy.sinks import ListSink
 from pulse_proxy.sinks.log import LogSink, make_logger
 from pulse_proxy.sinks.prometheus import PrometheusSink, exposition
+from pulse_proxy.sinks.statsd import StatsdSink
 from pulse_proxy.sinks.webhook import WebhookSink
 from pulse_proxy.stats import RollingStats
 from pulse_proxy.tally import Tally
@@ -164,6 +165,11 @@ def test_exchanges_return_from_accounting_only_when_a_sink_takes_them() -> None:
 
     assert not worker_wants_exchanges([LogSink(logger, None), webhooks])
     assert worker_wants_exchanges([LogSink(logger, None), webhooks, ListSink()])
+    # StatsD's lines are rendered in the accounting process when it is configured on.
+    statsd = StatsdSink("127.0.0.1", 9)
+    assert worker_wants_exchanges([LogSink(logger, None), statsd])
+    settings = Settings.model_validate({"statsd": {"enabled": True, "port": 9}})
+    assert not worker_wants_exchanges([LogSink(logger, None), statsd])
 
 
 def test_a_record_a_figure_cannot_take_is_counted_not_fatal() -> None:

@@ -12,6 +12,9 @@ Per request::
 and every ``gauge_interval_s`` ``llm.request.error_rate:0.02|g`` (5-minute window,
 from the ``error_rate`` callable).  Alert transitions become DogStatsD events.
 
+In the proxy the lines are rendered by :class:`StatsdLines` in the accounting process,
+beside the log line, and reach the sink as bytes (:meth:`StatsdSink.write_rendered`).
+
 Why it never blocks: lines are appended to an in-memory batch; a batch goes out as
 one datagram when the next line would not fit in ``max_datagram`` bytes (1432 by
 default, DogStatsD's advice for UDP over a 1500-byte MTU) or ``flush_interval_s``
@@ -88,6 +91,94 @@ def _num(value: float, digits: int) -> str:
     return text if text not in ("", "-0") else "0"
 
 
+class StatsdLines:
+    """One exchange's DogStatsD lines.  Kept apart from the socket so that the
+    accounting process can render them, as it renders the log line: the event loop
+    then only batches and sends bytes."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "",
+        tags: Mapping[str, str] | None = None,
+        max_label_values: int = 100,
+        histogram_type: Literal["h", "d"] = "h",
+    ) -> None:
+        prefix = _UNSAFE_NAME.sub("_", prefix).strip(".")
+        self.prefix = prefix + "." if prefix else ""
+        self.global_tags = ",".join(
+            f"{sanitize_tag(k)}:{sanitize_tag(v)}" for k, v in (tags or {}).items()
+        )
+        self._h = histogram_type
+        self._model = BoundedLabel(max_label_values)
+        self._upstream = BoundedLabel(20)
+        self._error_type = BoundedLabel(50)
+        self._flag = BoundedLabel(20)
+        # Common-tag strings per label tuple: bounded, since every part is bounded.
+        self._tag_cache: dict[tuple[str, str, str, str, bool], str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: StatsdSettings) -> StatsdLines:
+        return cls(prefix=settings.prefix, tags=settings.tags,
+                   max_label_values=settings.max_label_values,
+                   histogram_type=settings.histogram_type)  # fmt: skip
+
+    def render(self, ex: Exchange) -> list[str]:
+        tags = self._tags(ex)
+        p, h = self.prefix, self._h
+        lines = [f"{p}llm.requests.count:1|c|#{tags},outcome:{ex.outcome}"]
+        add = lines.append
+        if ex.latency_ms is not None and isfinite(ex.latency_ms):
+            add(f"{p}llm.request.latency_ms:{_num(ex.latency_ms, 3)}|{h}|#{tags}")
+        if ex.stream and ex.ttft_ms is not None and isfinite(ex.ttft_ms):
+            add(f"{p}llm.request.ttft_ms:{_num(ex.ttft_ms, 3)}|{h}|#{tags}")
+        prompt = ex.prompt_tokens
+        if prompt is not None:
+            add(f"{p}llm.prompt.length:{prompt}|{h}|#{tags}")
+            if ex.prompt_tokens_local is not None and ex.token_source == "upstream":
+                add(f"{p}llm.tokens.drift:{prompt - ex.prompt_tokens_local}|{h}|#{tags}")
+        for token_type, count in (
+            ("prompt", prompt),
+            ("completion", ex.completion_tokens),
+            ("cached", ex.cached_tokens),
+            ("reasoning", ex.reasoning_tokens),
+        ):
+            if count and count > 0:
+                add(f"{p}llm.tokens.used:{count}|c|#{tags},token_type:{token_type}")
+        if ex.cost_usd and ex.cost_usd > 0:
+            add(f"{p}llm.cost.usd:{_num(ex.cost_usd, 9)}|c|#{tags}")
+        for flag in ex.risk_flags:
+            add(f"{p}llm.prompt.risk:1|c|#{tags},flag:{sanitize_tag(self._flag.fold(flag))}")
+        if ex.outcome != "success":
+            error_type = sanitize_tag(self._error_type.fold(ex.error_type or ex.outcome))
+            add(f"{p}llm.request.errors:1|c|#{tags},error_type:{error_type},outcome:{ex.outcome}")
+        return lines
+
+    def _tags(self, ex: Exchange) -> str:
+        """The common tags of ``ex`` as one string, built once per label tuple."""
+        status = ex.status_code
+        key = (
+            self._model.fold(ex.model or ex.response_model or UNKNOWN_MODEL),
+            ex.endpoint,
+            self._upstream.fold(ex.upstream),
+            _STATUS_CLASS.get(status // 100, "other") if status else "none",
+            ex.stream,
+        )
+        tags = self._tag_cache.get(key)
+        if tags is None:
+            parts = [
+                f"model:{sanitize_tag(key[0])}",
+                f"endpoint:{sanitize_tag(key[1])}",
+                f"upstream:{sanitize_tag(key[2])}",
+                f"status_class:{key[3]}",
+                f"stream:{'true' if key[4] else 'false'}",
+            ]
+            if self.global_tags:
+                parts.insert(0, self.global_tags)
+            tags = self._tag_cache[key] = ",".join(parts)
+        return tags
+
+
 class StatsdSink:
     """Metrics as DogStatsD lines over UDP to ``host:port``; see the module docstring.
 
@@ -110,22 +201,14 @@ class StatsdSink:
         gauge_interval_s: float = 10.0,
     ) -> None:
         self.host, self.port = host, port
-        prefix = _UNSAFE_NAME.sub("_", prefix).strip(".")
-        self._prefix = prefix + "." if prefix else ""
-        self._global_tags = ",".join(
-            f"{sanitize_tag(k)}:{sanitize_tag(v)}" for k, v in (tags or {}).items()
-        )
-        self._h = histogram_type
+        self.lines = StatsdLines(prefix=prefix, tags=tags, max_label_values=max_label_values,
+                                 histogram_type=histogram_type)  # fmt: skip
+        self._prefix = self.lines.prefix
+        self._global_tags = self.lines.global_tags
         self.error_rate = error_rate
         self.max_datagram = max_datagram
         self.flush_interval_s = flush_interval_s
         self.gauge_interval_s = gauge_interval_s
-        self._model = BoundedLabel(max_label_values)
-        self._upstream = BoundedLabel(20)
-        self._error_type = BoundedLabel(50)
-        self._flag = BoundedLabel(20)
-        # Common-tag strings per label tuple: bounded, since every part is bounded.
-        self._tag_cache: dict[tuple[str, str, str, str, bool], str] = {}
 
         self._batch: list[bytes] = []
         self._batch_size = 0
@@ -159,35 +242,13 @@ class StatsdSink:
     def on_exchange(self, ex: Exchange) -> None:
         if self._closed:
             return
-        tags = self._tags(ex)
-        p, h = self._prefix, self._h
-        lines = [f"{p}llm.requests.count:1|c|#{tags},outcome:{ex.outcome}"]
-        add = lines.append
-        if ex.latency_ms is not None and isfinite(ex.latency_ms):
-            add(f"{p}llm.request.latency_ms:{_num(ex.latency_ms, 3)}|{h}|#{tags}")
-        if ex.stream and ex.ttft_ms is not None and isfinite(ex.ttft_ms):
-            add(f"{p}llm.request.ttft_ms:{_num(ex.ttft_ms, 3)}|{h}|#{tags}")
-        prompt = ex.prompt_tokens
-        if prompt is not None:
-            add(f"{p}llm.prompt.length:{prompt}|{h}|#{tags}")
-            if ex.prompt_tokens_local is not None and ex.token_source == "upstream":
-                add(f"{p}llm.tokens.drift:{prompt - ex.prompt_tokens_local}|{h}|#{tags}")
-        for token_type, count in (
-            ("prompt", prompt),
-            ("completion", ex.completion_tokens),
-            ("cached", ex.cached_tokens),
-            ("reasoning", ex.reasoning_tokens),
-        ):
-            if count and count > 0:
-                add(f"{p}llm.tokens.used:{count}|c|#{tags},token_type:{token_type}")
-        if ex.cost_usd and ex.cost_usd > 0:
-            add(f"{p}llm.cost.usd:{_num(ex.cost_usd, 9)}|c|#{tags}")
-        for flag in ex.risk_flags:
-            add(f"{p}llm.prompt.risk:1|c|#{tags},flag:{sanitize_tag(self._flag.fold(flag))}")
-        if ex.outcome != "success":
-            error_type = sanitize_tag(self._error_type.fold(ex.error_type or ex.outcome))
-            add(f"{p}llm.request.errors:1|c|#{tags},error_type:{error_type},outcome:{ex.outcome}")
-        self._emit(lines)
+        self.write_rendered([line.encode("utf-8") for line in self.lines.render(ex)])
+
+    def write_rendered(self, lines: list[bytes]) -> None:
+        """Lines :class:`StatsdLines` rendered, here or in the accounting process."""
+        if self._closed:
+            return
+        self._emit_bytes(lines)
         if self._gauge_handle is None:
             self._ensure_gauge_timer()
 
@@ -213,37 +274,15 @@ class StatsdSink:
         key = sanitize_tag(alert.alert)
         self._emit([f"{head}:{title}|{text}|t:{alert_type}|k:{key}|s:llm_pulse|#{tags}"])
 
-    def _tags(self, ex: Exchange) -> str:
-        """The common tags of ``ex`` as one string, built once per label tuple."""
-        status = ex.status_code
-        key = (
-            self._model.fold(ex.model or ex.response_model or UNKNOWN_MODEL),
-            ex.endpoint,
-            self._upstream.fold(ex.upstream),
-            _STATUS_CLASS.get(status // 100, "other") if status else "none",
-            ex.stream,
-        )
-        tags = self._tag_cache.get(key)
-        if tags is None:
-            parts = [
-                f"model:{sanitize_tag(key[0])}",
-                f"endpoint:{sanitize_tag(key[1])}",
-                f"upstream:{sanitize_tag(key[2])}",
-                f"status_class:{key[3]}",
-                f"stream:{'true' if key[4] else 'false'}",
-            ]
-            if self._global_tags:
-                parts.insert(0, self._global_tags)
-            tags = self._tag_cache[key] = ",".join(parts)
-        return tags
-
     # -- batching --------------------------------------------------------------------
 
     def _emit(self, lines: list[str]) -> None:
+        self._emit_bytes([line.encode("utf-8") for line in lines])
+
+    def _emit_bytes(self, lines: list[bytes]) -> None:
         """Append ``lines`` to the batch, sending it whenever the next line would not fit."""
         limit = self.max_datagram
-        for line in lines:
-            data = line.encode("utf-8")
+        for data in lines:
             # _batch_size counts each line with its separator, so the payload is one less.
             if self._batch and self._batch_size + len(data) > limit:
                 self.flush()
