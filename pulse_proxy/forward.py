@@ -228,8 +228,11 @@ def _usage_objects(data: bytes) -> Iterator[int]:
 
 def _is_hidden_usage_frame(frame: bytes) -> bool:
     """The usage-only chunk we asked for on the client's behalf (``choices: []``)."""
-    if next(_usage_objects(frame), None) is None:
-        return False
+    return next(_usage_objects(frame), None) is not None and _is_usage_only(frame)
+
+
+def _is_usage_only(frame: bytes) -> bool:
+    """Whether a frame known to hold a usage object is the usage-only chunk."""
     line = frame.rstrip(b"\n")
     if line.startswith(b"data:") and b"\n" not in line and b"\r" not in line:
         payload = line[5:]  # the event's only line, a data line: as OpenAI sends it
@@ -247,19 +250,29 @@ def _is_hidden_usage_frame(frame: bytes) -> bool:
 
 def _drop_usage_frames(data: bytes) -> bytes:
     """``data`` (whole LF-framed events) without the hidden usage frame, found by its
-    usage object and cut out around it: the other frames are never split or copied."""
+    usage object and cut out around it: the other frames are never split or copied.
+
+    Most chunks hold no usage object, and cost one scan; a frame that does is judged
+    once, however many usage keys it holds.
+    """
+    found = data.find(_USAGE_KEY)
+    if found < 0:
+        return data
     kept: list[bytes] = []
-    position = 0
-    for found in _usage_objects(data):
-        before = data.rfind(b"\n\n", 0, found)
-        start = 0 if before < 0 else before + 2
-        if start < position:
-            continue  # a second usage key inside a frame already handled
+    position = 0  # where the data still to keep begins: always a frame boundary
+    while found >= 0:
+        after_key = found + len(_USAGE_KEY)
+        if not _OBJECT_AFTER_KEY.match(data, after_key):
+            found = data.find(_USAGE_KEY, after_key)
+            continue
+        before = data.rfind(b"\n\n", position, found)
+        start = position if before < 0 else before + 2
         after = data.find(b"\n\n", found)
         end = len(data) if after < 0 else after + 2
-        if _is_hidden_usage_frame(data[start:end]):
+        if _is_usage_only(data[start:end]):
             kept.append(data[position:start])
             position = end
+        found = data.find(_USAGE_KEY, end)  # on in the next frame
     if not position:
         return data
     kept.append(data[position:])

@@ -380,6 +380,22 @@ def test_usage_filter_finds_the_usage_chunk_wherever_it_is_split() -> None:
             assert out == expected, (ending, cut)
 
 
+def test_usage_filter_keeps_content_chunks_that_carry_usage_objects() -> None:
+    """Some providers put usage on a content chunk, some nest a "usage" key in tool
+    arguments: only a frame whose choices are empty is ours to hide."""
+    from pulse_proxy.forward import UsageChunkFilter
+
+    kept = [
+        b'data: {"choices":[{"delta":{"content":"{\\"usage\\":{}}"}}],"x":{"usage":{"a":1}}}\n\n',
+        b'data: {"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"total_tokens":4},"u2":{"usage":{}}}\n\n',
+    ]
+    hidden = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n'
+    done = b"data: [DONE]\n\n"
+    usage_filter = UsageChunkFilter()
+    out = usage_filter.feed(b"".join([*kept, hidden, done])) + usage_filter.flush()
+    assert out == b"".join([*kept, done])
+
+
 def test_stream_usage_injection_keeps_the_clients_bytes() -> None:
     """Injecting include_usage appends one key and leaves the client's bytes otherwise untouched."""
     from pulse_proxy.forward import _inject_stream_usage
