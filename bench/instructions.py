@@ -13,12 +13,18 @@ warm-up of 200 requests the counters are zeroed, ``--requests`` POSTs go through
 only those requests are counted, in the target's own process.  The proxy's accounting
 child runs outside valgrind and is not counted: it is the work moved off the loop.
 
+Under valgrind the proxy does some 50 req/s, so a 5 ms accounting batch would hold
+one request where at full speed it holds ten: ``--batch-ms`` (``accounting.batch_ms``
+for the proxy) stretches the window so batches hold what they hold at full speed (150
+gives 6–8), and the table shows the requests per batch it got.
+
 Instructions are not time: Python bytecode retires about 2.5 instructions a
 nanosecond here, a ``bytes.find`` or regular-expression scan four times as many, so a
 scan weighs more in this count than in seconds.  Run from the repository root::
 
     .venv/bin/python bench/instructions.py                 # 1,000 requests per row
     .venv/bin/python bench/instructions.py --requests 300  # quicker
+    .venv/bin/python bench/instructions.py --batch-ms 150  # batches as at full speed
 """
 
 from __future__ import annotations
