@@ -1121,7 +1121,7 @@ class Paired:
 
     @property
     def added_p50_median(self) -> float:
-        return statistics.median(self.added_p50) if self.added_p50 else 0.0
+        return _median(self.added_p50)
 
     @property
     def ratios(self) -> list[float]:
@@ -1129,7 +1129,7 @@ class Paired:
 
     @property
     def median(self) -> float:
-        return statistics.median(self.ratios) if self.ratios else 0.0
+        return _median(self.ratios)
 
     @property
     def sinks_ratios(self) -> list[float]:
@@ -1137,7 +1137,11 @@ class Paired:
 
     @property
     def sinks_median(self) -> float:
-        return statistics.median(self.sinks_ratios) if self.sinks_ratios else 0.0
+        return _median(self.sinks_ratios)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
 
 
 def run_paired(rounds: int, seconds: int, loadgen: LoadGen, procs: Processes, uport: int,
