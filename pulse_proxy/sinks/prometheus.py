@@ -185,7 +185,7 @@ class _Series:
 
     def state(self) -> tuple[Any, ...]:
         """The figures as plain values: what crosses from the accounting process."""
-        histograms = [getattr(self, attribute) for attribute in _SERIES_HISTOGRAMS]
+        histograms = [getattr(self, attribute) for attribute in _HISTOGRAM_BOUNDS]
         return (
             self.requests,
             tuple(None if h is None else h.state() for h in histograms),
@@ -198,7 +198,7 @@ class _Series:
         """Fold in another tuple's :meth:`state` (a batch's figures, already summed)."""
         requests, histograms, tokens, cost, unpriced = state
         self.requests += requests
-        for attribute, part in zip(_SERIES_HISTOGRAMS, histograms):
+        for attribute, part in zip(_HISTOGRAM_BOUNDS, histograms):
             if part is not None:
                 (getattr(self, attribute) or _new(self, attribute)).merge_state(part)
         mine = self.tokens
@@ -209,9 +209,6 @@ class _Series:
             self.cost = (self.cost or 0.0) + cost
         if unpriced is not None:
             self.unpriced = (self.unpriced or 0) + unpriced
-
-
-_SERIES_HISTOGRAMS = ("duration", "ttft", "prompt_length", "drift")
 
 
 def _add_token(tokens: list[int | None], index: int, count: int) -> None:
