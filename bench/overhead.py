@@ -170,6 +170,9 @@ def _plain_response_body() -> bytes:
 
 
 def _sse_frames() -> list[bytes]:
+    """The stream as OpenAI sends it to a request with ``include_usage`` (which the
+    proxy adds): every chunk says ``"usage": null`` until the usage chunk itself."""
+
     def chunk(choices: list[Any], usage: Any = None) -> bytes:
         obj: dict[str, Any] = {
             "id": "chatcmpl-bench0002",
@@ -178,9 +181,8 @@ def _sse_frames() -> list[bytes]:
             "model": RESPONSE_MODEL,
             "system_fingerprint": "fp_bench0001",
             "choices": choices,
+            "usage": usage,
         }
-        if usage is not None:
-            obj["usage"] = usage
         return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
     def choice(delta: dict[str, Any], finish: str | None = None) -> list[Any]:

@@ -184,13 +184,24 @@ def _key_positions(data: bytes, key: bytes, after_key: re.Pattern[bytes]) -> Ite
         position = data.find(key, after)
 
 
+def _has_stream_true(body: bytes) -> bool:
+    """Whether some ``"stream": true`` is in ``body``, searched from the end: clients
+    (the OpenAI SDKs among them) put ``stream`` after the messages."""
+    position = body.rfind(_STREAM_KEY)
+    while position >= 0:
+        if _TRUE_AFTER_KEY.match(body, position + len(_STREAM_KEY)):
+            return True
+        position = body.rfind(_STREAM_KEY, 0, position)
+    return False
+
+
 def _inject_stream_usage(body: bytes) -> bytes | None:
     """The body re-encoded with ``stream_options.include_usage`` when a stream lacks it.
 
     Only chat streams are touched, and only bodies that parse: anything else goes to
     the upstream byte for byte, so the upstream answers malformed JSON itself.
     """
-    if next(_key_positions(body, _STREAM_KEY, _TRUE_AFTER_KEY), None) is None:
+    if not _has_stream_true(body):
         return None  # most bodies are not streams: no need to parse them here
     try:
         parsed = orjson.loads(body)
@@ -210,7 +221,7 @@ def _inject_stream_usage(body: bytes) -> bytes | None:
         # object has no stream_options at all.
         end = body.rstrip()
         if end.endswith(b"}"):
-            return end[:-1] + b',"stream_options":{"include_usage":true}}'
+            return b"".join((memoryview(end)[:-1], b',"stream_options":{"include_usage":true}}'))
     parsed["stream_options"] = {**(options or {}), "include_usage": True}
     return orjson.dumps(parsed)
 
@@ -233,9 +244,11 @@ def _is_hidden_usage_frame(frame: bytes) -> bool:
 
 def _is_usage_only(frame: bytes) -> bool:
     """Whether a frame known to hold a usage object is the usage-only chunk."""
-    line = frame.rstrip(b"\n")
-    if line.startswith(b"data:") and b"\n" not in line and b"\r" not in line:
-        payload = line[5:]  # the event's only line, a data line: as OpenAI sends it
+    payload: bytes | memoryview
+    if frame.startswith(b"data:") and frame.find(b"\n") >= len(frame) - 2 and b"\r" not in frame:
+        # The event's only line, a data line, as OpenAI sends it: parsed in place (the
+        # trailing newlines are JSON whitespace).
+        payload = memoryview(frame)[5:]
     else:
         event = parse_frame(frame)
         if event is None:
@@ -248,52 +261,50 @@ def _is_usage_only(frame: bytes) -> bool:
     return isinstance(data, dict) and data.get("choices") == [] and bool(data.get("usage"))
 
 
-def _drop_usage_frames(data: bytes) -> bytes:
-    """``data`` (whole LF-framed events) without the hidden usage frame, found by its
-    usage object and cut out around it: the other frames are never split or copied.
+def _drop_usage_frame(data: bytes) -> tuple[bytes, bool]:
+    """``data`` (whole LF-framed events) without the hidden usage frame, and whether
+    it held one.
 
-    Most chunks hold no usage object, and cost one scan; a frame that does is judged
-    once, however many usage keys it holds.
+    The search runs from the end: OpenAI sends the usage chunk last, just before
+    ``[DONE]``, and every chunk before it says ``"usage": null``, so a forward search
+    would stop at each of those first.  A frame holding a usage object is judged once;
+    the frames kept are never split or copied apart.
     """
-    found = data.find(_USAGE_KEY)
-    if found < 0:
-        return data
-    kept: list[bytes] = []
-    position = 0  # where the data still to keep begins: always a frame boundary
+    found = data.rfind(_USAGE_KEY)
     while found >= 0:
-        after_key = found + len(_USAGE_KEY)
-        if not _OBJECT_AFTER_KEY.match(data, after_key):
-            found = data.find(_USAGE_KEY, after_key)
+        if not _OBJECT_AFTER_KEY.match(data, found + len(_USAGE_KEY)):
+            found = data.rfind(_USAGE_KEY, 0, found)
             continue
-        before = data.rfind(b"\n\n", position, found)
-        start = position if before < 0 else before + 2
+        before = data.rfind(b"\n\n", 0, found)
+        start = 0 if before < 0 else before + 2
         after = data.find(b"\n\n", found)
         end = len(data) if after < 0 else after + 2
         if _is_usage_only(data[start:end]):
-            kept.append(data[position:start])
-            position = end
-        found = data.find(_USAGE_KEY, end)  # on in the next frame
-    if not position:
-        return data
-    kept.append(data[position:])
-    return b"".join(kept)
+            view = memoryview(data)
+            return b"".join((view[:start], view[end:])), True
+        found = data.rfind(_USAGE_KEY, 0, start)  # on in the frame before
+    return data, False
 
 
 class UsageChunkFilter:
     """Removes the usage-only chunk we asked for on the client's behalf.
 
     Whole frames are relayed as soon as they are complete (a client cannot use half an
-    event anyway); only a trailing partial frame waits for its next chunk.  Frames are
-    looked at one by one only in the rare chunk that holds a usage object.
+    event anyway); only a trailing partial frame waits for its next chunk.  A stream
+    carries one usage chunk (OpenAI: "an additional chunk ... before the data: [DONE]
+    message"), so once it is gone the rest of the stream passes untouched.
     """
 
-    __slots__ = ("_rest", "_framer")
+    __slots__ = ("_rest", "_framer", "_done")
 
     def __init__(self) -> None:
         self._rest = b""
         self._framer: SSEFramer | None = None
+        self._done = False
 
     def feed(self, chunk: bytes) -> bytes:
+        if self._done:
+            return chunk
         if self._framer is None and b"\r" in chunk:
             self._framer = SSEFramer()  # CRLF line endings: use the general framer
             chunk, self._rest = self._rest + chunk, b""
@@ -305,16 +316,26 @@ class UsageChunkFilter:
             self._rest = data
             return b""
         complete, self._rest = data[:cut], data[cut:]
-        return _drop_usage_frames(complete)
+        kept, self._done = _drop_usage_frame(complete)
+        if self._done and self._rest:
+            kept, self._rest = kept + self._rest, b""  # nothing left to hold back for
+        return kept
 
     def flush(self) -> bytes:
         rest = self._framer.flush() if self._framer is not None else self._rest
         self._rest = b""
-        return b"" if rest and _is_hidden_usage_frame(rest) else rest
+        return b"" if rest and not self._done and _is_hidden_usage_frame(rest) else rest
 
-    @staticmethod
-    def _keep(frames: list[bytes]) -> bytes:
-        return b"".join(frame for frame in frames if not _is_hidden_usage_frame(frame))
+    def _keep(self, frames: list[bytes]) -> bytes:
+        kept = []
+        for frame in frames:
+            if not self._done and _is_hidden_usage_frame(frame):
+                self._done = True
+            else:
+                kept.append(frame)
+        if self._done and self._framer is not None:
+            kept.append(self._framer.flush())  # nothing left to hold back for
+        return b"".join(kept)
 
 
 class Forwarder:
