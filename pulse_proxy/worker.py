@@ -72,18 +72,48 @@ def finish_all(accountant: Accountant, captures: list[Capture]) -> list[Exchange
 # loop of getattr calls cost the event loop some 30,000 instructions a request (and
 # dotted names, "exchange.x", a third more than two getters).
 _EXCHANGE_FIELDS = tuple(f.name for f in dataclasses.fields(Exchange))
-_CAPTURE_FIELDS = tuple(f.name for f in dataclasses.fields(Capture) if f.name != "exchange")
+_BODY_FIELDS = ("request_body", "response_chunks")
+_CAPTURE_FIELDS = tuple(f.name for f in dataclasses.fields(Capture) if f.name not in ("exchange", *_BODY_FIELDS))
 _pack_exchange: Callable[[Exchange], tuple[Any, ...]] = operator.attrgetter(*_EXCHANGE_FIELDS)
 _pack_capture_own: Callable[[Capture], tuple[Any, ...]] = operator.attrgetter(*_CAPTURE_FIELDS)
 
+# One capture on the wire: its exchange's fields, its own, and how many response chunks
+# it holds; the bodies themselves travel apart (see pack_captures).
+Packed = tuple[tuple[Any, ...], tuple[Any, ...], int]
 
-def pack_captures(captures: list[Capture]) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
-    """Each capture as two tuples: its exchange's fields, then its own."""
-    return [(_pack_exchange(c.exchange), _pack_capture_own(c)) for c in captures]
+
+def pack_captures(captures: list[Capture]) -> tuple[list[Packed], list[int], list[bytes]]:
+    """The captures' fields as tuples, the sizes of their bodies, and the bodies.
+
+    The bodies (request, then response chunks, per capture) are most of a batch's
+    bytes.  Pickled, they were copied into a fresh buffer of a few hundred KB on the
+    event loop, and that buffer copied again into the socket; sent as they are, behind
+    the pickle, the kernel's copy is the only one.
+    """
+    packed: list[Packed] = []
+    bodies: list[bytes] = []
+    for capture in captures:
+        chunks = capture.response_chunks
+        packed.append((_pack_exchange(capture.exchange), _pack_capture_own(capture), len(chunks)))
+        bodies.append(capture.request_body)
+        bodies.extend(chunks)
+    return packed, [len(body) for body in bodies], bodies
 
 
-def unpack_captures(packed: list[tuple[tuple[Any, ...], tuple[Any, ...]]]) -> list[Capture]:
-    return [Capture(Exchange(*exchange), *own) for exchange, own in packed]
+def unpack_captures(packed: list[Packed], sizes: list[int], blob: bytes) -> list[Capture]:
+    """``pack_captures`` undone, the bodies cut from ``blob`` (all of them, end to end)."""
+    view = memoryview(blob)
+    position = 0
+    next_size = iter(sizes).__next__
+    captures = []
+    for exchange, own, count in packed:
+        pieces = []
+        for _ in range(count + 1):
+            end = position + next_size()
+            pieces.append(bytes(view[position:end]))
+            position = end
+        captures.append(Capture(Exchange(*exchange), pieces[0], pieces[1:], *own))
+    return captures
 
 
 @dataclasses.dataclass(slots=True)
@@ -105,7 +135,7 @@ class Finished:
 def finish_batch(
     accountant: Accountant,
     renderer: LineRenderer,
-    packed: list[tuple[tuple[Any, ...], tuple[Any, ...]]],
+    captures: list[Capture],
     *,
     exchanges: bool,
     statsd: StatsdLines | None = None,
@@ -113,7 +143,7 @@ def finish_batch(
     """In the child: account for a batch, render each log line (and StatsD's lines),
     sum the figures.  The answer is :class:`Finished`'s fields, exchanges as flat tuples.
     """
-    finished = finish_all(accountant, unpack_captures(packed))
+    finished = finish_all(accountant, captures)
     lines: list[bytes] = []
     unrendered = []
     for exchange in finished:
@@ -163,9 +193,19 @@ def child_main(fd: int) -> None:
         if data == _STOP:
             conn.send_bytes(_STOP)
             return
-        seq, packed = pickle.loads(data)
-        answer = finish_batch(accountant, renderer, packed, exchanges=exchanges, statsd=statsd)
+        seq, packed, sizes = pickle.loads(data)
+        try:
+            blob = conn.recv_bytes()  # the batch's bodies, in the frame after its fields
+        except (EOFError, OSError):
+            return
+        captures = unpack_captures(packed, sizes, blob)
+        answer = finish_batch(accountant, renderer, captures, exchanges=exchanges, statsd=statsd)
         conn.send_bytes(pickle.dumps((seq, answer), protocol=5))
+
+
+def _frame_header(size: int) -> bytes:
+    """multiprocessing.Connection's framing, which the child reads with recv_bytes."""
+    return struct.pack("!i", size) if size < 0x7FFFFFFF else struct.pack("!iQ", -1, size)
 
 
 class _ChildLink(asyncio.Protocol):
@@ -186,9 +226,15 @@ class _ChildLink(asyncio.Protocol):
 
     def send(self, payload: bytes) -> None:
         assert self.transport is not None
-        size = len(payload)
-        header = struct.pack("!i", size) if size < 0x7FFFFFFF else struct.pack("!iQ", -1, size)
-        self.transport.writelines((header, payload))
+        self.transport.writelines((_frame_header(len(payload)), payload))
+
+    def send_batch(self, seq: int, captures: list[Capture]) -> None:
+        """Two frames: the captures' fields, pickled, then their bodies end to end,
+        handed to the transport as they are (one ``writev``, no copy on the loop)."""
+        assert self.transport is not None
+        packed, sizes, bodies = pack_captures(captures)
+        fields = pickle.dumps((seq, packed, sizes), protocol=5)
+        self.transport.writelines((_frame_header(len(fields)), fields, _frame_header(sum(sizes)), *bodies))
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -267,7 +313,7 @@ class AccountingProcess:
         _, self._link = await self._loop.create_connection(lambda: _ChildLink(self, generation), sock=parent_sock)
         self._link.send(self._start_frame)
         for seq in sorted(self._pending):  # batches a dead child never answered
-            self._link.send(pickle.dumps((seq, pack_captures(self._pending[seq])), protocol=5))
+            self._link.send_batch(seq, self._pending[seq])
 
     async def stop(self, timeout: float) -> None:
         """Finish everything submitted, then stop the child."""
@@ -305,7 +351,7 @@ class AccountingProcess:
         seq = next(self._seq)
         self._pending[seq] = batch
         if self._link is not None and self._link.transport is not None and not self._link.transport.is_closing():
-            self._link.send(pickle.dumps((seq, pack_captures(batch)), protocol=5))
+            self._link.send_batch(seq, batch)
 
     # -- results, on the event loop --------------------------------------------------
 
