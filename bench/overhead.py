@@ -1590,7 +1590,7 @@ def run_bench(args: argparse.Namespace) -> int:
             notes.append("Python load generator: req/s are capped by the generator itself; "
                          "install wrk for meaningful ceilings")
         notes.append("stream requests carry `\"stream\": true` without `stream_options`, as most "
-                     "clients send them: pulse injects `include_usage` (re-encoding the body) and "
+                     "clients send them: pulse injects `include_usage` (appended to the client's bytes) and "
                      "cuts the usage chunk out of the relayed stream; direct and bare relay the "
                      "upstream's bytes untouched")
         notes.append("2 cores shared by load generator, target and upstream: the numbers are "
@@ -1602,6 +1602,8 @@ def run_bench(args: argparse.Namespace) -> int:
         cmd = "bench/overhead.py" + (" --quick" if args.quick else f" --duration {args.duration}")
         if list(args.targets) != list(TARGETS):
             cmd += " --targets " + " ".join(args.targets)
+        if args.paired is not None:
+            cmd += f" --paired {args.paired}"
         results_md = Path(args.results).resolve() if args.results else RESULTS_MD
         results_md.write_text(
             f"# LLM Pulse overhead benchmark\n\n"
