@@ -196,7 +196,7 @@ def _has_stream_true(body: bytes) -> bool:
 
 
 def _inject_stream_usage(body: bytes) -> bytes | None:
-    """The body re-encoded with ``stream_options.include_usage`` when a stream lacks it.
+    """The body with ``stream_options.include_usage`` added when a stream lacks it.
 
     Only chat streams are touched, and only bodies that parse: anything else goes to
     the upstream byte for byte, so the upstream answers malformed JSON itself.
