@@ -18,7 +18,7 @@ import re
 import time
 import uuid
 from email.utils import formatdate
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from dataclasses import dataclass, field
 
@@ -171,28 +171,18 @@ _STREAM_KEY = b'"stream"'
 _TRUE_AFTER_KEY = re.compile(rb"\s*:\s*true")
 
 
-def _key_positions(data: bytes, key: bytes, after_key: re.Pattern[bytes]) -> Iterator[int]:
-    """Where ``key`` starts in ``data`` followed by what ``after_key`` matches.
+def _last_key(data: bytes, key: bytes, after_key: re.Pattern[bytes], end: int | None = None) -> int:
+    """Where the last ``key`` before ``end`` starts in ``data`` followed by what
+    ``after_key`` matches; -1 if none.
 
-    ``bytes.find`` does the scanning and the pattern only checks what follows each hit:
-    a pattern searching the whole body costs several times more, on the event loop."""
-    position = data.find(key)
-    while position >= 0:
-        after = position + len(key)
-        if after_key.match(data, after):
-            yield position
-        position = data.find(key, after)
-
-
-def _has_stream_true(body: bytes) -> bool:
-    """Whether some ``"stream": true`` is in ``body``, searched from the end: clients
-    (the OpenAI SDKs among them) put ``stream`` after the messages."""
-    position = body.rfind(_STREAM_KEY)
-    while position >= 0:
-        if _TRUE_AFTER_KEY.match(body, position + len(_STREAM_KEY)):
-            return True
-        position = body.rfind(_STREAM_KEY, 0, position)
-    return False
+    From the end, because what the proxy looks for sits there: clients (the OpenAI
+    SDKs among them) put ``stream`` after the messages, and OpenAI sends the usage
+    chunk last.  ``bytes.rfind`` does the scanning and the pattern only checks what
+    follows each hit: a pattern searching the whole body costs several times more."""
+    position = data.rfind(key, 0, len(data) if end is None else end)
+    while position >= 0 and not after_key.match(data, position + len(key)):
+        position = data.rfind(key, 0, position)
+    return position
 
 
 def _inject_stream_usage(body: bytes) -> bytes | None:
@@ -201,7 +191,7 @@ def _inject_stream_usage(body: bytes) -> bytes | None:
     Only chat streams are touched, and only bodies that parse: anything else goes to
     the upstream byte for byte, so the upstream answers malformed JSON itself.
     """
-    if not _has_stream_true(body):
+    if _last_key(body, _STREAM_KEY, _TRUE_AFTER_KEY) < 0:
         return None  # most bodies are not streams: no need to parse them here
     try:
         parsed = orjson.loads(body)
@@ -232,14 +222,9 @@ _USAGE_KEY = b'"usage"'
 _OBJECT_AFTER_KEY = re.compile(rb"\s*:\s*\{")
 
 
-def _usage_objects(data: bytes) -> Iterator[int]:
-    """Where each ``"usage": {`` starts in ``data``."""
-    return _key_positions(data, _USAGE_KEY, _OBJECT_AFTER_KEY)
-
-
 def _is_hidden_usage_frame(frame: bytes) -> bool:
     """The usage-only chunk we asked for on the client's behalf (``choices: []``)."""
-    return next(_usage_objects(frame), None) is not None and _is_usage_only(frame)
+    return _last_key(frame, _USAGE_KEY, _OBJECT_AFTER_KEY) >= 0 and _is_usage_only(frame)
 
 
 def _is_usage_only(frame: bytes) -> bool:
@@ -270,11 +255,8 @@ def _drop_usage_frame(data: bytes) -> tuple[bytes, bool]:
     would stop at each of those first.  A frame holding a usage object is judged once;
     the frames kept are never split or copied apart.
     """
-    found = data.rfind(_USAGE_KEY)
+    found = _last_key(data, _USAGE_KEY, _OBJECT_AFTER_KEY)
     while found >= 0:
-        if not _OBJECT_AFTER_KEY.match(data, found + len(_USAGE_KEY)):
-            found = data.rfind(_USAGE_KEY, 0, found)
-            continue
         before = data.rfind(b"\n\n", 0, found)
         start = 0 if before < 0 else before + 2
         after = data.find(b"\n\n", found)
@@ -282,7 +264,7 @@ def _drop_usage_frame(data: bytes) -> tuple[bytes, bool]:
         if _is_usage_only(data[start:end]):
             view = memoryview(data)
             return b"".join((view[:start], view[end:])), True
-        found = data.rfind(_USAGE_KEY, 0, start)  # on in the frame before
+        found = _last_key(data, _USAGE_KEY, _OBJECT_AFTER_KEY, start)  # on in the frame before
     return data, False
 
 
