@@ -1602,8 +1602,7 @@ def run_bench(args: argparse.Namespace) -> int:
         cmd = "bench/overhead.py" + (" --quick" if args.quick else f" --duration {args.duration}")
         if list(args.targets) != list(TARGETS):
             cmd += " --targets " + " ".join(args.targets)
-        if args.paired is not None:
-            cmd += f" --paired {args.paired}"
+        cmd += f" --paired {args.paired}"  # main() has filled in the default
         results_md = Path(args.results).resolve() if args.results else RESULTS_MD
         results_md.write_text(
             f"# LLM Pulse overhead benchmark\n\n"
