@@ -42,11 +42,12 @@ test: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/overhead.py
 
-# Regenerate the lock files after changing dependencies in pyproject.toml.
+# Regenerate the lock files after changing dependencies in pyproject.toml.  The locks
+# name packages and hashes only: this machine's own index settings stay out of them.
 lock:
 	$(PIP) install pip-tools
-	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --extra otel -o requirements.lock pyproject.toml requirements-build.in
-	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --extra test --extra otel -o requirements-test.lock pyproject.toml requirements-build.in
+	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --extra otel -o requirements.lock pyproject.toml requirements-build.in
+	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --extra test --extra otel -o requirements-test.lock pyproject.toml requirements-build.in
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -384,3 +384,14 @@ def test_a_stream_longer_than_the_grace_period_is_cut_and_still_recorded(install
     assert event["status_code"] == 200 and event["bytes_out"] == len(received)
     assert event["latency_ms"] > 1500
     assert proxy.lines[-1]["event"] == "pulse.stopped" and proxy.lines[-1]["processed"] == 1
+
+
+def test_lock_files_carry_no_machine_index_settings() -> None:
+    """A lock names packages and hashes; an index URL or wheel folder from the machine
+    that wrote it means nothing elsewhere and makes every install print warnings."""
+    for name in ("requirements.lock", "requirements-test.lock"):
+        options = [line for line in (ROOT / name).read_text().splitlines() if line.startswith("--")]
+        assert options == [], f"{name} carries {options}"
+    recipe = (ROOT / "Makefile").read_text()
+    compiles = [line for line in recipe.splitlines() if "pip-compile" in line and "-o " in line]
+    assert compiles and all("--no-emit-index-url" in c and "--no-emit-find-links" in c for c in compiles)
