@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -85,8 +86,10 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def check_config(args: argparse.Namespace) -> int:
+    # The same layers as ``serve``: a PULSE_* variable that would stop the proxy from
+    # starting must fail here too, named as the variable.
     try:
-        settings = load_settings(args.file, environ={})
+        settings = load_settings(args.file)
     except ConfigError as exc:
         print(f"pulse-proxy: {exc}", file=sys.stderr)
         return 2
@@ -99,7 +102,12 @@ def report(args: argparse.Namespace) -> int:
 
     if args.file in (None, "-"):
         return run_report(sys.stdin, sys.stdout)
-    with open(args.file, encoding="utf-8", errors="replace") as handle:
+    try:
+        handle = open(args.file, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed below; only opening is caught)
+    except OSError as exc:
+        print(f"pulse-proxy: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with handle:
         return run_report(handle, sys.stdout)
 
 
@@ -142,10 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_flags(parser)
     serve_flags(sub.add_parser("serve", help="run the proxy (the default command)"))
-    check = sub.add_parser("check-config", help="validate a config file and print the effective config")
-    check.add_argument("file")
-    rep = sub.add_parser("report", help="summarise llm.request / alert.* JSON lines in the terminal")
-    rep.add_argument("file", nargs="?", default="-")
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file and print the effective config",
+        description="Validate FILE with the PULSE_* variables applied over it, as serve would, and "
+        "print the effective configuration (secrets masked). A bad key or value exits 2, naming the "
+        "key and, when it came from the environment, the variable.",
+    )
+    check.add_argument("file", metavar="FILE", help="YAML config file")
+    rep = sub.add_parser(
+        "report",
+        help="summarise llm.request / alert.* JSON lines in the terminal",
+        description="Read the proxy's JSON event lines and print latency, tokens, errors and "
+        "prompt-size summaries. Lines that are not events are counted and skipped.",
+    )
+    rep.add_argument("file", nargs="?", default="-", metavar="FILE",
+                     help="a file of JSON lines, or - for standard input (the default)")
     from pulse_proxy.demo import add_demo_arguments
 
     add_demo_arguments(sub.add_parser("demo", help="send a realistic traffic mix through a running proxy"))
@@ -166,4 +186,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "demo": demo,
         "export": export,
     }
-    sys.exit(handlers[args.command](args))
+    try:
+        code = handlers[args.command](args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``): not an error of ours.  Point stdout at
+        # /dev/null so the interpreter's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)

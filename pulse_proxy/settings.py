@@ -207,38 +207,61 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``PULSE_*`` variables as a config tree (values stay strings; pydantic coerces)."""
+def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """``PULSE_*`` variables as a config tree (values stay strings; pydantic coerces),
+    and which variable set each key: a bad value or a
+    misspelt key from the environment is then reported by the variable's name, since
+    the operator never wrote the dotted key anywhere."""
     tree: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
     for name, path in OTEL_ENV_ALIASES.items():
         if environ.get(name):  # OpenTelemetry treats an empty variable as unset
             _set_path(tree, path, environ[name])
+            sources[path] = name
     for name, value in environ.items():
         if name in ENV_ALIASES:
             _set_path(tree, ENV_ALIASES[name], value)
+            sources[ENV_ALIASES[name]] = name
         elif name.startswith(ENV_PREFIX) and "__" in name:
             path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
             if all(path):
                 _set_path(tree, path, value)
-    return tree
+                sources[path] = name
+    return tree, sources
 
 
-def format_validation_error(exc: ValidationError) -> str:
+def format_validation_error(
+    exc: ValidationError, sources: Mapping[tuple[str, ...], str] | None = None
+) -> str:
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        path = tuple(str(part) for part in error["loc"])
+        key = ".".join(path) or "(top level)"
+        variable = _source_of(path, sources or {})
+        if variable:
+            key = f"{key} (from {variable})"
         lines.append(f"{key}: {error['msg']}")
     return "invalid configuration: " + "; ".join(lines)
 
 
-def build_settings(*layers: Mapping[str, Any]) -> Settings:
+def _source_of(path: tuple[str, ...], sources: Mapping[tuple[str, ...], str]) -> str | None:
+    """The variable that set ``path`` or the section holding it, if one did."""
+    for end in range(len(path), 0, -1):
+        if path[:end] in sources:
+            return sources[path[:end]]
+    return None
+
+
+def build_settings(
+    *layers: Mapping[str, Any], sources: Mapping[tuple[str, ...], str] | None = None
+) -> Settings:
     tree: dict[str, Any] = {}
     for layer in layers:
         tree = _deep_merge(tree, layer)
     try:
         return Settings.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from exc
+        raise ConfigError(format_validation_error(exc, sources)) from exc
 
 
 def load_settings(
@@ -251,7 +274,8 @@ def load_settings(
     environ = os.environ if environ is None else environ
     path = path or environ.get("PULSE_CONFIG") or None
     file_layer = read_config_file(path) if path else {}
-    return build_settings(file_layer, env_overrides(environ), overrides or {})
+    env_layer, sources = _env_layer(environ)
+    return build_settings(file_layer, env_layer, overrides or {}, sources=sources)
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

@@ -130,3 +130,47 @@ def test_report_reads_events_from_stdin(tmp_path: Path) -> None:
     out = result.stdout.decode()
     assert "gpt-4o" in out and "20" in out
     assert "malformed" in out.lower() or "skipped" in out.lower()
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "pulse_proxy", *args], input=stdin, capture_output=True,
+                          env=env or _clean_env(), check=False, timeout=60)
+
+
+def test_check_config_applies_the_environment_and_names_the_variable(tmp_path: Path) -> None:
+    """check-config prints what serve would run with: PULSE_* variables included, and a
+    misspelt variable is refused by its own name, not only by a dotted key."""
+    config = tmp_path / "pulse.yaml"
+    config.write_text("upstream:\n  url: https://api.openai.com/v1\n")
+    env = {**_clean_env(), "PULSE_UPSTREAM__READ_TIMEOUT_S": "42"}
+    ok = _cli("check-config", str(config), env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert orjson.loads(ok.stdout)["upstream"]["read_timeout_s"] == 42
+    env = {**_clean_env(), "PULSE_UPSTREAM__READ_TIMOUT_S": "42"}
+    bad = _cli("check-config", str(config), env=env)
+    assert bad.returncode == 2
+    assert b"upstream.read_timout_s (from PULSE_UPSTREAM__READ_TIMOUT_S)" in bad.stderr
+    assert b"Traceback" not in bad.stderr
+
+
+def test_report_of_a_missing_file_is_one_clear_line() -> None:
+    result = _cli("report", "/nonexistent/pulse.log")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "pulse-proxy: cannot read /nonexistent/pulse.log: No such file or directory"
+
+
+def test_report_into_a_closed_pipe_exits_quietly() -> None:
+    """``pulse-proxy report big.log | head`` must not end in a BrokenPipeError traceback."""
+    line = orjson.dumps({"event": "llm.request", "model": "m", "latency_ms": 1.0, "outcome": "success"})
+    proc = subprocess.Popen([sys.executable, "-m", "pulse_proxy", "report", "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_clean_env())
+    assert proc.stdout is not None and proc.stdin is not None
+    proc.stdout.close()  # the reader is gone before the report is written
+    _, err = proc.communicate(b"\n".join([line] * 2000), timeout=60)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+    assert proc.returncode == 0
+
+
+def test_subcommand_help_describes_the_argument() -> None:
+    assert b"- for standard input" in _cli("report", "--help").stdout
+    assert b"PULSE_* variables" in _cli("check-config", "--help").stdout
