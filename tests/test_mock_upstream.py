@@ -2,7 +2,7 @@
 
 Everything runs against the mock on a real socket (the session's ``mock_url``), driven
 by the official ``openai`` SDK and by httpx, and every answer is validated against
-OpenAI's published OpenAPI description in ``../shared/openai-openapi/openapi.yaml``.
+OpenAI's published OpenAPI description, vendored in ``tests/data/openai-openapi/``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ from mock_upstream import payloads
 from mock_upstream.app import create_app
 from pulse_proxy import tokens
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-OPENAPI = SHARED / "openai-openapi" / "openapi.yaml"
+OPENAPI = Path(__file__).resolve().parent / "data" / "openai-openapi" / "openapi.yaml"
 URI = "urn:openapi"
 
 MESSAGES: list[dict[str, Any]] = [
@@ -87,10 +86,6 @@ class OpenAPISchemas:
 
 @pytest.fixture(scope="session")
 def schemas() -> OpenAPISchemas:
-    if not OPENAPI.is_file():
-        pytest.skip(
-            f"OpenAI's OpenAPI description not found at {OPENAPI} (shared/ must sit beside the clone)"
-        )
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with OPENAPI.open("rb") as handle:
         document = yaml.load(handle, Loader=loader)
