@@ -171,7 +171,7 @@ class Accountant:
         if request.body is not None:
             try:
                 ex.prompt_tokens_local = count_prompt(request.body, ex.endpoint, request.model)
-            except Exception:  # a body of unexpected shape must not lose the event
+            except Exception:  # noqa: BLE001 - a body of unexpected shape must not lose the event
                 ex.prompt_tokens_local = None
 
         facts = self._response_facts(capture)
@@ -223,12 +223,15 @@ class Accountant:
             if ex.model is None:
                 ex.model = ex.response_model
         ex.finish_reason = facts.finish_reason
-        if facts.error_type and ex.error_type is None:
+        # A 2xx body's ``error`` fails the request only where the body says the generation
+        # failed; a job or run that carries its own ``error`` was still fetched successfully.
+        failed = facts.failed or ex.outcome != "success"
+        if failed and facts.error_type and ex.error_type is None:
             ex.error_type = facts.error_type
             ex.error_message = facts.error_message
-            if ex.outcome == "success":
-                # An error event inside a 200 stream is still a failed request.
-                ex.outcome = "upstream_error"
+        if facts.failed and ex.outcome == "success":
+            # An error event inside a 200 stream, or a failed Response, is a failed request.
+            ex.outcome = "upstream_error"
         if ex.endpoint not in ("chat", "completions", "embeddings", "responses"):
             return
         usage = facts.usage

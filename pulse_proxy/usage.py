@@ -36,8 +36,12 @@ class ResponseFacts:
     response_model: str | None = None
     finish_reason: str | None = None
     completion_text: list[str] = field(default_factory=list)
+    # The error the body names, if any; it describes the request only when ``failed``
+    # is set or the status code already says the request failed.
     error_type: str | None = None
     error_message: str | None = None
+    # The upstream says the generation itself failed although the status may be 2xx.
+    failed: bool = False
     # A stream that delivered its final marker ([DONE], response.completed, finish_reason).
     completed: bool = False
 
@@ -92,9 +96,16 @@ def decode_body(chunks: Iterable[bytes], content_encoding: str) -> bytes | None:
             import brotli  # type: ignore[import-not-found]  # optional, as in httpx
 
             return bytes(brotli.decompress(data))
-    except Exception:
+    except Exception:  # noqa: BLE001 - a corrupt body means no usage, never a lost event
         return None
     return None
+
+
+# Objects whose ``error`` field reports the generation the request asked for.  Every other
+# ``object`` (``fine_tuning.job``, ``eval.run``, ``video``, ``batch``, …) is a resource with
+# a lifecycle, whose ``error`` describes that resource's state: fetching a failed job is a
+# successful request.
+_GENERATION_OBJECTS = frozenset({"chat.completion", "text_completion"})
 
 
 def _error_facts(facts: ResponseFacts, error: Any) -> None:
@@ -157,6 +168,8 @@ def _apply_response_object(facts: ResponseFacts, response: Any) -> None:
         facts.finish_reason = status
     if response.get("error"):
         _error_facts(facts, response["error"])
+    # Only ``failed`` is a failed generation; ``incomplete`` is a normal end (a cap).
+    facts.failed = facts.failed or status == "failed"
 
 
 def facts_from_json(body: bytes) -> ResponseFacts:
@@ -167,9 +180,8 @@ def facts_from_json(body: bytes) -> ResponseFacts:
         return facts
     if not isinstance(data, dict):
         return facts
-    if "error" in data and data["error"]:
-        _error_facts(facts, data["error"])
-    if data.get("object") == "response":
+    kind = data.get("object")
+    if kind == "response":
         _apply_response_object(facts, data)
         for item in data.get("output") or ():
             for part in (item.get("content") or ()) if isinstance(item, dict) else ():
@@ -177,6 +189,10 @@ def facts_from_json(body: bytes) -> ResponseFacts:
                     facts.completion_text.append(part["text"])
         facts.completed = True
         return facts
+    if data.get("error"):
+        _error_facts(facts, data["error"])
+        # A bare error body (no ``object``) or a completion reporting its own failure.
+        facts.failed = kind is None or kind in _GENERATION_OBJECTS
     if isinstance(data.get("model"), str):
         facts.response_model = data["model"]
     facts.usage = parse_usage(data.get("usage"))
@@ -209,8 +225,10 @@ def _apply_sse_payload(facts: ResponseFacts, event: SSEEvent, *, text: bool) -> 
         elif kind in ("response.created", "response.in_progress") and facts.response_model is None:
             _apply_response_object(facts, data.get("response"))
         return
-    if kind == "error" or ("error" in data and data["error"]):
+    if kind == "error" or data.get("error"):
+        # Mid-stream, after a 200: the only way left for the upstream to say it failed.
         _error_facts(facts, data.get("error", data))
+        facts.failed = True
         return
     if isinstance(data.get("model"), str) and facts.response_model is None:
         facts.response_model = data["model"]

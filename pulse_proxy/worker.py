@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from pulse_proxy.accounting import Accountant
-from pulse_proxy.bundled_mock import die_with_parent
+from pulse_proxy.forkchild import start_child
 from pulse_proxy.forward import Capture
 from pulse_proxy.records import Exchange
 from pulse_proxy.settings import Settings
@@ -297,16 +297,12 @@ class AccountingProcess:
         await self._spawn()
 
     async def _spawn(self) -> None:
-        # A plain child process rather than multiprocessing's spawn, which would re-import
-        # the caller's __main__ (breaking any embedding script without a main guard).
+        # A fork sharing this process's memory (see forkchild), not multiprocessing's
+        # spawn, which would re-import the caller's __main__ (breaking any embedding
+        # script without a main guard) and every library again.
         assert self._loop is not None
         parent_sock, child_sock = socket.socketpair()
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "pulse_proxy.worker", str(child_sock.fileno())],
-            pass_fds=[child_sock.fileno()],
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )
+        self._process = start_child(child_sock.fileno(), child_main)
         child_sock.close()
         self._generation += 1
         generation = self._generation

@@ -94,6 +94,14 @@ def mock_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def schemas() -> Any:
+    """Validators for OpenAI's published schemas (the vendored ``openapi.yaml``)."""
+    from openapi_schemas import load_schemas
+
+    return load_schemas()
+
+
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> None:
     """Poll ``predicate`` until true; records are written just after the response ends."""
     deadline = time.monotonic() + timeout

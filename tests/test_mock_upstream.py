@@ -2,7 +2,7 @@
 
 Everything runs against the mock on a real socket (the session's ``mock_url``), driven
 by the official ``openai`` SDK and by httpx, and every answer is validated against
-OpenAI's published OpenAPI description in ``../shared/openai-openapi/openapi.yaml``.
+OpenAI's published OpenAPI description, vendored in ``tests/data/openai-openapi/``.
 """
 
 from __future__ import annotations
@@ -21,80 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema
 import openai
 import orjson
 import pytest
-import yaml
 from conftest import run_server, wait_until
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+from openapi_schemas import OpenAPISchemas
 
 from mock_upstream import payloads
 from mock_upstream.app import create_app
 from pulse_proxy import tokens
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-OPENAPI = SHARED / "openai-openapi" / "openapi.yaml"
-URI = "urn:openapi"
 
 MESSAGES: list[dict[str, Any]] = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Name three colours."},
 ]
 CHAT: dict[str, Any] = {"model": "gpt-4o", "messages": MESSAGES}
-
-
-# -- OpenAI's schema ----------------------------------------------------------------------
-
-
-def _nullable_as_json_schema(node: Any) -> Any:
-    """OpenAPI's ``nullable: true`` (still used in places) means "or null"; JSON Schema
-    ignores the keyword, so spell it out as ``anyOf [..., null]``."""
-    if isinstance(node, list):
-        return [_nullable_as_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = {key: _nullable_as_json_schema(value) for key, value in node.items()}
-    if node.get("nullable") is True:
-        rest = {key: value for key, value in node.items() if key != "nullable"}
-        return {"anyOf": [rest, {"type": "null"}]}
-    return node
-
-
-class OpenAPISchemas:
-    """Validators for ``#/components/schemas/NAME``, refs resolved within the document."""
-
-    def __init__(self, document: dict[str, Any]) -> None:
-        resource = Resource.from_contents(document, default_specification=DRAFT202012)
-        self.registry: Registry[Any] = Registry().with_resource(URI, resource)
-        self._validators: dict[str, jsonschema.Draft202012Validator] = {}
-
-    def validate(self, name: str, instance: Any) -> None:
-        validator = self._validators.get(name)
-        if validator is None:
-            schema = {"$ref": f"{URI}#/components/schemas/{name}"}
-            validator = self._validators[name] = jsonschema.Draft202012Validator(
-                schema, registry=self.registry
-            )
-        error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path)
-            raise AssertionError(
-                f"not a valid {name} at /{where}: {error.message}\n{instance!r}"[:4000]
-            )
-
-
-@pytest.fixture(scope="session")
-def schemas() -> OpenAPISchemas:
-    if not OPENAPI.is_file():
-        pytest.skip(
-            f"OpenAI's OpenAPI description not found at {OPENAPI} (shared/ must sit beside the clone)"
-        )
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with OPENAPI.open("rb") as handle:
-        document = yaml.load(handle, Loader=loader)
-    return OpenAPISchemas(_nullable_as_json_schema(document))
 
 
 # -- helpers --------------------------------------------------------------------------------

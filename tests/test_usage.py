@@ -76,9 +76,11 @@ def test_responses_stream_usage_comes_from_response_completed() -> None:
     chunks = [
         b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hel"}\n\n',
         b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"lo"}\n\n',
-        b'event: response.completed\ndata: {"type":"response.completed","response":{"object":"response",'
-        b'"model":"gpt-4o-2024-08-06","status":"completed","usage":{"input_tokens":3,"output_tokens":2,'
-        b'"total_tokens":5}}}\n\n',
+        (
+            b'event: response.completed\ndata: {"type":"response.completed","response":{"object":"response",'
+            b'"model":"gpt-4o-2024-08-06","status":"completed","usage":{"input_tokens":3,"output_tokens":2,'
+            b'"total_tokens":5}}}\n\n'
+        ),
     ]
     facts = facts_from_sse(chunks)
     assert facts.usage is not None and facts.usage.prompt_tokens == 3
@@ -109,6 +111,18 @@ def test_error_body_gives_type_and_message() -> None:
     facts = facts_from_json(b'{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}')
     assert facts.error_type == "rate_limit_exceeded"
     assert facts.error_message == "Rate limit reached"
+
+
+def test_only_a_failed_generation_sets_failed() -> None:
+    """A bare error body, a completion's error and a failed Response fail; a job's error
+    and an incomplete Response do not (the code and message are read either way)."""
+    assert facts_from_json(b'{"error":{"message":"m","code":"c"}}').failed
+    assert facts_from_json(b'{"object":"chat.completion","choices":[],"error":{"code":"c"}}').failed
+    assert facts_from_json(b'{"object":"response","status":"failed","error":{"code":"c"}}').failed
+    job = facts_from_json(b'{"object":"fine_tuning.job","status":"failed","error":{"code":"c","message":"m"}}')
+    assert not job.failed and job.error_type == "c"
+    assert not facts_from_json(b'{"object":"response","status":"incomplete","error":null}').failed
+    assert facts_from_sse([b'data: {"error":{"message":"m"}}\n\n']).failed
 
 
 def test_gzip_body_decodes_for_accounting() -> None:
