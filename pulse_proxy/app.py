@@ -66,6 +66,14 @@ UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """:data:`UVICORN_OPTIONS` with uvicorn's httptools protocol replaced by one that
+    enforces ``settings.server``'s limits on slow clients and open connections."""
+    from pulse_proxy.protocol import guarded_protocol
+
+    return {**UVICORN_OPTIONS, "http": guarded_protocol(settings.server)}
+
+
 class _DropStreamAborted(logging.Filter):
     """uvicorn logs any exception escaping the app; a deliberately aborted stream is
     already recorded in its ``llm.request`` event, so it should not add a traceback."""
