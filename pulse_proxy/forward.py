@@ -33,6 +33,7 @@ from pulse_proxy.headers import (
     filter_response_headers,
     read_request_headers,
 )
+from pulse_proxy.protocol import CLIENT_TIMEOUT
 from pulse_proxy.records import Endpoint, Exchange
 from pulse_proxy.screening import Screen
 from pulse_proxy.settings import Settings
@@ -415,6 +416,12 @@ class Forwarder:
                 exchange.outcome = "client_disconnected"
                 exchange.error_type = "client_disconnected"
                 exchange.bytes_in = size
+                timed_out = scope.get(CLIENT_TIMEOUT)
+                if timed_out:
+                    # Cut by the server for a stalled body; it answered 408 itself.
+                    exchange.error_type = "client_timeout"
+                    exchange.error_message = timed_out
+                    exchange.status_code = 408
                 return
             part = message.get("body", b"")
             if part:
