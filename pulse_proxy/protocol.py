@@ -65,6 +65,9 @@ def error_response(status: int, code: str, message: str, extra: tuple[bytes, ...
     )
 
 
+_base = HttpToolsProtocol
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol with header, body and connection-count limits.
 
@@ -107,7 +110,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._phase == _REFUSING:
             self._refuse(data)
             return
-        super().data_received(data)
+        _base.data_received(self, data)
         # Arm a timer only for what the bytes so far left incomplete.
         phase = self._phase
         if phase == _BODY:
@@ -121,23 +124,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         elif phase == _HEADERS and self._timer is None:
             self._timer = self.loop.call_later(self.header_timeout, self._header_deadline)
 
-    # Parser callbacks: they only move the phase along.
+    # Parser callbacks: they only move the phase along.  They run for every request,
+    # so they call the base class directly (super() costs an object per call).
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        _base.on_message_begin(self)
         # A first request keeps the deadline armed at connection; later ones get
         # theirs in data_received, once their first bytes are parsed.
         self._phase = _HEADERS
 
     def on_headers_complete(self) -> None:
-        self._cancel_timer()
+        if self._timer is not None:
+            self._cancel_timer()
         self._phase = _BODY
-        super().on_headers_complete()
+        _base.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        self._cancel_timer()
+        if self._timer is not None:
+            self._cancel_timer()
         self._phase = _IDLE
-        super().on_message_complete()
+        _base.on_message_complete(self)
 
     # Expiries
 
