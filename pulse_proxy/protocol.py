@@ -75,9 +75,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     pass it to uvicorn as ``http=``.
     """
 
+    # The defaults of ServerSettings; guarded_protocol sets the configured ones.
     header_timeout: float = 10.0
     body_timeout: float = 30.0
-    body_min_rate: float = 0.0
+    body_min_rate: float = 500.0
     max_connections: int = 2048
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

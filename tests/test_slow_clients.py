@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-from conftest import JsonLinesProcess, free_port, wait_until
+from conftest import JsonLinesProcess, free_port, start_proxy, wait_until
 
 TIMEOUT_S = 1.0
 # Generous on purpose: the point is "cut near the limit, not held", on a busy machine.
@@ -228,6 +228,44 @@ def test_past_max_connections_new_connections_get_503_until_others_close() -> No
         if proxy.process.poll() is None:
             proxy.process.kill()
             proxy.process.wait()
+
+
+def _read_until_closed(sock: socket.socket, limit: float) -> tuple[float, bytes]:
+    sock.settimeout(limit)
+    started = time.monotonic()
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return time.monotonic() - started, answer
+
+
+SHORT_LIMITS = {"server": {"request_header_timeout_s": TIMEOUT_S, "request_body_timeout_s": TIMEOUT_S}}
+
+
+def test_the_tests_in_process_server_applies_the_limits_too(mock_url: str) -> None:
+    """start_proxy serves with the guarded protocol: a stalled body becomes one exchange, a client timeout with 408."""
+    with start_proxy(mock_url + "/v1", SHORT_LIMITS) as running, socket.create_connection(
+        ("127.0.0.1", int(running.url.rsplit(":", 1)[1])), timeout=10
+    ) as sock:
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+        elapsed, answer = _read_until_closed(sock, CUT_WITHIN_S)
+        assert answer.startswith(b"HTTP/1.1 408 ") and elapsed < CUT_WITHIN_S
+        (exchange,) = running.wait_for(1)
+    assert (exchange.outcome, exchange.error_type, exchange.status_code) == ("client_disconnected", "client_timeout", 408)
+
+
+def test_a_response_in_flight_survives_the_next_requests_slow_headers(mock_url: str) -> None:
+    """Headers of a pipelined request stalling while the previous answer is still pending: that answer completes, then the connection closes."""
+    with start_proxy(mock_url + "/v1", SHORT_LIMITS) as running, socket.create_connection(
+        ("127.0.0.1", int(running.url.rsplit(":", 1)[1])), timeout=10
+    ) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Mock-Latency-Ms: 2500\r\n\r\nGET /v1/mo")
+        _, answer = _read_until_closed(sock, 2.5 + CUT_WITHIN_S)
+        (exchange,) = running.wait_for(1)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head.lower()
+    assert orjson.loads(body)["object"] == "list"
+    assert exchange.outcome == "success"
 
 
 def test_sigterm_still_stops_the_proxy_cleanly(slow_proxy: SlowProxy) -> None:
