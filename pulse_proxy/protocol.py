@@ -15,9 +15,10 @@ This subclass adds, per connection and without any task:
 * a connection cap, ``server.max_connections``: past it, a connection is answered 503
   as soon as its request's headers are in, and closed.
 
-Each limit is one ``loop.call_later`` timer per connection, armed only when a request
-is still incomplete after the bytes that arrived were parsed: a request that arrives
-whole in one read arms nothing.  Answers are OpenAI-shaped JSON with
+A connection holds at most one ``loop.call_later`` timer: one is armed when it opens
+(for its first headers) and after that only for a request still incomplete once the
+bytes that arrived were parsed, so a request that arrives whole in one read arms
+nothing.  Answers are OpenAI-shaped JSON with
 ``Connection: close``.  A body cut off ends the request's ``receive()`` with
 ``http.disconnect``, as a hang-up would, and sets :data:`CLIENT_TIMEOUT` in its scope
 so the application can tell the two apart.
