@@ -66,6 +66,14 @@ UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """:data:`UVICORN_OPTIONS` with uvicorn's httptools protocol replaced by one that
+    enforces ``settings.server``'s limits on slow clients and open connections."""
+    from pulse_proxy.protocol import guarded_protocol
+
+    return {**UVICORN_OPTIONS, "http": guarded_protocol(settings.server)}
+
+
 class _DropStreamAborted(logging.Filter):
     """uvicorn logs any exception escaping the app; a deliberately aborted stream is
     already recorded in its ``llm.request`` event, so it should not add a traceback."""
@@ -301,7 +309,7 @@ class PulseApp:
         """One evaluation of every rule; transitions go to every sink (log, webhooks…)."""
         try:
             transitions = self.alerts.evaluate()
-        except Exception as exc:  # a rule bug must not stop the loop
+        except Exception as exc:  # noqa: BLE001  (a rule bug must not stop the loop)
             self.log.error("pulse.alerts_failed", error_type=type(exc).__name__)
             return
         for transition in transitions:
@@ -330,7 +338,7 @@ class PulseApp:
                     self.readiness.set(True, f"upstream answered {response.status}")
                 else:
                     self.readiness.set(False, f"upstream answered {response.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             self.readiness.set(False, f"upstream unreachable: {type(exc).__name__}")
 
     # -- admin routes -----------------------------------------------------------------

@@ -27,7 +27,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pulse_proxy.app import UVICORN_OPTIONS, create_app
+    from pulse_proxy.app import create_app, uvicorn_options
     from pulse_proxy.bundled_mock import BundledMock
 
     try:
@@ -69,7 +69,7 @@ def serve(args: argparse.Namespace) -> int:
             host=settings.server.host,
             port=settings.server.port,
             log_level="warning",
-            **UVICORN_OPTIONS,
+            **uvicorn_options(settings),
             # On SIGTERM: stop accepting, let in-flight requests (streams included) finish
             # for this long, then cut them.  A float: 0.5 must not become 0, and 0 must
             # not become None, which uvicorn reads as "wait forever".

@@ -17,10 +17,10 @@ import itertools
 import re
 import time
 import uuid
-from email.utils import formatdate
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
 
 import aiohttp
 import orjson
@@ -33,6 +33,7 @@ from pulse_proxy.headers import (
     filter_response_headers,
     read_request_headers,
 )
+from pulse_proxy.protocol import CLIENT_TIMEOUT
 from pulse_proxy.records import Endpoint, Exchange
 from pulse_proxy.screening import Screen
 from pulse_proxy.settings import Settings
@@ -277,7 +278,7 @@ class UsageChunkFilter:
     message"), so once it is gone the rest of the stream passes untouched.
     """
 
-    __slots__ = ("_rest", "_framer", "_done")
+    __slots__ = ("_done", "_framer", "_rest")
 
     def __init__(self) -> None:
         self._rest = b""
@@ -415,6 +416,12 @@ class Forwarder:
                 exchange.outcome = "client_disconnected"
                 exchange.error_type = "client_disconnected"
                 exchange.bytes_in = size
+                timed_out = scope.get(CLIENT_TIMEOUT)
+                if timed_out:
+                    # Cut by the server for a stalled body; it answered 408 itself.
+                    exchange.error_type = "client_timeout"
+                    exchange.error_message = timed_out
+                    exchange.status_code = 408
                 return
             part = message.get("body", b"")
             if part:
@@ -475,7 +482,7 @@ class Forwarder:
                     headers=headers,
                     allow_redirects=False,
                 )
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            except (TimeoutError, aiohttp.ServerTimeoutError):
                 exchange.upstream_ms = _ms_since(upstream_started)
                 await self._proxy_error(
                     send, capture, 504, "timeout", "upstream_timeout",
@@ -567,7 +574,7 @@ class Forwarder:
                 if first and is_sse:
                     exchange.ttft_ms = _ms_since(started)
                 first = False
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             self._broken(capture, upstream_started, bytes_out, "timeout", "upstream_timeout",
                          "The upstream stopped sending mid-response.")
             raise StreamAborted from None

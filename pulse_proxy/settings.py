@@ -62,6 +62,16 @@ class ServerSettings(_Section):
     shutdown_grace_s: float = Field(30.0, ge=0)
     # An llm.metrics.summary event this often (0 turns it off).
     summary_interval_s: float = Field(60.0, ge=0)
+    # Slow or idle clients (see pulse_proxy/protocol.py).  From a connection, or a later
+    # request's first byte, to the end of its headers: past it, 408 and close.
+    request_header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    # The longest pause allowed inside a request body: past it, 408 and close.
+    request_body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    # A body still arriving after request_body_timeout_s must have averaged at least
+    # this many bytes a second, or it is cut like a paused one (0 turns this off).
+    request_body_min_rate: float = Field(500.0, ge=0)
+    # Open client connections; past it, a new connection is answered 503 and closed.
+    max_connections: int = Field(2048, gt=0)
 
 
 class UpstreamSettings(_Section):

@@ -145,7 +145,7 @@ def start_proxy(
     """The full proxy app in front of ``upstream_url``, recording into a ListSink."""
     import io
 
-    from pulse_proxy.app import UVICORN_OPTIONS, create_app
+    from pulse_proxy.app import create_app, uvicorn_options
     from pulse_proxy.settings import build_settings
     from pulse_proxy.sinks import ListSink
 
@@ -153,7 +153,7 @@ def start_proxy(
     sink = ListSink()
     log = io.BytesIO()
     app = create_app(settings, sinks=[sink], log_stream=log, clock=clock)
-    with run_server(app, **UVICORN_OPTIONS) as url:
+    with run_server(app, **uvicorn_options(settings)) as url:
         yield RunningProxy(url, app, sink, log)
 
 

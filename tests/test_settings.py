@@ -61,3 +61,13 @@ def test_display_url_masks_credentials() -> None:
 
     assert display_url("https://user:pw@host.example:8443/v1") == "https://***@host.example:8443/v1"
     assert display_url("https://host.example/v1") == "https://host.example/v1"
+
+
+def test_slow_client_limits_have_defaults_and_refuse_nonsense() -> None:
+    """The slow-client limits default to finite values, and a zero timeout or cap is named as an error."""
+    server = load_settings(environ={}).server
+    assert (server.request_header_timeout_s, server.request_body_timeout_s) == (10.0, 30.0)
+    assert (server.request_body_min_rate, server.max_connections) == (500.0, 2048)
+    for key in ("REQUEST_HEADER_TIMEOUT_S", "REQUEST_BODY_TIMEOUT_S", "MAX_CONNECTIONS"):
+        with pytest.raises(ConfigError, match=f"server.{key.lower()}"):
+            load_settings(environ={f"PULSE_SERVER__{key}": "0"})
