@@ -145,7 +145,12 @@ class PulseApp:
         self._background: set[asyncio.Task[None]] = set()
 
         self.stats = RollingStats(clock=clock, max_models=settings.metrics.max_models)
-        self.breakdown = Breakdown(clock=clock, max_values=settings.metrics.max_label_values)
+        self.breakdown = Breakdown(
+            clock=clock,
+            max_values=settings.metrics.max_label_values,
+            max_tag_keys=settings.metrics.max_tag_keys,
+            max_rows=settings.metrics.max_breakdown_rows,
+        )
         self.alerts = AlertEngine(settings.alerts, self.stats, clock=clock)
         self.registry = CollectorRegistry()
         self.prometheus = PrometheusSink(
@@ -348,10 +353,15 @@ class PulseApp:
         return Response(body, media_type=content_type)
 
     async def pulse_stats(self, _: Request) -> Response:
-        # Merging sketches for every window takes tens of ms: keep it off the loop.
-        body = await asyncio.to_thread(self.stats.to_json)
+        # Merging sketches for every window takes tens of ms: keep it off the loop.  The
+        # thread still holds the GIL while it works, so what keeps the loop responsive
+        # is that the breakdown is bounded (metrics.max_tag_keys, max_breakdown_rows).
+        return Response(await asyncio.to_thread(self._render_stats), media_type="application/json")
+
+    def _render_stats(self) -> bytes:
+        body = self.stats.to_json()
         body["breakdown"] = self.breakdown.to_json()
-        return Response(orjson.dumps(body), media_type="application/json")
+        return orjson.dumps(body)
 
     async def pulse_alerts(self, _: Request) -> Response:
         return Response(orjson.dumps(self.alerts.state()), media_type="application/json")

@@ -2,9 +2,20 @@
 
 The per-model figures in :mod:`pulse_proxy.stats` carry quantile sketches; attribution
 needs only sums, so it is kept here, lighter: one row of counters per (dimension,
-value) per time bucket.  Values are client-controlled, so each dimension keeps its
-first ``max_values`` distinct values and folds the rest into ``other``, exactly like
-metric labels; old buckets are dropped, so memory is bounded by buckets × values.
+value) per time bucket.  Everything here is client-controlled, so everything is
+bounded, first come first kept, exactly like metric labels:
+
+* each dimension keeps its first ``max_values`` distinct values, the rest fold into
+  its ``other`` value;
+* tag keys are dimensions a client invents (``X-Pulse-Tags: k1=v``, ``k2=v`` …), so
+  only the first ``max_tag_keys`` become dimensions; later keys all count in the one
+  dimension ``tag:other`` (value ``other``), where a request with several folded keys
+  counts once per key;
+* the rows of all dimensions together stop at ``max_rows``; past it a new value of any
+  dimension folds into that dimension's ``other``.
+
+Old buckets are dropped, so memory and the size of ``/pulse/stats`` are bounded by
+buckets × rows, however many distinct values clients send.
 """
 
 from __future__ import annotations
@@ -21,7 +32,8 @@ from pulse_proxy.stats import window_label
 # requests, errors, prompt tokens, completion tokens, total tokens, cost (USD)
 _FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
 _BUCKET_S = 10
-_MAX_TAG_KEYS = 20
+_TAG_PREFIX = "tag:"
+OTHER_TAG = _TAG_PREFIX + "other"
 
 
 class Breakdown:
@@ -31,22 +43,45 @@ class Breakdown:
         clock: Callable[[], float] = time.time,
         windows: Sequence[int] = (60, 300, 3600),
         max_values: int = 50,
+        max_tag_keys: int = 20,
+        max_rows: int = 2000,
     ) -> None:
         self._clock = clock
         self.windows = tuple(windows)
         self._span = max(self.windows)
         self._max_values = max_values
+        self._max_tag_keys = max_tag_keys
+        self._max_rows = max_rows
         self._labels: dict[str, BoundedLabel] = {}
+        self._tag_keys = 0
+        self._rows: set[tuple[str, str]] = set()
         self._buckets: dict[int, dict[tuple[str, str], list[float]]] = {}
         self._lock = threading.Lock()
 
-    def _fold(self, dimension: str, value: str, weight: int) -> str:
+    def _fold(self, dimension: str, value: str, weight: int) -> tuple[str, str]:
+        """The bounded (dimension, value) row that a raw pair is counted in."""
         label = self._labels.get(dimension)
         if label is None:
-            if dimension.startswith("tag:") and sum(d.startswith("tag:") for d in self._labels) >= _MAX_TAG_KEYS:
-                return "other"
-            label = self._labels[dimension] = BoundedLabel(self._max_values)
-        return label.fold(value, weight)
+            label = self._new_dimension(dimension)
+        if label is None:
+            return OTHER_TAG, "other"
+        row = (dimension, label.fold(value, weight))
+        if row not in self._rows and row[1] != label.other:
+            if len(self._rows) >= self._max_rows:
+                label.folded += weight
+                return dimension, label.other
+            self._rows.add(row)
+        return row
+
+    def _new_dimension(self, dimension: str) -> BoundedLabel | None:
+        """A label for a dimension seen for the first time, or None for a tag key past
+        the limit (its requests then count in ``tag:other``)."""
+        if dimension.startswith(_TAG_PREFIX) and dimension != OTHER_TAG:
+            if self._tag_keys >= self._max_tag_keys:
+                return None
+            self._tag_keys += 1
+        label = self._labels[dimension] = BoundedLabel(self._max_values)
+        return label
 
     def add(self, ex: Exchange) -> None:
         """Count one request (the proxy merges whole batches: :meth:`merge`)."""
@@ -59,7 +94,7 @@ class Breakdown:
         with self._lock:
             for (dimension, value), by_bucket in tally.rows.items():
                 weight = sum(int(amounts[0]) for amounts in by_bucket.values())
-                key = (dimension, self._fold(dimension, value, weight))
+                key = self._fold(dimension, value, weight)
                 for start, amounts in by_bucket.items():
                     bucket = self._buckets.get(start)
                     if bucket is None:
