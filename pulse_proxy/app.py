@@ -210,7 +210,12 @@ class PulseApp:
                 Route("/pulse/assets/{name}", self.dashboard_asset),
             ],
             lifespan=self._lifespan,
+            exception_handlers={404: _not_found},
         )
+        # Starlette would answer /metrics/ with a redirect whose Location it builds from
+        # the client's Host header, i.e. to wherever the client says; the admin paths
+        # are a fixed list, so a path not on it is simply not found.
+        self.admin.router.redirect_slashes = False
 
     def count(self, tally: Tally) -> None:
         """A batch's figures, summed where it was accounted, into those served here."""
@@ -306,7 +311,7 @@ class PulseApp:
         """One evaluation of every rule; transitions go to every sink (log, webhooks…)."""
         try:
             transitions = self.alerts.evaluate()
-        except Exception as exc:  # a rule bug must not stop the loop
+        except Exception as exc:  # noqa: BLE001  a rule bug must not stop the loop
             self.log.error("pulse.alerts_failed", error_type=type(exc).__name__)
             return
         for transition in transitions:
@@ -335,7 +340,7 @@ class PulseApp:
                     self.readiness.set(True, f"upstream answered {response.status}")
                 else:
                     self.readiness.set(False, f"upstream answered {response.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             self.readiness.set(False, f"upstream unreachable: {type(exc).__name__}")
 
     # -- admin routes -----------------------------------------------------------------
@@ -397,19 +402,36 @@ class PulseApp:
         token = self.settings.server.admin_token
 
         async def check(request: Request) -> Response:
-            if token:
-                supplied = request.headers.get("authorization", "")
-                expected = f"Bearer {token}"
-                if not hmac.compare_digest(supplied.encode(), expected.encode()):
-                    return Response(
-                        openai_error_body("A valid admin token is required.", "unauthorized", status=401),
-                        status_code=401,
-                        media_type="application/json",
-                        headers={"WWW-Authenticate": "Bearer"},
-                    )
+            if token and not admin_token_matches(request.headers.get("authorization", ""), token):
+                return Response(
+                    openai_error_body("A valid admin token is required.", "unauthorized", status=401),
+                    status_code=401,
+                    media_type="application/json",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             return await endpoint(request)
 
         return check
+
+
+def admin_token_matches(authorization: str, token: str) -> bool:
+    """``Bearer <token>`` with the scheme in any case (RFC 9110 §11.1: schemes are
+    case-insensitive) and the token compared in constant time."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    # Header text is the request's bytes read as latin-1: back to those bytes.
+    supplied = credentials.strip(" ").encode("latin-1")
+    # Compare even when the scheme is wrong, so the time taken says nothing either way.
+    same = hmac.compare_digest(supplied, token.encode())
+    return same and scheme.lower() == "bearer"
+
+
+async def _not_found(_: Request, __: Exception) -> Response:
+    """Every unknown admin path, in OpenAI's error shape."""
+    return Response(
+        openai_error_body("Not found.", "not_found", status=404),
+        status_code=404,
+        media_type="application/json",
+    )
 
 
 # The dashboard's files, each with its type; nothing else under /pulse/assets/ exists.

@@ -1,0 +1,68 @@
+"""Small hardening of the admin surface and of what clients and upstreams put in events,
+each through a real proxy on loopback (or the real ``pulse-proxy report`` process)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import httpx
+import orjson
+import pytest
+from conftest import start_proxy
+
+CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+_TERMINAL_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # everything but \n
+
+
+def raw_request(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as is over a socket; the status, headers and body of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("path", ["/metrics/", "/pulse/stats/", "/pulse/alerts/", "/healthz/"])
+def test_trailing_slash_is_not_redirected_to_the_clients_host(mock_url: str, path: str) -> None:
+    """An admin path with a trailing slash is a 404 in OpenAI's shape, never a redirect
+    whose Location comes from a Host header the client chose."""
+    with start_proxy(mock_url + "/v1") as proxy:
+        request = f"GET {path} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n".encode()
+        status, headers, body = raw_request(proxy.url, request)
+    assert status == 404, (status, headers)
+    assert "location" not in headers
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "not_found" and set(error) == {"message", "type", "param", "code"}
+
+
+def test_admin_token_scheme_is_case_insensitive(mock_url: str) -> None:
+    """``bearer``/``BEARER`` work like ``Bearer`` (RFC 9110); the token itself must still match."""
+    token = "s3cret-admin"
+    with start_proxy(mock_url + "/v1", {"server": {"admin_token": token}}) as proxy:
+
+        def status(authorization: str | None) -> int:
+            headers = {"Authorization": authorization} if authorization is not None else {}
+            return httpx.get(proxy.url + "/pulse/stats", headers=headers).status_code
+
+        assert status(f"bearer {token}") == 200
+        assert status(f"BEARER {token}") == 200
+        assert status(f"Bearer  {token}") == 200
+        assert status(f"Bearer {token}") == 200
+        assert status(f"bearer {token.upper()}") == 401
+        assert status(f"Basic {token}") == 401
+        assert status(token) == 401
+        assert status(f"Bearer {token}x") == 401
+        assert status(None) == 401
