@@ -66,3 +66,21 @@ def test_admin_token_scheme_is_case_insensitive(mock_url: str) -> None:
         assert status(token) == 401
         assert status(f"Bearer {token}x") == 401
         assert status(None) == 401
+
+
+def test_utf8_user_and_tags_are_decoded_as_utf8(mock_url: str) -> None:
+    """``X-Pulse-User: josé`` sent as UTF-8 bytes is josé in the event and the breakdown;
+    bytes that are not UTF-8 are read as latin-1 rather than garbled."""
+    with start_proxy(mock_url + "/v1") as proxy, httpx.Client() as client:
+        utf8 = [(b"X-Pulse-User", "josé".encode()), (b"X-Pulse-Tags", "équipe=recherche-ü".encode())]
+        assert client.post(proxy.base_url + "/chat/completions", json=CHAT, headers=utf8).is_success
+        latin1 = [(b"X-Pulse-User", "zoë".encode("latin-1"))]
+        assert client.post(proxy.base_url + "/chat/completions", json=CHAT, headers=latin1).is_success
+        first, second = proxy.wait_for(2)
+        breakdown = client.get(proxy.url + "/pulse/stats").json()["breakdown"]["5m"]
+    assert first.user == "josé"
+    assert first.tags == {"équipe": "recherche-ü"}
+    assert second.user == "zoë"
+    assert {"josé", "zoë"} <= set(breakdown["user"])
+    logged = [line for line in proxy.log_lines() if line["event"] == "llm.request"]
+    assert {line["user"] for line in logged} == {"josé", "zoë"}
