@@ -84,3 +84,48 @@ def test_utf8_user_and_tags_are_decoded_as_utf8(mock_url: str) -> None:
     assert {"josé", "zoë"} <= set(breakdown["user"])
     logged = [line for line in proxy.log_lines() if line["event"] == "llm.request"]
     assert {line["user"] for line in logged} == {"josé", "zoë"}
+
+
+@contextlib.contextmanager
+def hostile_upstream(request_id: bytes) -> Iterator[str]:
+    """An upstream answering every request 200 with ``X-Request-ID: request_id`` (raw bytes)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    body = b'{"object":"list","data":[]}'
+    response = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Request-ID: " + request_id
+        + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+    )
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(response)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/v1"
+    finally:
+        server.close()
+
+
+def test_upstream_request_id_is_escaped_truncated_and_never_loses_the_event() -> None:
+    """The upstream's X-Request-ID gets error_message's treatment: control characters
+    escaped (here C1's CSI, U+009B, which some terminals obey like ESC [), length capped,
+    and bytes that are not UTF-8 replaced so the JSON line is still written.  (C0
+    controls cannot be tested this way: uvicorn refuses to relay such a header.)"""
+    hostile = b"id-\xc2\x9b2J-\xff-" + b"x" * 500
+    with hostile_upstream(hostile) as upstream, start_proxy(upstream) as proxy:
+        assert httpx.get(proxy.base_url + "/models").status_code == 200
+        (exchange,) = proxy.wait_for(1)
+        upstream_id = exchange.upstream_request_id
+        assert upstream_id is not None and upstream_id.startswith("id-\\u009b2J-\ufffd-x")
+        assert len(upstream_id) <= 128
+        assert not _TERMINAL_CONTROL.search(upstream_id)
+        logged = [line for line in proxy.log_lines() if line["event"] == "llm.request"]
+    assert [line["upstream_request_id"] for line in logged] == [upstream_id]
