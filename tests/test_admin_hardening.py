@@ -129,3 +129,26 @@ def test_upstream_request_id_is_escaped_truncated_and_never_loses_the_event() ->
         assert not _TERMINAL_CONTROL.search(upstream_id)
         logged = [line for line in proxy.log_lines() if line["event"] == "llm.request"]
     assert [line["upstream_request_id"] for line in logged] == [upstream_id]
+
+
+def test_report_escapes_control_characters_from_forged_lines() -> None:
+    """A forged log line cannot send escape sequences to the terminal of whoever runs
+    ``pulse-proxy report``: every field it prints is escaped."""
+    forged = "\x1b[2J\x1b]0;pwned\x07\x9b31m"
+    lines = [
+        {"event": "llm.request", "timestamp": "2026-11-29T03:00:00.000Z", "model": f"gpt{forged}",
+         "request_id": f"r{forged}", "user": forged, "outcome": f"success{forged}", "latency_ms": 120.0,
+         "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "cost_usd": 0.0001},
+        {"event": "alert.fired", "timestamp": "2026-11-29T03:00:01.000Z", "alert": f"a{forged}",
+         "severity": forged, "metric": forged, "stat": forged, "value": 1.0, "threshold": 0.5,
+         "fired_at": "2026-11-29T03:00:01.000Z"},
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pulse_proxy", "report", "-", ],
+        input=b"\n".join(orjson.dumps(line) for line in lines), capture_output=True, env=env, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert "gpt\\u001b[2J" in out
+    assert not _TERMINAL_CONTROL.search(out), [m.group() for m in _TERMINAL_CONTROL.finditer(out)]
