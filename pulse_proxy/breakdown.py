@@ -20,6 +20,7 @@ buckets × rows, however many distinct values clients send.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,7 +45,7 @@ class Breakdown:
         windows: Sequence[int] = (60, 300, 3600),
         max_values: int = 50,
         max_tag_keys: int = 20,
-        max_rows: int = 2000,
+        max_rows: int = 1000,
     ) -> None:
         self._clock = clock
         self.windows = tuple(windows)
@@ -56,6 +57,7 @@ class Breakdown:
         self._tag_keys = 0
         self._rows: set[tuple[str, str]] = set()
         self._buckets: dict[int, dict[tuple[str, str], list[float]]] = {}
+        self._running = {seconds: _RunningWindow(seconds) for seconds in self.windows}
         self._lock = threading.Lock()
 
     def _fold(self, dimension: str, value: str, weight: int) -> tuple[str, str]:
@@ -92,47 +94,115 @@ class Breakdown:
     def merge(self, tally: BreakdownTally) -> None:
         """Add a batch's rows: one step per (dimension, value), however many requests."""
         with self._lock:
+            now = self._clock()
+            self._advance(now)
+            running = list(self._running.values())
             for (dimension, value), by_bucket in tally.rows.items():
                 weight = sum(int(amounts[0]) for amounts in by_bucket.values())
                 key = self._fold(dimension, value, weight)
                 for start, amounts in by_bucket.items():
                     bucket = self._buckets.get(start)
                     if bucket is None:
-                        self._expire()
+                        self._expire(now)
                         bucket = self._buckets[start] = {}
-                    totals = bucket.get(key)
-                    if totals is None:
-                        bucket[key] = list(amounts)
-                    else:
-                        _add_row(totals, amounts)
+                    _add_to(bucket, key, amounts)
+                    for window in running:
+                        if start > window.limit:
+                            _add_to(window.totals, key, amounts)
 
-    def _expire(self) -> None:
-        oldest = self._clock() - self._span - _BUCKET_S
+    def _advance(self, now: float) -> None:
+        """Take out of each running window the buckets that have aged out of it."""
+        for window in self._running.values():
+            # Bucket ``start`` is in the window while start + _BUCKET_S > now - seconds.
+            limit = (now - window.seconds) // _BUCKET_S * _BUCKET_S - _BUCKET_S
+            if limit <= window.limit:
+                continue
+            for start, bucket in self._buckets.items():
+                if window.limit < start <= limit:
+                    window.subtract(bucket)
+            window.limit = limit
+
+    def _expire(self, now: float) -> None:
+        oldest = now - self._span - _BUCKET_S
         for start in [s for s in self._buckets if s < oldest]:
             del self._buckets[start]
 
     def window(self, window_s: int) -> dict[str, dict[str, dict[str, float]]]:
         """``{dimension: {value: {requests, errors, ..., cost_usd}}}`` for one window."""
-        since = self._clock() - window_s
-        merged: dict[tuple[str, str], list[float]] = {}
         with self._lock:
-            for start, bucket in self._buckets.items():
-                if start + _BUCKET_S <= since:
-                    continue
-                for key, totals in bucket.items():
-                    into = merged.setdefault(key, [0.0] * len(_FIELDS))
-                    for i, amount in enumerate(totals):
-                        into[i] += amount
+            now = self._clock()
+            running = self._running.get(window_s)
+            if running is not None:
+                self._advance(now)
+                merged = {key: list(totals) for key, totals in running.totals.items()}
+            else:
+                merged = self._sum_buckets(now - window_s)
         out: dict[str, dict[str, dict[str, float]]] = {}
         for (dimension, value), totals in sorted(merged.items(), key=lambda item: -item[1][0]):
-            figures: dict[str, Any] = {name: int(v) for name, v in zip(_FIELDS[:-1], totals[:-1])}
-            figures["cost_usd"] = round(totals[-1], 8)
-            figures["error_rate"] = round(totals[1] / totals[0], 4) if totals[0] else None
-            out.setdefault(dimension, {})[value] = figures
+            requests, errors, prompt, completion, total, cost = totals
+            # Spelled out: a dict display costs a third of a comprehension over _FIELDS.
+            figures: dict[str, Any] = {
+                "requests": int(requests),
+                "errors": int(errors),
+                "prompt_tokens": int(prompt),
+                "completion_tokens": int(completion),
+                "total_tokens": int(total),
+                "cost_usd": round(cost, 8),
+                "error_rate": round(errors / requests, 4) if requests else None,
+            }
+            dimension_rows = out.get(dimension)
+            if dimension_rows is None:
+                dimension_rows = out[dimension] = {}
+            dimension_rows[value] = figures
         return out
+
+    def _sum_buckets(self, since: float) -> dict[tuple[str, str], list[float]]:
+        """A window that is not kept running: summed from the buckets (slower)."""
+        merged: dict[tuple[str, str], list[float]] = {}
+        for start, bucket in self._buckets.items():
+            if start + _BUCKET_S > since:
+                for key, totals in bucket.items():
+                    _add_to(merged, key, totals)
+        return merged
 
     def to_json(self) -> dict[str, Any]:
         return {window_label(w): self.window(w) for w in self.windows}
+
+
+class _RunningWindow:
+    """One window's totals, kept up to date instead of summed when asked for.
+
+    Summing an hour of 10 s buckets took about a second once every row was in use,
+    holding the lock (and so the event loop's next merge) meanwhile.  Rows are added
+    to the totals as they arrive, and a bucket's rows are subtracted once, when the
+    window's ``limit`` passes its start; a batch arriving for a bucket that already
+    left the window is not added, so adding and subtracting always match.
+    """
+
+    __slots__ = ("limit", "seconds", "totals")
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+        self.limit = -math.inf  # buckets starting at or before this have left the window
+        self.totals: dict[tuple[str, str], list[float]] = {}
+
+    def subtract(self, bucket: dict[tuple[str, str], list[float]]) -> None:
+        for key, amounts in bucket.items():
+            totals = self.totals.get(key)
+            if totals is None:
+                continue
+            for i, amount in enumerate(amounts):
+                totals[i] -= amount
+            if totals[0] < 0.5:  # no request left: drop the row, and its rounding residue
+                del self.totals[key]
+
+
+def _add_to(rows: dict[tuple[str, str], list[float]], key: tuple[str, str], amounts: list[float]) -> None:
+    totals = rows.get(key)
+    if totals is None:
+        rows[key] = list(amounts)
+    else:
+        _add_row(totals, amounts)
 
 
 def _add_row(totals: list[float], amounts: list[float]) -> None:

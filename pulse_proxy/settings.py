@@ -128,7 +128,7 @@ class MetricsSettings(_Section):
     max_tag_keys: int = Field(20, ge=0, le=1_000)
     # Rows (dimension, value) in the /pulse/stats breakdown, all dimensions together;
     # past this a new value folds into its dimension's "other".
-    max_breakdown_rows: int = Field(2000, ge=1, le=100_000)
+    max_breakdown_rows: int = Field(1000, ge=1, le=100_000)
 
 
 RiskPolicy = Literal["observe", "block"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 import httpx
@@ -23,7 +24,7 @@ def test_a_hundred_thousand_tag_keys_fold_into_tag_other() -> None:
     dimensions and a bounded number of rows, and every request is still counted."""
     now = time.time()
     start = int(now // 10) * 10
-    breakdown = Breakdown(clock=lambda: now, max_values=50)  # 20 tag keys, 2000 rows by default
+    breakdown = Breakdown(clock=lambda: now, max_values=50)  # 20 tag keys, 1000 rows by default
     tally = BreakdownTally()
     for i in range(100_000):
         tally.rows[(f"tag:k{i}", f"v{i}")] = {start: _row()}
@@ -58,6 +59,28 @@ def test_rows_of_all_dimensions_together_stop_at_max_rows() -> None:
     assert rows <= 100 + len(window)  # each dimension may add its own other
     assert window["tag:team"]["other"]["requests"] == 500 - len(window["tag:team"]) + 1
     assert sum(v["requests"] for v in window["user"].values()) == 500
+
+
+def test_running_windows_match_summing_the_buckets() -> None:
+    """The windows kept running (added on merge, subtracted as buckets age out) give the
+    same figures as summing the buckets, through clock jumps and batches that arrive late."""
+    rng = random.Random(7)
+    now = [1_800_000_000.0]
+    breakdown = Breakdown(clock=lambda: now[0], max_values=5)
+    for _ in range(3000):
+        now[0] += rng.choice([0.0, 0.5, 3.0, 11.0, 70.0, 400.0])
+        ended = now[0] - rng.choice([0.0, 0.0, 5.0, 60.0, 290.0, 3590.0, 4000.0])
+        tally = BreakdownTally()
+        tally.rows[("user", f"u{rng.randrange(8)}")] = {int(ended // 10) * 10: [1.0, 1.0, 3.0, 2.0, 5.0, 0.1]}
+        breakdown.merge(tally)
+        if rng.random() < 0.05:
+            for seconds in breakdown.windows:
+                expected = {key: [round(v, 6) for v in totals]
+                            for key, totals in breakdown._sum_buckets(now[0] - seconds).items()}
+                running = {key: [round(v, 6) for v in totals]
+                           for key, totals in breakdown._running[seconds].totals.items()}
+                assert running == expected, seconds
+    assert breakdown.window(300) is not None
 
 
 def test_client_invented_tag_keys_fold_through_a_real_proxy(mock_url: str) -> None:
