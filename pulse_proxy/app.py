@@ -354,7 +354,12 @@ class PulseApp:
         return JSONResponse({"status": "not_ready", "reason": self.readiness.reason}, status_code=503)
 
     async def metrics(self, _: Request) -> Response:
-        body, content_type = exposition(self.registry)
+        # With every label at its bound the exposition is megabytes and takes a second
+        # of pure Python: in a thread the loop still gets the GIL every few ms, where
+        # on the loop it would relay nothing until the scrape was written.  The series
+        # are read as snapshots (histogram counts are swapped whole on merge), so a
+        # scrape racing a merge is consistent per series.
+        body, content_type = await asyncio.to_thread(exposition, self.registry)
         return Response(body, media_type=content_type)
 
     async def pulse_stats(self, _: Request) -> Response:
