@@ -14,8 +14,8 @@ bounded, first come first kept, exactly like metric labels:
 * the rows of all dimensions together stop at ``max_rows``; past it a new value of any
   dimension folds into that dimension's ``other``.
 
-Old buckets are dropped, so memory and the size of ``/pulse/stats`` are bounded by
-buckets × rows, however many distinct values clients send.
+Old buckets are dropped, so memory is bounded by buckets × rows and the size of
+``/pulse/stats`` by rows, however many distinct values clients send.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from pulse_proxy.labels import BoundedLabel
 from pulse_proxy.records import Exchange
 from pulse_proxy.stats import window_label
 
-# requests, errors, prompt tokens, completion tokens, total tokens, cost (USD)
-_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
+# A row is six floats: requests, errors, prompt, completion and total tokens, cost (USD).
 _BUCKET_S = 10
 _TAG_PREFIX = "tag:"
 OTHER_TAG = _TAG_PREFIX + "other"
@@ -140,7 +139,7 @@ class Breakdown:
         out: dict[str, dict[str, dict[str, float]]] = {}
         for (dimension, value), totals in sorted(merged.items(), key=lambda item: -item[1][0]):
             requests, errors, prompt, completion, total, cost = totals
-            # Spelled out: a dict display costs a third of a comprehension over _FIELDS.
+            # Spelled out: a dict display costs a third of a comprehension over the names.
             figures: dict[str, Any] = {
                 "requests": int(requests),
                 "errors": int(errors),
