@@ -182,6 +182,8 @@ class Accountant:
             ex.error_message = truncate(escape_control(message), _MAX_ERROR_CHARS)
         if ex.error_type:
             ex.error_type = escape_control(ex.error_type[:64])
+        if ex.upstream_request_id:
+            ex.upstream_request_id = self._clean_upstream_id(ex.upstream_request_id)
 
         if self._cost is not None and ex.prompt_tokens is not None:
             ex.cost_usd = self._cost(ex)
@@ -193,6 +195,19 @@ class Accountant:
         capture.request_body = b""
         capture.response_chunks = []
         return ex
+
+    def _clean_upstream_id(self, value: str) -> str:
+        """The upstream's X-Request-ID is provider-controlled text like an error message,
+        so it gets the same treatment: redacted, escaped, truncated.  Header bytes that
+        are not UTF-8 arrive as lone surrogates, which no JSON encoder accepts; they
+        become U+FFFD first, so the request's event is still written."""
+        try:
+            raw = value.encode("utf-8", "surrogateescape")  # the bytes aiohttp could not decode
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "surrogatepass")
+        value = raw.decode("utf-8", "replace")
+        value = self._redact(value) if self._redact else value
+        return truncate(escape_control(value), _MAX_LABEL_CHARS)
 
     def _attach_content(self, ex: Exchange, request: RequestFacts, facts: ResponseFacts | None) -> None:
         """Opt-in content logging: masked first (so a cap cannot cut a secret in half

@@ -153,7 +153,12 @@ class PulseApp:
         self._background: set[asyncio.Task[None]] = set()
 
         self.stats = RollingStats(clock=clock, max_models=settings.metrics.max_models)
-        self.breakdown = Breakdown(clock=clock, max_values=settings.metrics.max_label_values)
+        self.breakdown = Breakdown(
+            clock=clock,
+            max_values=settings.metrics.max_label_values,
+            max_tag_keys=settings.metrics.max_tag_keys,
+            max_rows=settings.metrics.max_breakdown_rows,
+        )
         self.alerts = AlertEngine(settings.alerts, self.stats, clock=clock)
         self.registry = CollectorRegistry()
         self.prometheus = PrometheusSink(
@@ -213,7 +218,12 @@ class PulseApp:
                 Route("/pulse/assets/{name}", self.dashboard_asset),
             ],
             lifespan=self._lifespan,
+            exception_handlers={404: _not_found},
         )
+        # Starlette would answer /metrics/ with a redirect whose Location it builds from
+        # the client's Host header, i.e. to wherever the client says; the admin paths
+        # are a fixed list, so a path not on it is simply not found.
+        self.admin.router.redirect_slashes = False
 
     def count(self, tally: Tally) -> None:
         """A batch's figures, summed where it was accounted, into those served here."""
@@ -352,14 +362,24 @@ class PulseApp:
         return JSONResponse({"status": "not_ready", "reason": self.readiness.reason}, status_code=503)
 
     async def metrics(self, _: Request) -> Response:
-        body, content_type = exposition(self.registry)
+        # With every label at its bound the exposition is megabytes and takes a second
+        # of pure Python: in a thread the loop still gets the GIL every few ms, where
+        # on the loop it would relay nothing until the scrape was written.  The series
+        # are read as snapshots (histogram counts are swapped whole on merge), so a
+        # scrape racing a merge is consistent per series.
+        body, content_type = await asyncio.to_thread(exposition, self.registry)
         return Response(body, media_type=content_type)
 
     async def pulse_stats(self, _: Request) -> Response:
-        # Merging sketches for every window takes tens of ms: keep it off the loop.
-        body = await asyncio.to_thread(self.stats.to_json)
+        # Merging sketches for every window takes tens of ms: keep it off the loop.  The
+        # thread still holds the GIL while it works, so what keeps the loop responsive
+        # is that the breakdown is bounded (metrics.max_tag_keys, max_breakdown_rows).
+        return Response(await asyncio.to_thread(self._render_stats), media_type="application/json")
+
+    def _render_stats(self) -> bytes:
+        body = self.stats.to_json()
         body["breakdown"] = self.breakdown.to_json()
-        return Response(orjson.dumps(body), media_type="application/json")
+        return orjson.dumps(body)
 
     async def pulse_alerts(self, _: Request) -> Response:
         return Response(orjson.dumps(self.alerts.state()), media_type="application/json")
@@ -395,19 +415,36 @@ class PulseApp:
         token = self.settings.server.admin_token
 
         async def check(request: Request) -> Response:
-            if token:
-                supplied = request.headers.get("authorization", "")
-                expected = f"Bearer {token}"
-                if not hmac.compare_digest(supplied.encode(), expected.encode()):
-                    return Response(
-                        openai_error_body("A valid admin token is required.", "unauthorized", status=401),
-                        status_code=401,
-                        media_type="application/json",
-                        headers={"WWW-Authenticate": "Bearer"},
-                    )
+            if token and not admin_token_matches(request.headers.get("authorization", ""), token):
+                return Response(
+                    openai_error_body("A valid admin token is required.", "unauthorized", status=401),
+                    status_code=401,
+                    media_type="application/json",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             return await endpoint(request)
 
         return check
+
+
+def admin_token_matches(authorization: str, token: str) -> bool:
+    """``Bearer <token>`` with the scheme in any case (RFC 9110 §11.1: schemes are
+    case-insensitive) and the token compared in constant time."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    # Header text is the request's bytes read as latin-1: back to those bytes.
+    supplied = credentials.strip(" ").encode("latin-1")
+    # Compare even when the scheme is wrong, so the time taken says nothing either way.
+    same = hmac.compare_digest(supplied, token.encode())
+    return same and scheme.lower() == "bearer"
+
+
+async def _not_found(_: Request, __: Exception) -> Response:
+    """Every unknown admin path, in OpenAI's error shape."""
+    return Response(
+        openai_error_body("Not found.", "not_found", status=404),
+        status_code=404,
+        media_type="application/json",
+    )
 
 
 # The dashboard's files, each with its type; nothing else under /pulse/assets/ exists.

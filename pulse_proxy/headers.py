@@ -108,7 +108,7 @@ def read_request_headers(
                     text = text[7:].strip()
                 read.api_key = text or None
         elif what == "user" or what == "tags":
-            setattr(read, what, value.decode("latin-1"))
+            setattr(read, what, _attribution_text(value))
         elif getattr(read, what) is None:
             setattr(read, what, bytes(value))
         if forward:
@@ -118,6 +118,16 @@ def read_request_headers(
         extra = {token.decode("latin-1") for token in named}
         read.upstream = [(k, v) for k, v in upstream if k not in extra]
     return read
+
+
+def _attribution_text(value: bytes) -> str:
+    """X-Pulse-User / X-Pulse-Tags as text: UTF-8, which is what clients send for a
+    name like ``josé``; bytes that are not valid UTF-8 are read as latin-1 instead of
+    being replaced, so that two different byte strings never become the same user."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def filter_response_headers(headers: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:

@@ -24,6 +24,7 @@ import orjson
 from pulse_proxy.alerts import format_value
 from pulse_proxy.records import ERROR_OUTCOMES, Exchange
 from pulse_proxy.stats import OTHER_MODEL, UNKNOWN_MODEL, Aggregate, merge_all, quantile
+from pulse_proxy.text import escape_control
 
 MAX_MODELS = 50
 MAX_SLOTS = 1024  # timeline slots kept; past this they double in length
@@ -53,6 +54,13 @@ def _epoch(value: Any) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
+
+
+def _printable(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with control characters escaped in every text field: anyone who can
+    write a log line (a model name, a user, a forged line) could otherwise send escape
+    sequences to the terminal of whoever reads the report."""
+    return {key: escape_control(value) if isinstance(value, str) else value for key, value in record.items()}
 
 
 def _exchange(record: dict[str, Any], ended_at: float) -> Exchange:
@@ -112,6 +120,7 @@ class _Collector:
         if not isinstance(record, dict):
             self.malformed += 1
             return
+        record = _printable(record)
         event = record.get("event")
         if event == "llm.request":
             self._request(record)

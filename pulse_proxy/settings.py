@@ -133,6 +133,12 @@ class MetricsSettings(_Section):
     max_label_values: int = Field(50, ge=1, le=10_000)
     # Distinct models kept in the rolling statistics (past this: "other").
     max_models: int = Field(50, ge=1, le=10_000)
+    # Distinct X-Pulse-Tags keys that become breakdown dimensions; later keys count in
+    # "tag:other", so a client inventing a key per request cannot grow /pulse/stats.
+    max_tag_keys: int = Field(20, ge=0, le=1_000)
+    # Rows (dimension, value) in the /pulse/stats breakdown, all dimensions together;
+    # past this a new value folds into its dimension's "other".
+    max_breakdown_rows: int = Field(1000, ge=1, le=100_000)
 
 
 RiskPolicy = Literal["observe", "block"]
