@@ -37,7 +37,7 @@ from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.breakdown import Breakdown
 from pulse_proxy.dispatch import Dispatcher
 from pulse_proxy.errors import openai_error_body
-from pulse_proxy.forward import Forwarder, StreamAborted
+from pulse_proxy.forward import Forwarder, StreamAborted, new_identity
 from pulse_proxy.screening import Screen
 from pulse_proxy.settings import Settings, redacted
 from pulse_proxy.sinks import Sink
@@ -49,7 +49,7 @@ from pulse_proxy.sinks.webhook import WebhookSink
 from pulse_proxy.stats import RollingStats, window_label
 from pulse_proxy.tally import Tally
 from pulse_proxy.types import Receive, Scope, Send
-from pulse_proxy.urls import display_url
+from pulse_proxy.urls import UpstreamBase, display_url
 from pulse_proxy.worker import build_accountant
 
 # How uvicorn must serve the proxy to stay invisible: the upstream's own ``Server`` and
@@ -144,6 +144,10 @@ class PulseApp:
     ) -> None:
         self.settings = settings
         self.upstream_url = upstream_url.rstrip("/")
+        self.upstream = UpstreamBase(self.upstream_url)
+        # This proxy's name in Via headers: its own requests (the probe's too) carry
+        # it, so one that loops back here is answered 508 instead of forwarded again.
+        self.identity = new_identity()
         self.log = logger
         self._writer = writer
         self._startup_fields = startup_fields
@@ -201,7 +205,7 @@ class PulseApp:
         self.screen = Screen(settings.risk)
         self.forwarder = Forwarder(
             settings, self._get_session, self.dispatcher.submit, self.upstream_url, self.screen,
-            clock=clock,
+            clock=clock, identity=self.identity,
         )
         self.admin = Starlette(
             routes=[
@@ -333,18 +337,26 @@ class PulseApp:
             self.log.info("llm.metrics.summary", window="1m", **window)
 
     async def probe(self) -> None:
-        """Ask the upstream for its model list; any HTTP answer below 500 means reachable."""
-        headers = {}
+        """Ask the upstream for its model list; any HTTP answer below 500 means reachable.
+
+        The probe carries our Via entry like any forwarded request: if the upstream
+        leads back to this proxy, the probe is answered 508 (loop detected) on its
+        first return instead of starting a chain of requests every interval."""
+        headers = {"Via": f"1.1 {self.identity}"}
         if self.settings.upstream.api_key:
             headers["Authorization"] = f"Bearer {self.settings.upstream.api_key}"
         try:
             async with self._get_session().get(
-                self.upstream_url + "/models",
+                self.upstream.url_for("/models"),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=min(5.0, self.settings.upstream.probe_interval_s)),
             ) as response:
                 await response.read()
-                if response.status < 500:
+                if response.status == 508:
+                    self.readiness.set(
+                        False, "upstream answered 508: request loop, the upstream URL leads back to this proxy"
+                    )
+                elif response.status < 500:
                     self.readiness.set(True, f"upstream answered {response.status}")
                 else:
                     self.readiness.set(False, f"upstream answered {response.status}")

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pulse_proxy.settings import ConfigError, load_settings, redacted
+from pulse_proxy.settings import ConfigError, Settings, load_settings, redacted
+from pulse_proxy.urls import UpstreamBase, display_url, points_at_self
 
 
 def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -24,6 +25,26 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def self_loop_problem(settings: Settings) -> str | None:
+    """Why the configured upstream cannot be used, if it is this proxy itself.
+
+    Each request forwarded there would come back in and be forwarded again: the Via
+    check stops such a loop after one round, but a configuration that can only loop
+    is better refused before it serves anything."""
+    url = settings.upstream.url
+    if url == "mock":
+        return None
+    server = settings.server
+    if not points_at_self(UpstreamBase(url), server.host, server.port):
+        return None
+    return (
+        f"upstream.url {display_url(url)} is this proxy's own listening address "
+        f"({server.host}:{server.port}): every request would be forwarded back to the proxy "
+        "itself. Set PULSE_UPSTREAM_URL (--upstream) to the provider's base URL, or listen "
+        "on another port."
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -34,6 +55,10 @@ def serve(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, overrides=_serve_overrides(args))
     except ConfigError as exc:
         print(f"pulse-proxy: {exc}", file=sys.stderr)
+        return 2
+    problem = self_loop_problem(settings)
+    if problem is not None:
+        print(f"pulse-proxy: {problem}", file=sys.stderr)
         return 2
     mock: BundledMock | None = None
     upstream_url = settings.upstream.url

@@ -7,7 +7,9 @@ and what accounting needs is *copied* into a :class:`Capture`: no token counting
 JSON rendering, no sink runs before the client has its last byte.
 
 Every request, whatever happens, ends in exactly one call to ``on_complete`` with its
-capture: that is the single ``llm.request`` event promised by SPEC.
+capture: that is the single ``llm.request`` event promised by SPEC.  Even an exception
+nobody expected ends as an answer in OpenAI's shape (or a cut stream) and an event
+that says so, never as a bare 500 recorded as a success.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +27,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-from yarl import URL
 
 from pulse_proxy.errors import openai_error_body
 from pulse_proxy.headers import (
@@ -39,6 +41,7 @@ from pulse_proxy.screening import Screen
 from pulse_proxy.settings import Settings
 from pulse_proxy.sse import SSEFramer, parse_frame
 from pulse_proxy.types import Message, Receive, Scope, Send
+from pulse_proxy.urls import UpstreamBase, upstream_path
 
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
@@ -46,6 +49,16 @@ _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # (same 32 hex digits) but without a system call per request.
 _ID_PREFIX = uuid.uuid4().hex[:20]
 _ID_COUNTER = itertools.count()
+
+
+def new_identity() -> str:
+    """A name for one running proxy, for its ``Via`` entries (RFC 9110 §7.6.3).
+
+    Random rather than a host name: it says nothing about the deployment to the
+    provider, and two proxies (or two workers) never share one, so a request that
+    comes back to the proxy it already passed through is recognised there."""
+    return f"pulse-{secrets.token_hex(8)}"
+
 
 _ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (
     ("/chat/completions", "chat"),
@@ -77,6 +90,9 @@ class Capture:
     response_content_encoding: str = ""
     # The client did not ask for stream usage; we did, and hid the usage chunk.
     usage_injected: bool = False
+    # Whether the client was sent a status line: after that, an error can only cut
+    # the response, not replace it.
+    response_started: bool = False
     # Credentials and attribution headers, held in memory only until hashed / parsed.
     api_key: str | None = None
     user_header: str | None = None
@@ -332,11 +348,14 @@ class Forwarder:
         upstream_url: str,
         screen: Screen | None = None,
         clock: Callable[[], float] = time.time,
+        identity: str | None = None,
     ) -> None:
         self._settings = settings
         self._session = session_getter
         self._on_complete = on_complete
-        self._base = upstream_url.rstrip("/")
+        self._upstream = UpstreamBase(upstream_url)
+        self.identity = identity or new_identity()
+        self._via = f"1.1 {self.identity}"
         self._label = settings.upstream.label
         self._api_key = settings.upstream.api_key
         self._max_body = settings.server.max_body_bytes
@@ -350,7 +369,8 @@ class Forwarder:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
-        sub_path = raw_path[3:].decode("latin-1")  # after "/v1"
+        raw = raw_path.decode("latin-1")
+        sub_path = upstream_path(raw)  # below "/v1", normalised; None: refused
         client_headers = read_request_headers(scope["headers"], drop=REQUEST_ONLY_HEADERS)
         supplied_id = client_headers.request_id
         request_id = supplied_id.decode("latin-1") if supplied_id else ""
@@ -359,8 +379,8 @@ class Forwarder:
         exchange = Exchange(
             request_id=request_id,
             method=scope["method"],
-            path="/v1" + sub_path,
-            endpoint=endpoint_for(sub_path),
+            path=raw if sub_path is None else "/v1" + sub_path,
+            endpoint="other" if sub_path is None else endpoint_for(sub_path),
             upstream=self._label,
         )
         capture = Capture(exchange)
@@ -381,6 +401,10 @@ class Forwarder:
             if exchange.status_code is None:
                 exchange.status_code = 500  # uvicorn's answer when no response had started
             raise StreamAborted from None
+        except StreamAborted:
+            raise
+        except Exception as exc:  # noqa: BLE001 (any bug still ends in an answer and an event)
+            await self._internal_error(send, capture, exc)
         finally:
             ended = time.perf_counter()
             # Raw float milliseconds here; accounting rounds them for the event, off the loop.
@@ -397,10 +421,31 @@ class Forwarder:
         send: Send,
         capture: Capture,
         client_headers: ClientHeaders,
-        sub_path: str,
+        sub_path: str | None,
         started: float,
     ) -> None:
         exchange = capture.exchange
+
+        # 0. Refusals that need nothing but the request line and headers.  The body is
+        # left unread, so the connection is closed after the answer.
+        via = client_headers.via
+        if via is not None and self.identity in via:
+            await self._proxy_error(
+                send, capture, 508, "rejected", "loop_detected",
+                "Request loop detected: this request already passed through this LLM Pulse "
+                "proxy, so its upstream leads back to it.",
+                close=True,
+            )
+            return
+        if sub_path is None:
+            await self._proxy_error(
+                send, capture, 400, "rejected", "invalid_path",
+                "The request path is not allowed: it must stay below /v1/ once dot segments "
+                "are resolved, and its segments must not hold an encoded slash, a backslash "
+                "or '@'.",
+                close=True,
+            )
+            return
 
         # 1. The request body, bounded.
         declared = client_headers.content_length
@@ -460,12 +505,13 @@ class Forwarder:
                 capture.usage_injected = True
         headers = client_headers.upstream
         headers.append(("x-request-id", exchange.request_id))
+        headers.append(("via", f"{via}, {self._via}" if via else self._via))
         if self._api_key and capture.api_key is None:
             # An empty Authorization from the client must not travel beside ours.
             headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
             headers.append(("authorization", f"Bearer {self._api_key}"))
         query = scope.get("query_string", b"")
-        target = self._base + sub_path + ("?" + query.decode("latin-1") if query else "")
+        target = self._upstream.url_for(sub_path, query.decode("latin-1") if query else "")
 
         # 4. Forward, watching for the client going away meanwhile.
         task = asyncio.current_task()
@@ -477,7 +523,7 @@ class Forwarder:
             try:
                 response = await self._session().request(
                     exchange.method,
-                    URL(target, encoded=True),
+                    target,
                     data=upstream_body or None,
                     headers=headers,
                     allow_redirects=False,
@@ -554,6 +600,7 @@ class Forwarder:
             out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-length"]
 
         await send({"type": "http.response.start", "status": status, "headers": out_headers})
+        capture.response_started = True
         limit = self._capture_limit
         bytes_out = 0
         first = True
@@ -658,8 +705,25 @@ class Forwarder:
         if close:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        capture.response_started = True
         await send({"type": "http.response.body", "body": body, "more_body": False})
         exchange.bytes_out = len(body)
+
+    async def _internal_error(self, send: Send, capture: Capture, exc: Exception) -> None:
+        """An exception the steps above did not expect: the client still gets an
+        answer it can read, and the event says the request failed.
+
+        Before the status line, that is a 500 in OpenAI's shape; after it, only the
+        connection can be cut (StreamAborted), as for an upstream breaking mid-body.
+        Only the exception's type is recorded: its text may hold a URL or a header."""
+        exchange = capture.exchange
+        message = f"The proxy failed while handling the request ({type(exc).__name__})."
+        if capture.response_started:
+            exchange.outcome = "upstream_error"
+            exchange.error_type = "internal_error"
+            exchange.error_message = message
+            raise StreamAborted from None
+        await self._proxy_error(send, capture, 500, "upstream_error", "internal_error", message)
 
 
 _KEEPALIVE = b": keepalive\n\n"

@@ -2,8 +2,9 @@
 
 Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and must not be
 forwarded, nor may any header the ``Connection`` header names.  ``Host`` and
-``Content-Length`` are recomputed for the upstream request; attribution headers meant
-for LLM Pulse itself are consumed here and never reach the provider.
+``Content-Length`` are recomputed for the upstream request, ``Via`` is sent on with
+our own entry appended; attribution headers meant for LLM Pulse itself are consumed
+here and never reach the provider.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ HOP_BY_HOP = frozenset(
 )
 
 # Recomputed by the upstream client or by the proxy (X-Request-ID: the client's when
-# it is safe, else a generated one), or LLM Pulse's own.
+# it is safe, else a generated one; Via: the client's with ours appended), or LLM
+# Pulse's own.
 REQUEST_ONLY_HEADERS = frozenset(
-    {b"host", b"content-length", b"x-request-id", b"x-pulse-user", b"x-pulse-tags"}
+    {b"host", b"content-length", b"x-request-id", b"via", b"x-pulse-user", b"x-pulse-tags"}
 )
 
 
@@ -54,6 +56,9 @@ class ClientHeaders:
     api_key: str | None = None  # the first of Authorization (bearer), api-key, x-api-key
     user: str | None = None  # X-Pulse-User
     tags: str | None = None  # X-Pulse-Tags
+    # Every Via field the client sent, joined with ", " (RFC 9110 §5.3): the proxies
+    # the request already passed through, ours among them if it is looping.
+    via: str | None = None
 
 
 # The headers read on the way, by what they hold.
@@ -65,6 +70,7 @@ _READ = {
     b"x-api-key": "api_key",
     b"x-pulse-user": "user",
     b"x-pulse-tags": "tags",
+    b"via": "via",
 }
 
 
@@ -109,6 +115,9 @@ def read_request_headers(
                 read.api_key = text or None
         elif what == "user" or what == "tags":
             setattr(read, what, _attribution_text(value))
+        elif what == "via":
+            text = value.decode("latin-1")
+            read.via = text if read.via is None else f"{read.via}, {text}"
         elif getattr(read, what) is None:
             setattr(read, what, bytes(value))
         if forward:
