@@ -330,7 +330,7 @@ class PulseApp:
                     self.readiness.set(True, f"upstream answered {response.status}")
                 else:
                     self.readiness.set(False, f"upstream answered {response.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             self.readiness.set(False, f"upstream unreachable: {type(exc).__name__}")
 
     # -- admin routes -----------------------------------------------------------------

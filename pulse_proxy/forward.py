@@ -17,10 +17,10 @@ import itertools
 import re
 import time
 import uuid
-from email.utils import formatdate
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
 
 import aiohttp
 import orjson
@@ -32,6 +32,7 @@ from pulse_proxy.headers import (
     ClientHeaders,
     filter_response_headers,
     read_request_headers,
+    response_headers_relayable,
 )
 from pulse_proxy.records import Endpoint, Exchange
 from pulse_proxy.screening import Screen
@@ -475,11 +476,20 @@ class Forwarder:
                     headers=headers,
                     allow_redirects=False,
                 )
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            except (TimeoutError, aiohttp.ServerTimeoutError):
                 exchange.upstream_ms = _ms_since(upstream_started)
                 await self._proxy_error(
                     send, capture, 504, "timeout", "upstream_timeout",
                     "The upstream did not answer in time.",
+                )
+                return
+            except aiohttp.ClientResponseError as exc:
+                # The upstream answered, but not in HTTP the client could be given
+                # (aiohttp's parser refused it: a bare CR in a header, a bad name...).
+                exchange.upstream_ms = _ms_since(upstream_started)
+                await self._proxy_error(
+                    send, capture, 502, "upstream_error", "upstream_bad_response",
+                    f"The upstream's response was not valid HTTP: {type(exc).__name__}.",
                 )
                 return
             except aiohttp.ClientError as exc:
@@ -523,14 +533,25 @@ class Forwarder:
         watch: DisconnectWatch,
     ) -> None:
         exchange = capture.exchange
+        raw_headers = response.raw_headers
+        out_headers = filter_response_headers(raw_headers)
+        if not response_headers_relayable(out_headers):
+            # Refused by the server only once the response has started, this would
+            # reach the client as an empty reply: say instead what happened.
+            response.close()
+            exchange.upstream_ms = _ms_since(upstream_started)
+            await self._proxy_error(
+                send, capture, 502, "upstream_error", "upstream_bad_response",
+                "The upstream's response headers cannot be relayed "
+                "(a control character in a value, or an invalid name).",
+            )
+            return
         exchange.status_code = response.status
         status = response.status
         if status >= 500 or status == 429:
             exchange.outcome = "upstream_error"
         elif status >= 400:
             exchange.outcome = "client_error"
-        raw_headers = response.raw_headers
-        out_headers = filter_response_headers(raw_headers)
         content_type = response.headers.get("Content-Type", "")
         capture.response_content_type = content_type
         capture.response_content_encoding = response.headers.get("Content-Encoding", "")
@@ -567,7 +588,7 @@ class Forwarder:
                 if first and is_sse:
                     exchange.ttft_ms = _ms_since(started)
                 first = False
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             self._broken(capture, upstream_started, bytes_out, "timeout", "upstream_timeout",
                          "The upstream stopped sending mid-response.")
             raise StreamAborted from None
