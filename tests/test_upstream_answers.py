@@ -13,9 +13,10 @@ import threading
 from collections.abc import Iterator
 
 import httpx
+import orjson
 import pytest
 
-from conftest import start_proxy
+from conftest import RunningProxy, start_proxy
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
 
@@ -106,3 +107,99 @@ def test_upstream_header_the_server_cannot_send_is_a_502(header: bytes) -> None:
             502, "upstream_error", "upstream_bad_response",
         )
         assert event.stream is False
+
+
+SSE_PIECE = {"lf": b"data: " + b"x" * 1000 + b"\n", "crlf": b"data: " + b"x" * 1000 + b"\r\n"}
+
+
+@pytest.mark.parametrize("ending", ["lf", "crlf"])
+def test_sse_without_event_separators_is_not_held_by_the_usage_filter(ending: str) -> None:
+    """An SSE body that never has a blank line, with usage injection on, still reaches the
+    client while the upstream is sending (bounded look-ahead), and whole."""
+    piece = SSE_PIECE[ending]
+    before, after = piece * 3000, piece * 500  # ~3 MB before the hold, more after it
+    release = threading.Event()
+
+    def answer(conn: socket.socket, _: bytes) -> None:
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+        )
+        for start in range(0, len(before), 65536):
+            conn.sendall(before[start : start + 65536])
+        release.wait(30)
+        conn.sendall(after)
+
+    with raw_upstream(answer) as upstream, start_proxy(upstream.url) as proxy:
+        received = bytearray()
+        with httpx.stream(
+            "POST", proxy.base_url + "/chat/completions", json={**CHAT, "stream": True},
+            timeout=httpx.Timeout(20.0),
+        ) as response:
+            chunks = response.iter_raw()
+            # Read while the upstream is held: a filter holding the body whole would
+            # send nothing here, and the read would time out.
+            while len(received) < len(before) // 2:
+                received += next(chunks)
+            assert not release.is_set()
+            release.set()
+            for chunk in chunks:
+                received += chunk
+        assert bytes(received) == before + after
+        (event,) = proxy.wait_for(1)
+        assert event.outcome == "success" and event.bytes_out == len(before + after)
+
+
+# -- byte for byte: direct to the mock, and through the proxy -------------------------
+
+# (method, path, JSON body or None).  The mock is deterministic for a given request:
+# ids derive from the request and `created` is a fixed constant (see payloads.py).
+ENDPOINTS = {
+    "models": ("GET", "/models", None),
+    "chat": ("POST", "/chat/completions", CHAT),
+    "chat-stream": ("POST", "/chat/completions", {**CHAT, "stream": True}),
+    "chat-stream-usage": (
+        "POST", "/chat/completions",
+        {**CHAT, "stream": True, "stream_options": {"include_usage": True}},
+    ),
+    "completions": ("POST", "/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "Hi"}),
+    "completions-stream": (
+        "POST", "/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "Hi", "stream": True},
+    ),
+    "embeddings": ("POST", "/embeddings", {"model": "text-embedding-3-small", "input": "Hi"}),
+    "responses": ("POST", "/responses", {"model": "gpt-4o", "input": "Hi"}),
+    "responses-stream": ("POST", "/responses", {"model": "gpt-4o", "input": "Hi", "stream": True}),
+}
+
+# Date is the clock's (the two requests may straddle a second); hop-by-hop headers
+# describe each connection, and the proxy documents dropping them.
+_NOT_COMPARED = {b"date", b"transfer-encoding", b"connection", b"keep-alive"}
+
+
+def _fetch(base: str, name: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    method, path, body = ENDPOINTS[name]
+    content = orjson.dumps(body) if body is not None else None
+    headers = {"X-Request-ID": f"same-{name}", "Accept-Encoding": "identity"}
+    if content is not None:
+        headers["Content-Type"] = "application/json"
+    response = httpx.request(method, base + path, content=content, headers=headers)
+    assert response.status_code == 200, response.text
+    kept = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _NOT_COMPARED]
+    return response.content, kept
+
+
+@pytest.mark.parametrize("name", list(ENDPOINTS))
+def test_every_mock_endpoint_is_byte_for_byte_the_same_through_the_proxy(
+    proxy: RunningProxy, mock_url: str, name: str
+) -> None:
+    """Body bytes and headers (but Date and hop-by-hop ones) are identical direct and
+    proxied, for every endpoint the mock serves; a stream the proxy asked usage for on
+    the client's behalf included (no usage chunk, no "usage":null)."""
+    direct_body, direct_headers = _fetch(mock_url + "/v1", name)
+    proxied_body, proxied_headers = _fetch(proxy.base_url, name)
+    assert proxied_body == direct_body
+    assert proxied_headers == direct_headers
+    (event,) = proxy.wait_for(1)
+    assert event.outcome == "success"
+    assert event.stream is name.endswith(("stream", "stream-usage"))
+    if name.startswith("chat-stream"):
+        assert event.token_source == "upstream"
