@@ -537,6 +537,13 @@ class Forwarder:
             # An empty Authorization from the client must not travel beside ours.
             headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
             headers.append(("authorization", f"Bearer {self._api_key}"))
+        # The client's framing, as sent: a request without Content-Length or
+        # Transfer-Encoding has no body, and gets none (data=None, no Content-Length;
+        # see open_upstream_session); one that framed an empty body still says so.
+        framed = (
+            client_headers.content_length is not None
+            or client_headers.transfer_encoding is not None
+        )
         query = scope.get("query_string", b"")
         target = self._base + sub_path + ("?" + query.decode("latin-1") if query else "")
 
@@ -551,7 +558,7 @@ class Forwarder:
                 response = await self._session().request(
                     exchange.method,
                     URL(target, encoded=True),
-                    data=upstream_body or None,
+                    data=upstream_body if upstream_body or framed else None,
                     headers=headers,
                     allow_redirects=False,
                 )

@@ -51,6 +51,7 @@ class ClientHeaders:
     upstream: list[tuple[str, str]] = field(default_factory=list)  # what goes upstream
     request_id: bytes | None = None
     content_length: bytes | None = None
+    transfer_encoding: bytes | None = None  # with content_length: whether a body was framed
     api_key: str | None = None  # the first of Authorization (bearer), api-key, x-api-key
     user: str | None = None  # X-Pulse-User
     tags: str | None = None  # X-Pulse-Tags
@@ -60,6 +61,7 @@ class ClientHeaders:
 _READ = {
     b"x-request-id": "request_id",
     b"content-length": "content_length",
+    b"transfer-encoding": "transfer_encoding",
     b"authorization": "authorization",
     b"api-key": "api_key",
     b"x-api-key": "api_key",

@@ -149,6 +149,54 @@ def test_sse_without_event_separators_is_not_held_by_the_usage_filter(ending: st
         assert event.outcome == "success" and event.bytes_out == len(before + after)
 
 
+# -- B: the client's framing, and what `stream` means ---------------------------------
+
+
+def _raw_request(url: str, head: bytes, body: bytes = b"") -> int:
+    """Send one request exactly as given; the status code of the answer."""
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + b"Host: x\r\nX-Request-ID: raw-1\r\nConnection: close\r\n\r\n" + body)
+        data = b""
+        while part := sock.recv(65536):
+            data += part
+    return int(data.split(b" ", 2)[1])
+
+
+def _framing(head: bytes) -> list[bytes]:
+    return [
+        line.lower().replace(b" ", b"")
+        for line in head.split(b"\r\n")[1:]
+        if line.lower().startswith((b"content-length:", b"transfer-encoding:"))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("request_head", "body", "upstream_framing"),
+    [
+        (b"DELETE /v1/files/file-abc HTTP/1.1\r\n", b"", []),
+        (b"GET /v1/models HTTP/1.1\r\n", b"", []),
+        (b"POST /v1/files/file-abc/cancel HTTP/1.1\r\n", b"", []),
+        (b"DELETE /v1/files/file-abc HTTP/1.1\r\nContent-Length: 0\r\n", b"", [b"content-length:0"]),
+        (b"GET /v1/models HTTP/1.1\r\nContent-Length: 0\r\n", b"", [b"content-length:0"]),
+        (b"POST /v1/embeddings HTTP/1.1\r\nContent-Length: 2\r\n", b"{}", [b"content-length:2"]),
+    ],
+    ids=["delete", "get", "post-unframed", "delete-cl0", "get-cl0", "post-body"],
+)
+def test_upstream_gets_the_clients_body_framing(
+    request_head: bytes, body: bytes, upstream_framing: list[bytes]
+) -> None:
+    """No body and no framing from the client: no Content-Length (nor Transfer-Encoding)
+    upstream, whatever the method; an explicit Content-Length: 0 is still sent."""
+    answer = fixed_answer(b"Content-Type: application/json\r\n", b"{}")
+    with raw_upstream(answer) as upstream, start_proxy(upstream.url) as proxy:
+        assert _raw_request(proxy.url, request_head, body) == 200
+        # The readiness probe's GET /models may be recorded too.
+        (head,) = [h for h in upstream.heads if b"x-request-id: raw-1" in h.lower()]
+        assert _framing(head) == upstream_framing
+        proxy.wait_for(1)
+
+
 # -- byte for byte: direct to the mock, and through the proxy -------------------------
 
 # (method, path, JSON body or None).  The mock is deterministic for a given request:
