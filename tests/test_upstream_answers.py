@@ -197,6 +197,29 @@ def test_upstream_gets_the_clients_body_framing(
         proxy.wait_for(1)
 
 
+def test_stream_field_says_whether_the_response_was_sse(proxy: RunningProxy) -> None:
+    """`stream` is true only for an SSE response: a streaming request answered with a
+    JSON error (400 from the upstream, 429, or the proxy's own 413) is not a stream."""
+    streamed = {**CHAT, "stream": True}
+    url = proxy.base_url + "/chat/completions"
+    assert httpx.post(url, json={"model": "gpt-4o", "stream": True}).status_code == 400
+    assert httpx.post(url, json=streamed, headers={"X-Mock-Status": "429"}).status_code == 429
+    assert httpx.post(url, json=streamed).headers["content-type"].startswith("text/event-stream")
+    bad, limited, ok = proxy.wait_for(3)
+    assert (bad.status_code, bad.stream) == (400, False)
+    assert (limited.status_code, limited.stream) == (429, False)
+    assert (ok.status_code, ok.stream) == (200, True)
+
+
+def test_stream_field_is_false_for_a_proxy_error() -> None:
+    """An answer the proxy produces itself (here a 413 to a streaming request) is JSON."""
+    with start_proxy("http://127.0.0.1:9/v1", {"server": {"max_body_bytes": 64}}) as proxy:
+        body = {**CHAT, "stream": True, "pad": "x" * 100}
+        assert httpx.post(proxy.base_url + "/chat/completions", json=body).status_code == 413
+        (event,) = proxy.wait_for(1)
+        assert event.outcome == "rejected" and event.stream is False
+
+
 # -- byte for byte: direct to the mock, and through the proxy -------------------------
 
 # (method, path, JSON body or None).  The mock is deterministic for a given request:
