@@ -39,7 +39,6 @@ RedactFn = Callable[[str], str]
 class RequestFacts:
     body: dict[str, Any] | None
     model: str | None = None
-    stream: bool = False
     messages: int | None = None
     max_tokens: int | None = None
     user: str | None = None
@@ -68,7 +67,6 @@ def parse_request(raw: bytes, endpoint: str) -> RequestFacts:
     facts = RequestFacts(body)
     model = body.get("model")
     facts.model = model if isinstance(model, str) else None
-    facts.stream = body.get("stream") is True
     user = body.get("user") or body.get("safety_identifier")
     facts.user = user if isinstance(user, str) else None
     for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
@@ -157,7 +155,8 @@ class Accountant:
         request = parse_request(capture.request_body, ex.endpoint)
         if request.model:
             ex.model = escape_control(request.model[:_MAX_LABEL_CHARS])
-        ex.stream = ex.stream or request.stream
+        # ``stream`` stays what the hot path saw: whether the response was SSE.  A
+        # request asking for a stream may still get JSON (an error, a proxy refusal).
         ex.messages = request.messages
         ex.max_tokens = request.max_tokens
         ex.prompt_chars = request.prompt_chars

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import aiohttp
 import orjson
+from aiohttp import hdrs
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -97,12 +98,32 @@ class Readiness:
         self.ready, self.reason = ready, reason
 
 
+class UnframedRequest(aiohttp.ClientRequest):
+    """aiohttp's request, minus the ``Content-Length: 0`` it adds to a body-less
+    request of a method other than GET, HEAD, OPTIONS, TRACE.
+
+    The forwarder passes ``data=None`` only for a client request that had no body
+    framing at all (an SDK's DELETE, say), and ``b""`` for one that framed an empty
+    body, so the upstream sees the client's framing either way.  RFC 9110 §8.6: a
+    user agent SHOULD NOT send Content-Length when the request has no content and the
+    method does not anticipate any.  aiohttp has no switch for this (its
+    ``skip_auto_headers`` does not cover Content-Length).
+    """
+
+    def update_body_from_data(self, body: Any, *args: Any, **kwargs: Any) -> None:
+        preset = hdrs.CONTENT_LENGTH in self.headers
+        super().update_body_from_data(body, *args, **kwargs)
+        if body is None and not preset:
+            self.headers.popall(hdrs.CONTENT_LENGTH, None)
+
+
 def open_upstream_session(settings: Settings) -> aiohttp.ClientSession:
     """One pooled client for all upstream traffic, configured to be transparent.
 
     No decompression (bytes reach the client as sent), no cookie jar (one client's
     cookies must never ride on another's request), no environment proxies, and none
-    of aiohttp's default headers: what the client did not send, we do not add.
+    of aiohttp's default headers (nor its ``Content-Length: 0``, see
+    :class:`UnframedRequest`): what the client did not send, we do not add.
     """
     upstream = settings.upstream
     return aiohttp.ClientSession(
@@ -117,6 +138,7 @@ def open_upstream_session(settings: Settings) -> aiohttp.ClientSession:
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        request_class=UnframedRequest,
     )
 
 

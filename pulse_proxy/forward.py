@@ -34,6 +34,7 @@ from pulse_proxy.headers import (
     ClientHeaders,
     filter_response_headers,
     read_request_headers,
+    response_headers_relayable,
 )
 from pulse_proxy.protocol import CLIENT_TIMEOUT
 from pulse_proxy.records import Endpoint, Exchange
@@ -285,19 +286,71 @@ def _drop_usage_frame(data: bytes) -> tuple[bytes, bool]:
     return data, False
 
 
+# The most bytes of an unfinished frame the filter holds back.  The frames it exists
+# for are small: the usage-only chunk is a few hundred bytes and a chat chunk carries
+# one delta (a whole answer, for an upstream that sends it in one piece, is still far
+# below this).  A longer run without a blank line is not a stream of chat chunks (an
+# upstream that never separates its events, or one huge event): holding it whole
+# would withhold the stream from the client and grow memory with its size, so past
+# this the held bytes go out and the rest of that stream is relayed untouched.
+MAX_HELD_FRAME_BYTES = 1 << 20
+
+# How the key the client did not ask for ends a chunk, byte for byte, in what OpenAI
+# and the bundled mock send: the last key of a compact JSON object on the event's only
+# line, ``data: {...,"usage":null}``.
+_NULL_USAGE_END = b',"usage":null}\n\n'
+_NULL_USAGE_KEEP = b"}\n\n"
+_NULL_USAGE_LEN = len(_NULL_USAGE_END)
+
+
+def _strip_null_usage(data: bytes) -> bytes:
+    """``data`` (whole LF-framed events) without the ``"usage":null`` member that
+    ``include_usage`` adds to every chunk.
+
+    Removed only where it is exact without parsing: an event that is one line,
+    ``data: {`` or ``data:{`` through ``,"usage":null}``.  In valid JSON that member
+    is then the top-level object's last one (a ``"`` inside a string is escaped, and
+    the line's last ``}`` closes the object), so dropping those bytes leaves the
+    same object minus that key.  Any other shape is left as sent.
+    """
+    hit = data.find(_NULL_USAGE_END)
+    if hit < 0:
+        return data
+    parts: list[bytes] = []
+    kept_from = 0
+    while hit >= 0:
+        line = data.rfind(b"\n", 0, hit) + 1
+        if (line == 0 or (line >= 2 and data[line - 2] == 0x0A)) and (
+            data.startswith(b"data: {", line) or data.startswith(b"data:{", line)
+        ):
+            parts.append(data[kept_from:hit])
+            kept_from = hit + _NULL_USAGE_LEN
+        hit = data.find(_NULL_USAGE_END, hit + _NULL_USAGE_LEN)
+    if not parts:
+        return data
+    parts.append(data[kept_from:])
+    return _NULL_USAGE_KEEP.join(parts)
+
+
 class UsageChunkFilter:
-    """Removes the usage-only chunk we asked for on the client's behalf.
+    """Hides what ``include_usage``, asked for on the client's behalf, adds to a stream:
+    the usage-only chunk, and the ``"usage":null`` key on every other chunk (where its
+    shape is exact, see :func:`_strip_null_usage`).
 
     Whole frames are relayed as soon as they are complete (a client cannot use half an
-    event anyway); only a trailing partial frame waits for its next chunk.  A stream
-    carries one usage chunk (OpenAI: "an additional chunk ... before the data: [DONE]
-    message"), so once it is gone the rest of the stream passes untouched.
+    event anyway); only a trailing partial frame waits for its next chunk, and at most
+    :data:`MAX_HELD_FRAME_BYTES` of it.  A stream carries one usage chunk (OpenAI: "an
+    additional chunk ... before the data: [DONE] message"), so once it is gone the
+    rest of the stream passes untouched.
     """
 
-    __slots__ = ("_done", "_framer", "_rest")
+    __slots__ = ("_done", "_framer", "_held", "_held_bytes")
 
     def __init__(self) -> None:
-        self._rest = b""
+        # The unfinished frame's pieces, joined only once its end arrives: joining on
+        # every chunk would copy a long frame over and over.
+        self._held: list[bytes] = []
+        self._held_bytes = 0
         self._framer: SSEFramer | None = None
         self._done = False
 
@@ -306,32 +359,59 @@ class UsageChunkFilter:
             return chunk
         if self._framer is None and b"\r" in chunk:
             self._framer = SSEFramer()  # CRLF line endings: use the general framer
-            chunk, self._rest = self._rest + chunk, b""
+            chunk = self._release(chunk)
         if self._framer is not None:
-            return self._keep(self._framer.feed(chunk))
-        data = self._rest + chunk if self._rest else chunk
-        cut = data.rfind(b"\n\n") + 2
-        if cut == 1:
-            self._rest = data
+            kept = self._keep(self._framer.feed(chunk))
+            if not self._done and self._framer.pending > MAX_HELD_FRAME_BYTES:
+                self._done = True
+                kept += self._framer.flush()
+            return kept
+        last = chunk.rfind(b"\n\n")
+        if last >= 0:
+            cut = last + 2
+        elif chunk[:1] == b"\n" and self._held and self._held[-1][-1:] == b"\n":
+            cut = 1  # the blank line straddles two chunks
+        else:
+            self._held.append(chunk)
+            self._held_bytes += len(chunk)
+            if self._held_bytes > MAX_HELD_FRAME_BYTES:
+                self._done = True
+                return self._release(b"")
             return b""
-        complete, self._rest = data[:cut], data[cut:]
+        complete = self._release(chunk[:cut] if cut < len(chunk) else chunk)
+        rest = chunk[cut:] if cut < len(chunk) else b""
         kept, self._done = _drop_usage_frame(complete)
-        if self._done and self._rest:
-            kept, self._rest = kept + self._rest, b""  # nothing left to hold back for
+        kept = _strip_null_usage(kept)
+        if rest:
+            if self._done or len(rest) > MAX_HELD_FRAME_BYTES:
+                self._done = True
+                return kept + rest  # nothing left to hold back for, or too long to hold
+            self._held.append(rest)
+            self._held_bytes = len(rest)
         return kept
 
     def flush(self) -> bytes:
-        rest = self._framer.flush() if self._framer is not None else self._rest
-        self._rest = b""
+        rest = self._framer.flush() if self._framer is not None else self._release(b"")
         return b"" if rest and not self._done and _is_hidden_usage_frame(rest) else rest
+
+    def _release(self, chunk: bytes) -> bytes:
+        """The held pieces followed by ``chunk``, and nothing held any more."""
+        if not self._held:
+            return chunk
+        self._held.append(chunk)
+        joined = b"".join(self._held)
+        self._held, self._held_bytes = [], 0
+        return joined
 
     def _keep(self, frames: list[bytes]) -> bytes:
         kept = []
         for frame in frames:
             if not self._done and _is_hidden_usage_frame(frame):
                 self._done = True
-            else:
+            elif self._done or not frame.endswith(b"\n\n") or b"\r" in frame:
                 kept.append(frame)
+            else:
+                kept.append(_strip_null_usage(frame))
         if self._done and self._framer is not None:
             kept.append(self._framer.flush())  # nothing left to hold back for
         return b"".join(kept)
@@ -510,6 +590,13 @@ class Forwarder:
             # An empty Authorization from the client must not travel beside ours.
             headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
             headers.append(("authorization", f"Bearer {self._api_key}"))
+        # The client's framing, as sent: a request without Content-Length or
+        # Transfer-Encoding has no body, and gets none (data=None, no Content-Length;
+        # see open_upstream_session); one that framed an empty body still says so.
+        framed = (
+            client_headers.content_length is not None
+            or client_headers.transfer_encoding is not None
+        )
         query = scope.get("query_string", b"")
         target = self._upstream.url_for(sub_path, query.decode("latin-1") if query else "")
 
@@ -524,7 +611,7 @@ class Forwarder:
                 response = await self._session().request(
                     exchange.method,
                     target,
-                    data=upstream_body or None,
+                    data=upstream_body if upstream_body or framed else None,
                     headers=headers,
                     allow_redirects=False,
                 )
@@ -533,6 +620,15 @@ class Forwarder:
                 await self._proxy_error(
                     send, capture, 504, "timeout", "upstream_timeout",
                     "The upstream did not answer in time.",
+                )
+                return
+            except aiohttp.ClientResponseError as exc:
+                # The upstream answered, but not in HTTP the client could be given
+                # (aiohttp's parser refused it: a bare CR in a header, a bad name...).
+                exchange.upstream_ms = _ms_since(upstream_started)
+                await self._proxy_error(
+                    send, capture, 502, "upstream_error", "upstream_bad_response",
+                    f"The upstream's response was not valid HTTP: {type(exc).__name__}.",
                 )
                 return
             except aiohttp.ClientError as exc:
@@ -576,14 +672,25 @@ class Forwarder:
         watch: DisconnectWatch,
     ) -> None:
         exchange = capture.exchange
+        raw_headers = response.raw_headers
+        out_headers = filter_response_headers(raw_headers)
+        if not response_headers_relayable(out_headers):
+            # Refused by the server only once the response has started, this would
+            # reach the client as an empty reply: say instead what happened.
+            response.close()
+            exchange.upstream_ms = _ms_since(upstream_started)
+            await self._proxy_error(
+                send, capture, 502, "upstream_error", "upstream_bad_response",
+                "The upstream's response headers cannot be relayed "
+                "(a control character in a value, or an invalid name).",
+            )
+            return
         exchange.status_code = response.status
         status = response.status
         if status >= 500 or status == 429:
             exchange.outcome = "upstream_error"
         elif status >= 400:
             exchange.outcome = "client_error"
-        raw_headers = response.raw_headers
-        out_headers = filter_response_headers(raw_headers)
         content_type = response.headers.get("Content-Type", "")
         capture.response_content_type = content_type
         capture.response_content_encoding = response.headers.get("Content-Encoding", "")

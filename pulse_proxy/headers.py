@@ -53,6 +53,7 @@ class ClientHeaders:
     upstream: list[tuple[str, str]] = field(default_factory=list)  # what goes upstream
     request_id: bytes | None = None
     content_length: bytes | None = None
+    transfer_encoding: bytes | None = None  # with content_length: whether a body was framed
     api_key: str | None = None  # the first of Authorization (bearer), api-key, x-api-key
     user: str | None = None  # X-Pulse-User
     tags: str | None = None  # X-Pulse-Tags
@@ -65,6 +66,7 @@ class ClientHeaders:
 _READ = {
     b"x-request-id": "request_id",
     b"content-length": "content_length",
+    b"transfer-encoding": "transfer_encoding",
     b"authorization": "authorization",
     b"api-key": "api_key",
     b"x-api-key": "api_key",
@@ -147,3 +149,30 @@ def filter_response_headers(headers: tuple[tuple[bytes, bytes], ...]) -> list[tu
         for key, value in headers
         if (lowered := key.lower()) not in HOP_BY_HOP and lowered not in named
     ]
+
+
+# What an HTTP/1.1 server may send (RFC 9110 §5.1, §5.5): names are tokens (a
+# superset of uvicorn's check), values hold no control character but HTAB (exactly
+# uvicorn's check, made when the response starts).  ``bytes.translate`` deletes the
+# allowed (names) or forbidden (values) bytes in one C pass over the joined list, a
+# few times faster than a regex over the same bytes.  ``,`` is not a token character
+# and HTAB is allowed in a value, so neither separator can hide or fake a bad byte.
+_TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_VALUE_FORBIDDEN = bytes(range(0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
+
+
+def response_headers_relayable(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the server can send these headers to the client.
+
+    Checked before the response starts: once started, a header the server refuses
+    can only end in a dropped connection, where a 502 can still say what happened.
+    """
+    if not headers:
+        return True
+    names = b",".join([key for key, _ in headers])
+    if names.translate(None, _TOKEN_CHARS) != b"," * (len(headers) - 1):
+        return False
+    if b",," in names or names[:1] == b"," or names[-1:] == b",":
+        return False  # an empty name
+    values = b"\t".join([value for _, value in headers])
+    return len(values.translate(None, _VALUE_FORBIDDEN)) == len(values)

@@ -25,19 +25,27 @@ class SSEFramer:
     def __init__(self) -> None:
         self._buffer = b""
 
+    @property
+    def pending(self) -> int:
+        """How many bytes of an unfinished frame are held."""
+        return len(self._buffer)
+
     def feed(self, chunk: bytes) -> list[bytes]:
         data = self._buffer + chunk if self._buffer else chunk
         frames: list[bytes] = []
         start = 0
+        # The held bytes end no frame (but in their last 3 bytes, which may begin a
+        # terminator of up to 4): search only from there, not the whole frame again.
+        search_from = max(len(self._buffer) - 3, 0)
         while True:
-            match = _FRAME_END.search(data, start)
+            match = _FRAME_END.search(data, search_from)
             if match is None:
                 break
             # A lone \r at the very end may be the first half of \r\n: wait for more.
             if match.end() == len(data) and data.endswith(b"\r"):
                 break
             frames.append(data[start : match.end()])
-            start = match.end()
+            start = search_from = match.end()
         self._buffer = data[start:]
         return frames
 
@@ -63,8 +71,7 @@ def parse_frame(frame: bytes) -> SSEEvent | None:
         if not line or line.startswith(":"):
             continue
         name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
+        value = value.removeprefix(" ")
         if name == "data":
             data.append(value)
             seen_data = True
