@@ -154,6 +154,7 @@ class PulseApp:
             error_rate=self.error_rate,
             alert_firing=self.alerts.firing,
             dropped=self.dropped_counts,
+            degraded=self.degraded_counts,
         )
         sinks: list[Sink] = [LogSink(logger, writer)]
         self.statsd: StatsdSink | None = None
@@ -226,6 +227,11 @@ class PulseApp:
         if self.otel is not None:
             counts["otel"] = self.otel.dropped
         return counts
+
+    def degraded_counts(self) -> dict[str, int]:
+        """Requests the accounting process's backlog or crashes left without usage."""
+        worker = self.dispatcher.worker
+        return dict(worker.degraded) if worker is not None else {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
