@@ -13,10 +13,11 @@ embedding's own sink).
 
 Nothing is lost: every batch stays pending until its results return; if the child
 dies a new one is started (with exponential back-off) and given the pending batches
-again (on shutdown they are finished in-process instead).  A batch that was being
-accounted when the child died twice is taken to be what kills it: it is quarantined,
-accounted here with its bodies dropped, so that one poisonous request cannot keep the
-child in a crash loop.
+again (on shutdown they are finished in-process instead).  The batch the child was
+accounting when it died is resent one capture at a time; a capture in the child's
+hands at a second death is taken to be what kills it: it is quarantined, accounted
+here with its bodies dropped, so that one poisonous request cannot keep the child in a
+crash loop, nor cost its batch mates their usage.
 
 The backlog (captures waiting or unanswered) is bounded by
 ``accounting.max_pending_requests`` and ``accounting.max_pending_bytes``, so that a
@@ -57,10 +58,14 @@ from pulse_proxy.sinks.statsd import StatsdLines
 from pulse_proxy.tally import Tally
 
 _STOP = b"stop"
-# A batch in the child's hands when it died this many times is quarantined.
+# A capture in the child's hands when it died this many times is quarantined.
 _QUARANTINE_AFTER_DEATHS = 2
 # Seconds to wait for a child whose socket closed to be reaped.
 _REAP_TIMEOUT_S = 5.0
+
+# A pending batch's key: the flush's number, then 0, or 1, 2, … for the single-capture
+# batches a suspect batch is split into.  Keys sort in the order the child answers.
+BatchKey = tuple[int, int]
 
 
 def build_accountant(settings: Settings) -> Accountant:
@@ -257,7 +262,7 @@ class _ChildLink(asyncio.Protocol):
         assert self.transport is not None
         self.transport.writelines((_frame_header(len(payload)), payload))
 
-    def send_batch(self, seq: int, captures: list[Capture]) -> None:
+    def send_batch(self, seq: BatchKey, captures: list[Capture]) -> None:
         """Two frames: the captures' fields, pickled, then their bodies end to end,
         handed to the transport as they are (one ``writev``, no copy on the loop)."""
         assert self.transport is not None
@@ -319,13 +324,13 @@ class AccountingProcess:
         self._headers_only: list[Capture] = []
         self._flush_scheduled = False
         self._seq = itertools.count()
-        self._pending: dict[int, list[Capture]] = {}
-        self._pending_bytes: dict[int, int] = {}
+        self._pending: dict[BatchKey, list[Capture]] = {}
+        self._pending_bytes: dict[BatchKey, int] = {}
         # The backlog: captures batched or pending, and their bodies' bytes.
         self._backlog_requests = 0
         self._backlog_bytes = 0
         self._backlog_full = False
-        self._deaths: dict[int, int] = {}  # pending batch -> children that died on it
+        self._deaths: dict[BatchKey, int] = {}  # pending batch -> children that died on it
         self._drained = asyncio.Event()
         self._stopping = False
         self._generation = 0
@@ -438,7 +443,7 @@ class AccountingProcess:
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        seq = next(self._seq)
+        seq = (next(self._seq), 0)
         self._pending[seq] = batch
         self._pending_bytes[seq] = self._batch_bytes
         self._batch_bytes = 0
@@ -448,7 +453,7 @@ class AccountingProcess:
 
     # -- results, on the event loop --------------------------------------------------
 
-    def _settle(self, seq: int) -> list[Capture] | None:
+    def _settle(self, seq: BatchKey) -> list[Capture] | None:
         """Take a batch out of the backlog (answered, quarantined or finished here)."""
         batch = self._pending.pop(seq, None)
         if batch is None:
@@ -468,7 +473,7 @@ class AccountingProcess:
             self._log.info("pulse.accounting_backlog_cleared", degraded=dict(self.degraded))
         return batch
 
-    def _results(self, seq: int, finished: Finished) -> None:
+    def _results(self, seq: BatchKey, finished: Finished) -> None:
         if self._settle(seq) is None:
             return  # already finished in-process
         self._deliver(finished)
@@ -480,7 +485,7 @@ class AccountingProcess:
                 self._deliver(Finished.inline(finish_all(self._fallback, batch)))
         self._drained.set()
 
-    def _quarantine(self, seq: int) -> None:
+    def _quarantine(self, seq: BatchKey) -> None:
         """Account a batch that keeps killing the child here, without its bodies (what
         the child chokes on), so that its requests still get their events."""
         batch = self._settle(seq)
@@ -491,6 +496,23 @@ class AccountingProcess:
         self.degraded["quarantined"] += len(batch)
         self._log.error("pulse.accounting_batch_quarantined", requests=len(batch), deaths=_QUARANTINE_AFTER_DEATHS)
         self._deliver(Finished.inline(finish_all(self._fallback, batch)))
+
+    def _split(self, seq: BatchKey, deaths: int) -> None:
+        """Resend a suspect batch one capture at a time, each charged with its deaths:
+        the child answers the innocent ones, and the next death names the culprit, so
+        quarantine costs only the request that kills the child, not its batch mates."""
+        batch = self._pending[seq]
+        if len(batch) == 1:
+            self._deaths[seq] = deaths
+            return
+        del self._pending[seq]
+        self._deaths.pop(seq, None)
+        self._pending_bytes.pop(seq)
+        for part, capture in enumerate(batch, start=1):
+            key = (seq[0], part)
+            self._pending[key] = [capture]
+            self._pending_bytes[key] = len(capture.request_body) + capture.captured_bytes
+            self._deaths[key] = deaths
 
     def _child_gone(self, generation: int) -> None:
         if generation != self._generation:
@@ -503,9 +525,10 @@ class AccountingProcess:
         suspect = min(self._pending, default=None)
         if suspect is not None:
             deaths = self._deaths.get(suspect, 0) + 1
-            self._deaths[suspect] = deaths
             if deaths >= _QUARANTINE_AFTER_DEATHS:
                 self._quarantine(suspect)
+            else:
+                self._split(suspect, deaths)
         self.restarts += 1
         assert self._loop is not None
         self._respawn = self._loop.create_task(self._restart(self._process, self._backoff.next_delay()))

@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -161,15 +162,18 @@ def test_a_stalled_accounting_process_costs_accuracy_not_memory(start: type[Prox
 
 
 def test_a_batch_that_kills_the_accounting_process_is_quarantined(start: type[Proxy]) -> None:
-    """A request whose batch crashes the child every time: the child is restarted with
-    growing delays, the batch is quarantined after two deaths (logged without content),
-    every request gets one event, and the proxy keeps serving throughout."""
+    """A request that crashes the child every time: the child is restarted with growing
+    delays, the request alone is quarantined after two deaths (logged without content)
+    while its batch mates keep their usage, every request gets one event, and the
+    proxy keeps serving throughout."""
     proxy = start(PULSE_TEST_CRASH_ON_REQUEST_ID="poison-request")
     sent: list[str] = []
-    with httpx.Client(base_url=proxy.url, timeout=60) as client:
+    with httpx.Client(base_url=proxy.url, timeout=60) as client, ThreadPoolExecutor(4) as pool:
         for round_ in range(2):
-            sent.append("poison-request")
-            assert post(client, "poison-request").status_code == 200
+            # Sent together, so that they most likely share the poisonous one's batch.
+            ids = [f"mate-{round_}-0", f"mate-{round_}-1", "poison-request", f"mate-{round_}-2"]
+            sent.extend(ids)
+            assert list(pool.map(lambda rid: post(client, rid).status_code, ids)) == [200] * 4
             wait_until(
                 lambda n=round_: len(proxy.events("pulse.accounting_batch_quarantined")) > n, timeout=60
             )
@@ -189,11 +193,16 @@ def test_a_batch_that_kills_the_accounting_process_is_quarantined(start: type[Pr
     stamps = [_epoch(line["timestamp"]) for line in restarts]
     for (earlier, later), delay in zip(itertools.pairwise(stamps), [0.1, 0.2, 0.4]):
         assert later - earlier >= delay - 0.002
-    events = {e["request_id"]: e for e in proxy.events("llm.request")}
-    assert events["poison-request"]["usage_unread"] == "quarantined"
-    assert events["ok-1-4"]["token_source"] == "upstream" and events["ok-1-4"]["usage_unread"] is None
+    events = proxy.events("llm.request")
+    poisoned = [e for e in events if e["request_id"] == "poison-request"]
+    assert [e["usage_unread"] for e in poisoned] == ["quarantined"] * 2
+    assert all(e["token_source"] is None and e["status_code"] == 200 for e in poisoned)
+    others = [e for e in events if e["request_id"] != "poison-request"]
+    assert all(e["token_source"] == "upstream" and e["usage_unread"] is None for e in others)
     assert proxy.metric("pulse_accounting_degraded_total", stage="quarantined") == 2
+    assert not any(b"Say hello" in line for line in proxy.raw if b"quarantined" in line)
 
 
 def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
+
