@@ -35,6 +35,7 @@ from starlette.routing import Route
 from pulse_proxy import __version__, tokens
 from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.breakdown import Breakdown
+from pulse_proxy.bundled_mock import BundledMock
 from pulse_proxy.dispatch import Dispatcher
 from pulse_proxy.errors import openai_error_body
 from pulse_proxy.forward import Forwarder, StreamAborted
@@ -79,14 +80,31 @@ logging.getLogger("uvicorn.error").addFilter(_DropStreamAborted())
 
 
 class Readiness:
-    """The last upstream probe's verdict, for ``/readyz``."""
+    """The last upstream probe's verdict, for ``/readyz``, unless something the proxy
+    knows better holds it down: a bundled mock being restarted is not ready whatever
+    an earlier probe said, and its reason names the mock rather than a socket error."""
 
     def __init__(self) -> None:
-        self.ready = False
-        self.reason = "upstream not probed yet"
+        self._probe = (False, "upstream not probed yet")
+        self._held: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._held is None and self._probe[0]
+
+    @property
+    def reason(self) -> str:
+        return self._held or self._probe[1]
 
     def set(self, ready: bool, reason: str) -> None:
-        self.ready, self.reason = ready, reason
+        self._probe = (ready, reason)
+
+    def hold(self, reason: str) -> None:
+        """Not ready, for ``reason``, until :meth:`release`."""
+        self._held = reason
+
+    def release(self) -> None:
+        self._held = None
 
 
 def open_upstream_session(settings: Settings) -> aiohttp.ClientSession:
@@ -133,8 +151,10 @@ class PulseApp:
         writer: LineWriter | None,
         startup_fields: dict[str, Any],
         clock: Callable[[], float],
+        bundled_mock: BundledMock | None = None,
     ) -> None:
         self.settings = settings
+        self.bundled_mock = bundled_mock
         self.upstream_url = upstream_url.rstrip("/")
         self.log = logger
         self._writer = writer
@@ -260,6 +280,11 @@ class PulseApp:
             if sink is not None:
                 sink.start()
         self._spawn(self._probe_loop(), "pulse-readiness-probe")
+        if self.bundled_mock is not None:
+            self._spawn(
+                self.bundled_mock.supervise(self.log, down=self.readiness.hold, up=self._mock_back),
+                "pulse-mock-supervisor",
+            )
         self._spawn(self._alert_loop(), "pulse-alert-engine")
         if self.settings.server.summary_interval_s:
             self._spawn(self._summary_loop(), "pulse-summary")
@@ -296,6 +321,11 @@ class PulseApp:
         while True:
             await self.probe()
             await asyncio.sleep(interval)
+
+    async def _mock_back(self) -> None:
+        """The bundled mock listens again: probe it now rather than at the next tick."""
+        self.readiness.release()
+        await self.probe()
 
     async def _alert_loop(self) -> None:
         interval = self.settings.alerts.evaluation_interval_s
@@ -457,11 +487,13 @@ def create_app(
     log_stream: IO[bytes] | None = None,
     startup_fields: dict[str, Any] | None = None,
     clock: Callable[[], float] = time.time,
+    bundled_mock: BundledMock | None = None,
 ) -> PulseApp:
     """Build the app.  ``sinks`` are added to the built-in ones (tests pass a
     :class:`~pulse_proxy.sinks.ListSink`); ``upstream_url`` is the resolved upstream
     base URL (the CLI passes the bundled mock's address when ``url`` is ``mock``);
-    ``clock`` drives the statistics and alert engine (tests move it forward)."""
+    ``clock`` drives the statistics and alert engine (tests move it forward);
+    ``bundled_mock``, when the CLI started one, is watched and restarted if it dies."""
     url = upstream_url or settings.upstream.url
     if not settings.accounting.key_hash_salt:
         # One salt per run, shared by the accounting process and any in-process fallback.
@@ -487,4 +519,5 @@ def create_app(
         writer=writer,
         startup_fields=fields,
         clock=clock,
+        bundled_mock=bundled_mock,
     )
