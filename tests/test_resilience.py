@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -206,3 +207,75 @@ def test_a_batch_that_kills_the_accounting_process_is_quarantined(start: type[Pr
 def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
+
+def _ready(proxy: Proxy) -> tuple[int, str]:
+    response = httpx.get(proxy.url + "/readyz")
+    return response.status_code, response.json()["reason"]
+
+
+def _mock_port(proxy: Proxy) -> int:
+    """The bundled mock's port, from the start-up line that announces it."""
+    url = httpx.URL(proxy.events("pulse.started")[0]["message"].split(" at ")[1])
+    assert url.port is not None
+    return url.port
+
+
+def _reaped(pid: int, parent: int) -> bool:
+    """No zombie of ``pid`` left under ``parent`` (the pid may be gone or reused)."""
+    try:
+        state, ppid = stat_fields(pid)[:2]
+    except FileNotFoundError:
+        return True
+    return not (state == "Z" and int(ppid) == parent)
+
+
+def test_a_killed_bundled_mock_is_reaped_and_restarted_on_its_port(start: type[Proxy]) -> None:
+    """SIGKILL the bundled mock: the proxy reaps it (no zombie), starts it again on the
+    same port, logs pulse.mock_restarted, and requests succeed again."""
+    proxy = start()
+    with httpx.Client(base_url=proxy.url, timeout=30) as client:
+        assert post(client, "before").status_code == 200
+        wait_until(lambda: _ready(proxy)[0] == 200, timeout=30)
+        mock = proxy.child("mock_upstream")
+        os.kill(mock, signal.SIGKILL)
+        wait_until(lambda: bool(proxy.events("pulse.mock_restarted")), timeout=30)
+        (restarted,) = proxy.events("pulse.mock_restarted")
+        assert restarted["pid"] != mock and restarted["pid"] == proxy.child("mock_upstream")
+        assert proxy.events("pulse.mock_exited")[0]["exitcode"] == -signal.SIGKILL
+        assert _reaped(mock, proxy.process.pid)
+        response = post(client, "after")
+        assert response.status_code == 200 and response.json()["usage"]["total_tokens"] > 0
+        wait_until(lambda: _ready(proxy)[0] == 200, timeout=30)
+    assert restarted["port"] == _mock_port(proxy)
+
+
+def test_readyz_names_the_bundled_mock_while_its_port_is_held(start: type[Proxy]) -> None:
+    """While the mock cannot be restarted (another process listens on its port),
+    /readyz answers 503 naming the bundled mock and restarts are retried with back-off;
+    once the port is free the mock comes back on it and the proxy is ready again."""
+    proxy = start()
+    with httpx.Client(base_url=proxy.url, timeout=30) as client:
+        assert post(client, "before").status_code == 200
+        port = _mock_port(proxy)
+        os.kill(proxy.child("mock_upstream"), signal.SIGKILL)
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        deadline = time.monotonic() + 10
+        while True:  # the port is free once the kernel has closed the dead mock's listener
+            try:
+                holder.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+        holder.listen()
+        try:
+            wait_until(lambda: len(proxy.events("pulse.mock_restart_failed")) >= 2, timeout=60)
+            status, reason = _ready(proxy)
+            assert status == 503 and "bundled mock" in reason, reason
+            assert not proxy.events("pulse.mock_restarted")
+        finally:
+            holder.close()
+        wait_until(lambda: bool(proxy.events("pulse.mock_restarted")), timeout=60)
+        assert post(client, "after").status_code == 200
+        wait_until(lambda: _ready(proxy)[0] == 200, timeout=30)
