@@ -377,9 +377,9 @@ class AccountingProcess:
         if self._respawn is not None:
             self._respawn.cancel()
         self._flush()
-        if self._pending:
-            if not self._link_open():
-                self._finish_inline()  # no child to wait for
+        if self._pending and not self._link_open():
+            self._finish_inline()  # no child to wait for (it died, its successor waits)
+        elif self._pending:
             self._drained.clear()
             try:
                 await asyncio.wait_for(self._drained.wait(), timeout)

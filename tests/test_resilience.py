@@ -19,8 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import JsonLinesProcess, free_port, wait_until
+from conftest import JsonLinesProcess, free_port, start_proxy, wait_until
 from prometheus_client.parser import text_string_to_metric_families
+
+from pulse_proxy.backoff import Backoff
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
 # Padding in a field the mock ignores: the request body is large, the mock's work is not.
@@ -279,3 +281,36 @@ def test_readyz_names_the_bundled_mock_while_its_port_is_held(start: type[Proxy]
         wait_until(lambda: bool(proxy.events("pulse.mock_restarted")), timeout=60)
         assert post(client, "after").status_code == 200
         wait_until(lambda: _ready(proxy)[0] == 200, timeout=30)
+
+
+def test_backoff_doubles_to_its_cap_and_resets_after_a_healthy_run() -> None:
+    """Delays double from the first to the cap; a child that stayed up for the healthy
+    period starts the sequence again, one that died sooner does not."""
+    now = [0.0]
+    backoff = Backoff(first_s=0.1, max_s=1.0, healthy_s=30.0, clock=lambda: now[0])
+    assert [backoff.next_delay() for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    backoff.started()
+    now[0] += 29.0
+    assert backoff.next_delay() == 1.0
+    backoff.started()
+    now[0] += 30.0
+    assert backoff.next_delay() == 0.1
+
+
+def test_a_proxy_stopping_while_the_accounting_child_is_down_finishes_at_once(mock_url: str) -> None:
+    """Shutdown during a restart back-off accounts the backlog in-process instead of
+    waiting for a child that is not there, so every request still has its event."""
+    with start_proxy(mock_url + "/v1") as proxy:
+        worker = proxy.app.dispatcher.worker
+        assert worker is not None
+        worker._backoff = Backoff(first_s=60.0)  # the successor would come much later
+        os.kill(worker._process.pid, signal.SIGKILL)
+        wait_until(lambda: worker.restarts == 1)
+        with httpx.Client(base_url=proxy.url) as client:
+            assert post(client, "while-down").status_code == 200
+        wait_until(lambda: bool(worker._pending))
+        stopping = time.monotonic()
+    # Without a child, waiting for its answers would last the whole grace period (30 s).
+    assert time.monotonic() - stopping < 15
+    (event,) = proxy.exchanges
+    assert event.request_id == "while-down" and event.token_source == "upstream"
