@@ -23,6 +23,7 @@ from conftest import JsonLinesProcess, free_port, start_proxy, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from pulse_proxy.backoff import Backoff
+from pulse_proxy.settings import ConfigError, load_settings
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
 # Padding in a field the mock ignores: the request body is large, the mock's work is not.
@@ -314,3 +315,11 @@ def test_a_proxy_stopping_while_the_accounting_child_is_down_finishes_at_once(mo
     assert time.monotonic() - stopping < 15
     (event,) = proxy.exchanges
     assert event.request_id == "while-down" and event.token_source == "upstream"
+
+
+@pytest.mark.parametrize("key", ["MAX_PENDING_REQUESTS", "MAX_PENDING_BYTES"])
+def test_backlog_bounds_must_be_positive(key: str) -> None:
+    """A zero bound would degrade every request: start-up refuses it, naming the key."""
+    with pytest.raises(ConfigError, match=f"accounting.{key.lower()}"):
+        load_settings(environ={f"PULSE_ACCOUNTING__{key}": "0"})
+    assert getattr(load_settings(environ={}).accounting, key.lower()) > 0
