@@ -565,6 +565,7 @@ class AccountingProcess:
 if __name__ == "__main__":
     # The one variable read here is a test hook that makes a batch poisonous, so that
     # the crash loop's back-off and quarantine can be tested against a real process.  It
-    # is read only in this entry point (never by the proxy, never by settings), it does
-    # nothing unless an operator sets it, and no client can set it.
+    # is read only in this entry point (never by the proxy, never by settings) and does
+    # nothing unless set in the proxy's environment, which only the tests do: a client
+    # alone can never make the child exit, whatever X-Request-ID it sends.
     child_main(int(sys.argv[1]), crash_on_request_id=os.environ.get("PULSE_TEST_CRASH_ON_REQUEST_ID") or None)
