@@ -36,6 +36,7 @@ from starlette.routing import Route
 from pulse_proxy import __version__, tokens
 from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.breakdown import Breakdown
+from pulse_proxy.bundled_mock import BundledMock
 from pulse_proxy.dispatch import Dispatcher
 from pulse_proxy.errors import openai_error_body
 from pulse_proxy.forward import Forwarder, StreamAborted, new_identity
@@ -88,14 +89,31 @@ logging.getLogger("uvicorn.error").addFilter(_DropStreamAborted())
 
 
 class Readiness:
-    """The last upstream probe's verdict, for ``/readyz``."""
+    """The last upstream probe's verdict, for ``/readyz``, unless something the proxy
+    knows better holds it down: a bundled mock being restarted is not ready whatever
+    an earlier probe said, and its reason names the mock rather than a socket error."""
 
     def __init__(self) -> None:
-        self.ready = False
-        self.reason = "upstream not probed yet"
+        self._probe = (False, "upstream not probed yet")
+        self._held: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._held is None and self._probe[0]
+
+    @property
+    def reason(self) -> str:
+        return self._held or self._probe[1]
 
     def set(self, ready: bool, reason: str) -> None:
-        self.ready, self.reason = ready, reason
+        self._probe = (ready, reason)
+
+    def hold(self, reason: str) -> None:
+        """Not ready, for ``reason``, until :meth:`release`."""
+        self._held = reason
+
+    def release(self) -> None:
+        self._held = None
 
 
 class UnframedRequest(aiohttp.ClientRequest):
@@ -163,8 +181,10 @@ class PulseApp:
         writer: LineWriter | None,
         startup_fields: dict[str, Any],
         clock: Callable[[], float],
+        bundled_mock: BundledMock | None = None,
     ) -> None:
         self.settings = settings
+        self.bundled_mock = bundled_mock
         self.upstream_url = upstream_url.rstrip("/")
         self.upstream = UpstreamBase(self.upstream_url)
         # This proxy's name in Via headers: its own requests (the probe's too) carry
@@ -193,6 +213,7 @@ class PulseApp:
             error_rate=self.error_rate,
             alert_firing=self.alerts.firing,
             dropped=self.dropped_counts,
+            degraded=self.degraded_counts,
         )
         sinks: list[Sink] = [LogSink(logger, writer)]
         self.statsd: StatsdSink | None = None
@@ -271,6 +292,11 @@ class PulseApp:
             counts["otel"] = self.otel.dropped
         return counts
 
+    def degraded_counts(self) -> dict[str, int]:
+        """Requests the accounting process's backlog or crashes left without usage."""
+        worker = self.dispatcher.worker
+        return dict(worker.degraded) if worker is not None else {}
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
@@ -298,6 +324,11 @@ class PulseApp:
             if sink is not None:
                 sink.start()
         self._spawn(self._probe_loop(), "pulse-readiness-probe")
+        if self.bundled_mock is not None:
+            self._spawn(
+                self.bundled_mock.supervise(self.log, down=self.readiness.hold, up=self._mock_back),
+                "pulse-mock-supervisor",
+            )
         self._spawn(self._alert_loop(), "pulse-alert-engine")
         if self.settings.server.summary_interval_s:
             self._spawn(self._summary_loop(), "pulse-summary")
@@ -334,6 +365,11 @@ class PulseApp:
         while True:
             await self.probe()
             await asyncio.sleep(interval)
+
+    async def _mock_back(self) -> None:
+        """The bundled mock listens again: probe it now rather than at the next tick."""
+        self.readiness.release()
+        await self.probe()
 
     async def _alert_loop(self) -> None:
         interval = self.settings.alerts.evaluation_interval_s
@@ -530,11 +566,13 @@ def create_app(
     log_stream: IO[bytes] | None = None,
     startup_fields: dict[str, Any] | None = None,
     clock: Callable[[], float] = time.time,
+    bundled_mock: BundledMock | None = None,
 ) -> PulseApp:
     """Build the app.  ``sinks`` are added to the built-in ones (tests pass a
     :class:`~pulse_proxy.sinks.ListSink`); ``upstream_url`` is the resolved upstream
     base URL (the CLI passes the bundled mock's address when ``url`` is ``mock``);
-    ``clock`` drives the statistics and alert engine (tests move it forward)."""
+    ``clock`` drives the statistics and alert engine (tests move it forward);
+    ``bundled_mock``, when the CLI started one, is watched and restarted if it dies."""
     url = upstream_url or settings.upstream.url
     if not settings.accounting.key_hash_salt:
         # One salt per run, shared by the accounting process and any in-process fallback.
@@ -560,4 +598,5 @@ def create_app(
         writer=writer,
         startup_fields=fields,
         clock=clock,
+        bundled_mock=bundled_mock,
     )

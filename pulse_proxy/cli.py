@@ -88,7 +88,7 @@ def serve(args: argparse.Namespace) -> int:
     # request objects are acyclic and die by reference counting.  The process is ours.
     gc.set_threshold(50_000, 20, 100)
     try:
-        app = create_app(settings, upstream_url=upstream_url, startup_fields=startup)
+        app = create_app(settings, upstream_url=upstream_url, startup_fields=startup, bundled_mock=mock)
         config = uvicorn.Config(
             app,
             host=settings.server.host,

@@ -28,6 +28,7 @@ Outcome = Literal[
 ]
 Endpoint = Literal["chat", "completions", "embeddings", "responses", "models", "other"]
 TokenSource = Literal["upstream", "tiktoken", "estimate"]
+UsageUnread = Literal["backlog", "quarantined"]
 
 # Outcomes that count against the service in error rates and alerts.  A client's own
 # 4xx (bad request, wrong key) and a client hanging up are not the upstream failing.
@@ -75,6 +76,10 @@ class Exchange:
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     upstream_request_id: str | None = None
+    # Why the bodies were never read for usage, when they were not: "backlog" (the
+    # accounting backlog was full) or "quarantined" (its batch kept crashing the
+    # accounting process).  Tokens and cost are then absent rather than guessed.
+    usage_unread: UsageUnread | None = None
     # Only with ``accounting.log_content``: masked, capped text (never by default).
     prompt_text: str | None = None
     completion_text: str | None = None

@@ -119,6 +119,13 @@ class AccountingSettings(_Section):
     # Response bytes kept for usage extraction; past this only the tail is kept
     # (usage sits at the end of SSE streams).
     max_capture_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    # The backlog of finished requests waiting for the accounting process (queued or
+    # sent and unanswered), bounded so that a stalled child cannot grow the proxy's
+    # memory without end.  Past max_pending_bytes a request's captured bodies are
+    # dropped (its event has usage_unread "backlog"); past max_pending_requests it is
+    # accounted in the proxy from its headers alone.  Either way it keeps its event.
+    max_pending_requests: int = Field(10_000, gt=0)
+    max_pending_bytes: int = Field(128 * 1024 * 1024, gt=0)
     # Salt for api_key_hash; generated at start-up when unset (hashes then differ per run).
     key_hash_salt: str | None = None
     max_tags: int = Field(10, ge=0)

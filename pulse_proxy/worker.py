@@ -12,8 +12,19 @@ the exchanges themselves only when a sink takes them one by one (OpenTelemetry, 
 embedding's own sink).
 
 Nothing is lost: every batch stays pending until its results return; if the child
-dies a new one is started and given the pending batches again (on shutdown they are
-finished in-process instead).
+dies a new one is started (with exponential back-off) and given the pending batches
+again (on shutdown they are finished in-process instead).  The batch the child was
+accounting when it died is resent one capture at a time; a capture in the child's
+hands at a second death is taken to be what kills it: it is quarantined, accounted
+here with its bodies dropped, so that one poisonous request cannot keep the child in a
+crash loop, nor cost its batch mates their usage.
+
+The backlog (captures waiting or unanswered) is bounded by
+``accounting.max_pending_requests`` and ``accounting.max_pending_bytes``, so that a
+stalled child costs accuracy rather than memory: past the byte bound a capture's
+bodies are dropped before it is queued, past the count bound it is accounted here from
+its headers alone.  Either way its event is still written, with ``usage_unread`` saying
+why tokens and cost are missing, and :attr:`AccountingProcess.degraded` counts it.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import dataclasses
 import gc
 import itertools
 import operator
+import os
 import pickle
 import signal
 import socket
@@ -36,15 +48,24 @@ from typing import Any
 import orjson
 
 from pulse_proxy.accounting import Accountant
+from pulse_proxy.backoff import Backoff
 from pulse_proxy.forkchild import start_child
 from pulse_proxy.forward import Capture
-from pulse_proxy.records import Exchange
+from pulse_proxy.records import Exchange, UsageUnread
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks.log import LineRenderer
 from pulse_proxy.sinks.statsd import StatsdLines
 from pulse_proxy.tally import Tally
 
 _STOP = b"stop"
+# A capture in the child's hands when it died this many times is quarantined.
+_QUARANTINE_AFTER_DEATHS = 2
+# Seconds to wait for a child whose socket closed to be reaped.
+_REAP_TIMEOUT_S = 5.0
+
+# A pending batch's key: the flush's number, then 0, or 1, 2, … for the single-capture
+# batches a suspect batch is split into.  Keys sort in the order the child answers.
+BatchKey = tuple[int, int]
 
 
 def build_accountant(settings: Settings) -> Accountant:
@@ -168,9 +189,20 @@ def unpack_finished(answer: tuple[Any, ...]) -> Finished:
     return Finished(lines, [Exchange(*v) for v in unrendered], [Exchange(*v) for v in every], tally, statsd)
 
 
-def child_main(fd: int) -> None:
+def drop_bodies(capture: Capture, reason: UsageUnread) -> None:
+    """Forget what accounting would have read, keeping what the hot path measured."""
+    capture.request_body = b""
+    capture.response_chunks = []
+    capture.captured_bytes = 0
+    capture.exchange.usage_unread = reason
+
+
+def child_main(fd: int, *, crash_on_request_id: str | None = None) -> None:
     """``python -m pulse_proxy.worker FD``: the first frame is the settings (and whether
-    the parent wants exchanges back), then batches."""
+    the parent wants exchanges back), then batches.
+
+    ``crash_on_request_id`` is a test hook: the child exits, as a crash would, when a
+    batch holds a request with that id (see the ``__main__`` block)."""
     # Ctrl-C reaches the whole process group; the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)
@@ -199,6 +231,8 @@ def child_main(fd: int) -> None:
         except (EOFError, OSError):
             return
         captures = unpack_captures(packed, sizes, blob)
+        if crash_on_request_id is not None and any(c.exchange.request_id == crash_on_request_id for c in captures):
+            os._exit(70)
         answer = finish_batch(accountant, renderer, captures, exchanges=exchanges, statsd=statsd)
         conn.send_bytes(pickle.dumps((seq, answer), protocol=5))
 
@@ -228,7 +262,7 @@ class _ChildLink(asyncio.Protocol):
         assert self.transport is not None
         self.transport.writelines((_frame_header(len(payload)), payload))
 
-    def send_batch(self, seq: int, captures: list[Capture]) -> None:
+    def send_batch(self, seq: BatchKey, captures: list[Capture]) -> None:
         """Two frames: the captures' fields, pickled, then their bodies end to end,
         handed to the transport as they are (one ``writev``, no copy on the loop)."""
         assert self.transport is not None
@@ -268,6 +302,7 @@ class AccountingProcess:
         *,
         logger: Any,
         exchanges: bool,
+        backoff: Backoff | None = None,
     ) -> None:
         """``exchanges``: whether results must carry the exchanges themselves (some sink
         takes them one by one) or only their log lines and figures."""
@@ -275,20 +310,35 @@ class AccountingProcess:
         # batch costs both processes a wake-up, a few system calls and a pickle round
         # trip, and the event loop one merge of figures per model, whatever its size.
         self._batch_delay_s = settings.accounting.batch_ms / 1000.0
+        self._max_requests = settings.accounting.max_pending_requests
+        self._max_bytes = settings.accounting.max_pending_bytes
         self._start_frame = orjson.dumps({"settings": settings.model_dump(mode="json"), "exchanges": exchanges})
         self._deliver = deliver
         self._fallback = fallback
         self._log = logger
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: _ChildLink | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._batch: list[Capture] = []
+        self._batch_bytes = 0
+        self._headers_only: list[Capture] = []
         self._flush_scheduled = False
         self._seq = itertools.count()
-        self._pending: dict[int, list[Capture]] = {}
+        self._pending: dict[BatchKey, list[Capture]] = {}
+        self._pending_bytes: dict[BatchKey, int] = {}
+        # The backlog: captures batched or pending, and their bodies' bytes.
+        self._backlog_requests = 0
+        self._backlog_bytes = 0
+        self._backlog_full = False
+        self._deaths: dict[BatchKey, int] = {}  # pending batch -> children that died on it
         self._drained = asyncio.Event()
         self._stopping = False
         self._generation = 0
+        self._backoff = backoff or Backoff(first_s=0.1, max_s=10.0, healthy_s=30.0)
+        self._respawn: asyncio.Task[None] | None = None
         self.restarts = 0
+        # Requests accounted with less than their bodies, by stage (see the module doc).
+        self.degraded = {"bodies_dropped": 0, "headers_only": 0, "quarantined": 0}
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -302,11 +352,17 @@ class AccountingProcess:
         # script without a main guard) and every library again.
         assert self._loop is not None
         parent_sock, child_sock = socket.socketpair()
-        self._process = start_child(child_sock.fileno(), child_main)
-        child_sock.close()
+        try:
+            self._process = start_child(child_sock.fileno(), _forked_child_main)
+        except BaseException:
+            parent_sock.close()
+            raise
+        finally:
+            child_sock.close()
         self._generation += 1
         generation = self._generation
         _, self._link = await self._loop.create_connection(lambda: _ChildLink(self, generation), sock=parent_sock)
+        self._backoff.started()
         self._link.send(self._start_frame)
         for seq in sorted(self._pending):  # batches a dead child never answered
             self._link.send_batch(seq, self._pending[seq])
@@ -314,54 +370,145 @@ class AccountingProcess:
     async def stop(self, timeout: float) -> None:
         """Finish everything submitted, then stop the child."""
         self._stopping = True
+        if self._respawn is not None:
+            self._respawn.cancel()
         self._flush()
-        if self._pending:
+        if self._pending and not self._link_open():
+            self._finish_inline()  # no child to wait for (it died, its successor waits)
+        elif self._pending:
             self._drained.clear()
             try:
                 await asyncio.wait_for(self._drained.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._finish_inline()
-        if self._link is not None and self._link.transport is not None:
+        if self._link_open():
+            assert self._link is not None
             self._link.send(_STOP)
-        try:
-            await asyncio.to_thread(self._process.wait, 5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
+        if self._process is not None:
+            try:
+                await asyncio.to_thread(self._process.wait, 5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
         if self._link is not None and self._link.transport is not None:
             self._link.transport.close()
+
+    def _link_open(self) -> bool:
+        link = self._link
+        return link is not None and link.transport is not None and not link.transport.is_closing()
 
     # -- the hot path's side: never blocks ----------------------------------------
 
     def submit(self, capture: Capture) -> None:
-        self._batch.append(capture)
+        if self._backlog_requests >= self._max_requests:
+            # Not even a body-less capture fits: account it here, from its headers.
+            drop_bodies(capture, "backlog")
+            self._headers_only.append(capture)
+            self._degrade("headers_only")
+        else:
+            size = len(capture.request_body) + capture.captured_bytes
+            if size and self._backlog_bytes + size > self._max_bytes:
+                drop_bodies(capture, "backlog")
+                size = 0
+                self._degrade("bodies_dropped")
+            self._batch.append(capture)
+            self._batch_bytes += size
+            self._backlog_requests += 1
+            self._backlog_bytes += size
         if not self._flush_scheduled:
             self._flush_scheduled = True
             assert self._loop is not None
             self._loop.call_later(self._batch_delay_s, self._flush)
 
+    def _degrade(self, stage: str) -> None:
+        self.degraded[stage] += 1
+        if not self._backlog_full:
+            self._backlog_full = True
+            self._log.warning(
+                "pulse.accounting_backlog_full",
+                pending_requests=self._backlog_requests,
+                pending_bytes=self._backlog_bytes,
+                max_pending_requests=self._max_requests,
+                max_pending_bytes=self._max_bytes,
+            )
+
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._headers_only:
+            captures, self._headers_only = self._headers_only, []
+            self._deliver(Finished.inline(finish_all(self._fallback, captures)))
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        seq = next(self._seq)
+        seq = (next(self._seq), 0)
         self._pending[seq] = batch
-        if self._link is not None and self._link.transport is not None and not self._link.transport.is_closing():
+        self._pending_bytes[seq] = self._batch_bytes
+        self._batch_bytes = 0
+        if self._link_open():
+            assert self._link is not None
             self._link.send_batch(seq, batch)
 
     # -- results, on the event loop --------------------------------------------------
 
-    def _results(self, seq: int, finished: Finished) -> None:
-        if self._pending.pop(seq, None) is None:
-            return  # already finished in-process
-        self._deliver(finished)
+    def _settle(self, seq: BatchKey) -> list[Capture] | None:
+        """Take a batch out of the backlog (answered, quarantined or finished here)."""
+        batch = self._pending.pop(seq, None)
+        if batch is None:
+            return None
+        self._backlog_requests -= len(batch)
+        self._backlog_bytes -= self._pending_bytes.pop(seq)
+        self._deaths.pop(seq, None)
         if not self._pending:
             self._drained.set()
+        # Hysteresis: "full" is announced once per episode, not once per batch.
+        if (
+            self._backlog_full
+            and self._backlog_requests <= self._max_requests // 2
+            and self._backlog_bytes <= self._max_bytes // 2
+        ):
+            self._backlog_full = False
+            self._log.info("pulse.accounting_backlog_cleared", degraded=dict(self.degraded))
+        return batch
+
+    def _results(self, seq: BatchKey, finished: Finished) -> None:
+        if self._settle(seq) is None:
+            return  # already finished in-process
+        self._deliver(finished)
 
     def _finish_inline(self) -> None:
         for seq in sorted(self._pending):
-            self._deliver(Finished.inline(finish_all(self._fallback, self._pending.pop(seq))))
+            batch = self._settle(seq)
+            if batch is not None:
+                self._deliver(Finished.inline(finish_all(self._fallback, batch)))
         self._drained.set()
+
+    def _quarantine(self, seq: BatchKey) -> None:
+        """Account a batch that keeps killing the child here, without its bodies (what
+        the child chokes on), so that its requests still get their events."""
+        batch = self._settle(seq)
+        if batch is None:
+            return
+        for capture in batch:
+            drop_bodies(capture, "quarantined")
+        self.degraded["quarantined"] += len(batch)
+        self._log.error("pulse.accounting_batch_quarantined", requests=len(batch), deaths=_QUARANTINE_AFTER_DEATHS)
+        self._deliver(Finished.inline(finish_all(self._fallback, batch)))
+
+    def _split(self, seq: BatchKey, deaths: int) -> None:
+        """Resend a suspect batch one capture at a time, each charged with its deaths:
+        the child answers the innocent ones, and the next death names the culprit, so
+        quarantine costs only the request that kills the child, not its batch mates."""
+        batch = self._pending[seq]
+        if len(batch) == 1:
+            self._deaths[seq] = deaths
+            return
+        del self._pending[seq]
+        self._deaths.pop(seq, None)
+        self._pending_bytes.pop(seq)
+        for part, capture in enumerate(batch, start=1):
+            key = (seq[0], part)
+            self._pending[key] = [capture]
+            self._pending_bytes[key] = len(capture.request_body) + capture.captured_bytes
+            self._deaths[key] = deaths
 
     def _child_gone(self, generation: int) -> None:
         if generation != self._generation:
@@ -369,11 +516,58 @@ class AccountingProcess:
         if self._stopping:
             self._finish_inline()
             return
+        # The child answers batches in order, so the oldest unanswered one is the batch
+        # it was accounting when it died.
+        suspect = min(self._pending, default=None)
+        if suspect is not None:
+            deaths = self._deaths.get(suspect, 0) + 1
+            if deaths >= _QUARANTINE_AFTER_DEATHS:
+                self._quarantine(suspect)
+            else:
+                self._split(suspect, deaths)
         self.restarts += 1
-        self._log.error("pulse.accounting_worker_restarted", exitcode=self._process.poll())
         assert self._loop is not None
-        self._loop.create_task(self._spawn())
+        self._respawn = self._loop.create_task(self._restart(self._process, self._backoff.next_delay()))
+
+    async def _restart(self, dead: subprocess.Popen[bytes] | None, delay: float) -> None:
+        """Reap the dead child (no zombie), wait out the back-off, start a new one."""
+        exitcode = None
+        if dead is not None:
+            try:
+                exitcode = await asyncio.to_thread(dead.wait, _REAP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:  # its socket closed, yet it lives on
+                dead.kill()
+                exitcode = await asyncio.to_thread(dead.wait)
+        while True:
+            self._log.error(
+                "pulse.accounting_worker_restarted",
+                exitcode=exitcode,
+                restarts=self.restarts,
+                delay_s=delay,
+                pending_requests=self._backlog_requests,
+            )
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            try:
+                await self._spawn()
+                return
+            except OSError as exc:  # no process or socket to be had right now
+                self._log.error("pulse.accounting_worker_start_failed", error_type=type(exc).__name__)
+                exitcode = None
+                delay = self._backoff.next_delay()
+
+
+def _forked_child_main(fd: int) -> None:
+    """The child's entry point, run in the child only (forked, or by ``__main__`` below).
+
+    The one variable read here is a test hook that makes a batch poisonous, so that the
+    crash loop's back-off and quarantine can be tested against a real process.  It is
+    read only in the child (never by the proxy, never by settings) and does nothing
+    unless set in the proxy's environment, which only the tests do: a client alone can
+    never make the child exit, whatever X-Request-ID it sends."""
+    child_main(fd, crash_on_request_id=os.environ.get("PULSE_TEST_CRASH_ON_REQUEST_ID") or None)
 
 
 if __name__ == "__main__":
-    child_main(int(sys.argv[1]))
+    _forked_child_main(int(sys.argv[1]))

@@ -344,6 +344,19 @@ class _ScrapeTimeCollector(Collector):
                 dropped.add_metric([str(component)], float(count))
         yield dropped
 
+        degraded = CounterMetricFamily(
+            "pulse_accounting_degraded",
+            "Requests accounted without their bodies (usage unread) because the accounting "
+            "backlog was full (stage bodies_dropped or headers_only) or their batch kept "
+            "crashing the accounting process (quarantined).",
+            labels=["stage"],
+        )
+        stages = _call(sink.degraded)
+        if isinstance(stages, Mapping):
+            for stage, count in sorted(stages.items()):
+                degraded.add_metric([str(stage)], float(count))
+        yield degraded
+
         folded = CounterMetricFamily(
             "pulse_label_values_folded",
             "Label values folded into 'other' because the label had too many distinct values.",
@@ -369,7 +382,8 @@ class PrometheusSink:
 
     ``error_rate`` returns the 5-minute error rate (or ``None`` with no traffic),
     ``alert_firing`` maps rule names to firing, ``dropped`` maps component names to
-    counts of dropped records; each is called at scrape time.
+    counts of dropped records, ``degraded`` maps accounting stages to counts of
+    requests accounted without their bodies; each is called at scrape time.
 
     Example::
 
@@ -390,11 +404,13 @@ class PrometheusSink:
         error_rate: Callable[[], float | None] | None = None,
         alert_firing: Callable[[], Mapping[str, bool]] | None = None,
         dropped: Callable[[], Mapping[str, int]] | None = None,
+        degraded: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self.registry = registry
         self.error_rate = error_rate
         self.alert_firing = alert_firing
         self.dropped = dropped
+        self.degraded = degraded
         self._model = BoundedLabel(max_label_values)
         self._upstream = BoundedLabel(20)
         self._error_type = BoundedLabel(50)
