@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,16 +20,19 @@ from typing import Any
 import orjson
 
 from pulse_proxy import tokens
+from pulse_proxy.decoding import decode_body
 from pulse_proxy.forward import Capture
 from pulse_proxy.records import Exchange, round_timings
 from pulse_proxy.settings import Settings
 from pulse_proxy.text import escape_control, truncate
-from pulse_proxy.usage import ResponseFacts, decode_body, facts_from_json, facts_from_sse
+from pulse_proxy.usage import ResponseFacts, facts_from_json, facts_from_sse
 
 # Bodies above this are counted in a worker thread so the event loop keeps relaying.
 _THREAD_THRESHOLD_BYTES = 64 * 1024
 _MAX_ERROR_CHARS = 300
 _MAX_LABEL_CHARS = 128
+# A JSON object's start; matched in place, since a decoded body may be tens of MB.
+_JSON_OBJECT = re.compile(rb"\s*\{")
 
 CostFn = Callable[[Exchange], float | None]
 RiskFn = Callable[[dict[str, Any], Exchange], list[str]]
@@ -135,6 +139,7 @@ class Accountant:
         self._max_tags = settings.accounting.max_tags
         self._log_content = settings.accounting.log_content
         self._content_cap = settings.accounting.content_max_chars
+        self._max_decoded = settings.accounting.max_decoded_bytes
         self._cost = cost
         self._risk = risk
         self._redact = redact
@@ -171,10 +176,10 @@ class Accountant:
         if request.body is not None:
             try:
                 ex.prompt_tokens_local = count_prompt(request.body, ex.endpoint, request.model)
-            except Exception:  # a body of unexpected shape must not lose the event
+            except Exception:  # noqa: BLE001  # a body of unexpected shape must not lose the event
                 ex.prompt_tokens_local = None
 
-        facts = self._response_facts(capture)
+        facts = self._response_facts(capture, ex)
         if facts is not None:
             self._apply_facts(ex, facts, request)
         if ex.error_message:
@@ -205,17 +210,21 @@ class Accountant:
         if facts is not None:
             ex.completion_text = escape_control(truncate(mask("".join(facts.completion_text)), self._content_cap))
 
-    def _response_facts(self, capture: Capture) -> ResponseFacts | None:
+    def _response_facts(self, capture: Capture, ex: Exchange) -> ResponseFacts | None:
         if not capture.response_chunks:
             return None
         if capture.response_content_type.startswith("text/event-stream"):
             return facts_from_sse(capture.response_chunks, collect_text=self._log_content)
         if capture.truncated:
             return None
-        body = decode_body(capture.response_chunks, capture.response_content_encoding)
-        if body is None or not body.lstrip().startswith(b"{"):
+        decoded = decode_body(capture.response_chunks, capture.response_content_encoding, self._max_decoded)
+        if decoded.body is None:
+            # Unreadable usage: say why, and let the local counts stand in for it.
+            ex.usage_unreadable = decoded.problem
+            return ResponseFacts()
+        if not _JSON_OBJECT.match(decoded.body):
             return None
-        return facts_from_json(body)
+        return facts_from_json(decoded.body)
 
     def _apply_facts(self, ex: Exchange, facts: ResponseFacts, request: RequestFacts) -> None:
         if facts.response_model:

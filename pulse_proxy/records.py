@@ -75,6 +75,10 @@ class Exchange:
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     upstream_request_id: str | None = None
+    # Why a compressed answer's usage could not be read, else null: "max_decoded_bytes"
+    # (it expanded past accounting.max_decoded_bytes), "unsupported_encoding" (no decoder
+    # here) or "corrupt_encoding".  Token counts then come from the local fallback.
+    usage_unreadable: str | None = None
     # Only with ``accounting.log_content``: masked, capped text (never by default).
     prompt_text: str | None = None
     completion_text: str | None = None

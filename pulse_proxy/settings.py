@@ -109,6 +109,11 @@ class AccountingSettings(_Section):
     # Response bytes kept for usage extraction; past this only the tail is kept
     # (usage sits at the end of SSE streams).
     max_capture_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    # A compressed response is decoded for accounting up to this many bytes, no further:
+    # 1 MB of gzip can expand to 1 GB.  Past it the usage is marked unreadable
+    # (``usage_unreadable``).  64 MiB is four times the capture limit, ample for any
+    # real JSON answer, and bounds the accounting process's memory per response.
+    max_decoded_bytes: int = Field(64 * 1024 * 1024, gt=0)
     # Salt for api_key_hash; generated at start-up when unset (hashes then differ per run).
     key_hash_salt: str | None = None
     max_tags: int = Field(10, ge=0)

@@ -11,7 +11,6 @@ This runs off the request path, on a copy of the bytes the client received.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,29 +71,6 @@ def parse_usage(raw: Any) -> Usage | None:
         else None
     )
     return Usage(prompt, completion, total, cached, reasoning)
-
-
-def decode_body(chunks: Iterable[bytes], content_encoding: str) -> bytes | None:
-    """The response body as the upstream meant it; None if it cannot be decoded here."""
-    data = b"".join(chunks)
-    encoding = content_encoding.strip().lower()
-    if not encoding or encoding == "identity":
-        return data
-    try:
-        if encoding in ("gzip", "x-gzip"):
-            return zlib.decompress(data, wbits=16 + zlib.MAX_WBITS)
-        if encoding == "deflate":
-            try:
-                return zlib.decompress(data)
-            except zlib.error:
-                return zlib.decompress(data, wbits=-zlib.MAX_WBITS)
-        if encoding == "br":
-            import brotli  # type: ignore[import-not-found]  # optional, as in httpx
-
-            return bytes(brotli.decompress(data))
-    except Exception:
-        return None
-    return None
 
 
 def _error_facts(facts: ResponseFacts, error: Any) -> None:
@@ -159,7 +135,7 @@ def _apply_response_object(facts: ResponseFacts, response: Any) -> None:
         _error_facts(facts, response["error"])
 
 
-def facts_from_json(body: bytes) -> ResponseFacts:
+def facts_from_json(body: bytes | bytearray) -> ResponseFacts:
     facts = ResponseFacts()
     try:
         data = orjson.loads(body)
@@ -167,7 +143,7 @@ def facts_from_json(body: bytes) -> ResponseFacts:
         return facts
     if not isinstance(data, dict):
         return facts
-    if "error" in data and data["error"]:
+    if data.get("error"):
         _error_facts(facts, data["error"])
     if data.get("object") == "response":
         _apply_response_object(facts, data)
@@ -209,7 +185,7 @@ def _apply_sse_payload(facts: ResponseFacts, event: SSEEvent, *, text: bool) -> 
         elif kind in ("response.created", "response.in_progress") and facts.response_model is None:
             _apply_response_object(facts, data.get("response"))
         return
-    if kind == "error" or ("error" in data and data["error"]):
+    if kind == "error" or data.get("error"):
         _error_facts(facts, data.get("error", data))
         return
     if isinstance(data.get("model"), str) and facts.response_model is None:

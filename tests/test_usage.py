@@ -6,7 +6,8 @@ import gzip
 
 import orjson
 
-from pulse_proxy.usage import decode_body, facts_from_json, facts_from_sse, parse_usage
+from pulse_proxy.decoding import decode_body
+from pulse_proxy.usage import facts_from_json, facts_from_sse, parse_usage
 
 
 def _sse(*payloads: object) -> list[bytes]:
@@ -76,9 +77,9 @@ def test_responses_stream_usage_comes_from_response_completed() -> None:
     chunks = [
         b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hel"}\n\n',
         b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"lo"}\n\n',
-        b'event: response.completed\ndata: {"type":"response.completed","response":{"object":"response",'
+        (b'event: response.completed\ndata: {"type":"response.completed","response":{"object":"response",'
         b'"model":"gpt-4o-2024-08-06","status":"completed","usage":{"input_tokens":3,"output_tokens":2,'
-        b'"total_tokens":5}}}\n\n',
+        b'"total_tokens":5}}}\n\n'),
     ]
     facts = facts_from_sse(chunks)
     assert facts.usage is not None and facts.usage.prompt_tokens == 3
@@ -114,6 +115,6 @@ def test_error_body_gives_type_and_message() -> None:
 def test_gzip_body_decodes_for_accounting() -> None:
     """A gzip-compressed body is decoded from its copy."""
     raw = b'{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
-    assert decode_body([gzip.compress(raw)[:10], gzip.compress(raw)[10:]], "gzip") == raw
-    assert decode_body([b"not gzip"], "gzip") is None
-    assert decode_body([b"abc"], "") == b"abc"
+    assert decode_body([gzip.compress(raw)[:10], gzip.compress(raw)[10:]], "gzip", 1000).body == raw
+    assert decode_body([b"not gzip"], "gzip", 1000).problem == "corrupt_encoding"
+    assert decode_body([b"abc"], "", 1000).body == b"abc"
