@@ -23,6 +23,8 @@ from pulse_proxy import tokens
 from pulse_proxy.decoding import decode_body
 from pulse_proxy.forward import Capture
 from pulse_proxy.records import Exchange, round_timings
+from pulse_proxy.redaction import Redact, credential_values, redact_exchange, value_redactor
+from pulse_proxy.risk.masking import mask_secrets
 from pulse_proxy.settings import Settings
 from pulse_proxy.text import escape_control, truncate
 from pulse_proxy.usage import ResponseFacts, facts_from_json, facts_from_sse
@@ -143,6 +145,9 @@ class Accountant:
         self._cost = cost
         self._risk = risk
         self._redact = redact
+        # The key the proxy sends upstream for clients that send none: an upstream may
+        # echo it as readily as a client's own.
+        self._configured_keys = [settings.upstream.api_key] if settings.upstream.api_key else []
 
     def key_hash(self, key: str) -> str:
         """Salted and short: an unsalted full hash of a key is itself a credential."""
@@ -157,18 +162,32 @@ class Accountant:
         return self.finish_sync(capture)
 
     def finish_sync(self, capture: Capture) -> Exchange:
+        # Whatever happens here, the exchange leaves with the request's credentials
+        # redacted: a caller that catches an accounting bug still logs capture.exchange.
+        secrets = credential_values(capture.credentials, capture.query, self._configured_keys)
+        capture.credentials = None
+        clean = value_redactor(secrets)
+        try:
+            return self._finish(capture, clean)
+        finally:
+            redact_exchange(capture.exchange, clean)
+            capture.exchange.path = mask_secrets(capture.exchange.path)
+
+    def _finish(self, capture: Capture, clean: Redact) -> Exchange:
+        """``clean`` goes over every client or upstream text before it is cut to size, so
+        that a cut cannot leave the head of a credential that no longer matches whole."""
         ex = capture.exchange
         round_timings(ex)
         request = parse_request(capture.request_body, ex.endpoint)
         if request.model:
-            ex.model = escape_control(request.model[:_MAX_LABEL_CHARS])
+            ex.model = escape_control(clean(request.model)[:_MAX_LABEL_CHARS])
         ex.stream = ex.stream or request.stream
         ex.messages = request.messages
         ex.max_tokens = request.max_tokens
         ex.prompt_chars = request.prompt_chars
         user = capture.user_header or request.user
-        ex.user = escape_control(user[:_MAX_LABEL_CHARS]) if user else None
-        ex.tags = parse_tags(capture.tags_header, self._max_tags)
+        ex.user = escape_control(clean(user)[:_MAX_LABEL_CHARS]) if user else None
+        ex.tags = parse_tags(clean(capture.tags_header) if capture.tags_header else None, self._max_tags)
         if capture.api_key:
             ex.api_key_hash = self.key_hash(capture.api_key)
             capture.api_key = None
@@ -181,12 +200,13 @@ class Accountant:
 
         facts = self._response_facts(capture, ex)
         if facts is not None:
-            self._apply_facts(ex, facts, request)
+            self._apply_facts(ex, facts, request, clean)
         if ex.error_message:
-            message = self._redact(ex.error_message) if self._redact else ex.error_message
+            message = clean(ex.error_message)
+            message = self._redact(message) if self._redact else message
             ex.error_message = truncate(escape_control(message), _MAX_ERROR_CHARS)
         if ex.error_type:
-            ex.error_type = escape_control(ex.error_type[:64])
+            ex.error_type = escape_control(clean(ex.error_type)[:64])
 
         if self._cost is not None and ex.prompt_tokens is not None:
             ex.cost_usd = self._cost(ex)
@@ -194,15 +214,22 @@ class Accountant:
             flags = self._risk(request.body, ex)
             ex.risk_flags = sorted(set(ex.risk_flags) | set(flags))
         if self._log_content:
-            self._attach_content(ex, request, facts)
+            self._attach_content(ex, request, facts, clean)
         capture.request_body = b""
         capture.response_chunks = []
         return ex
 
-    def _attach_content(self, ex: Exchange, request: RequestFacts, facts: ResponseFacts | None) -> None:
+    def _attach_content(
+        self, ex: Exchange, request: RequestFacts, facts: ResponseFacts | None, clean: Redact
+    ) -> None:
         """Opt-in content logging: masked first (so a cap cannot cut a secret in half
         and leave its head), then capped, then escaped."""
-        mask = self._redact or (lambda text: text)
+        masker = self._redact
+
+        def mask(text: str) -> str:
+            text = clean(text)
+            return masker(text) if masker is not None else text
+
         if request.body is not None:
             from pulse_proxy.risk import extract_text
 
@@ -226,9 +253,9 @@ class Accountant:
             return None
         return facts_from_json(decoded.body)
 
-    def _apply_facts(self, ex: Exchange, facts: ResponseFacts, request: RequestFacts) -> None:
+    def _apply_facts(self, ex: Exchange, facts: ResponseFacts, request: RequestFacts, clean: Redact) -> None:
         if facts.response_model:
-            ex.response_model = escape_control(facts.response_model[:_MAX_LABEL_CHARS])
+            ex.response_model = escape_control(clean(facts.response_model)[:_MAX_LABEL_CHARS])
             if ex.model is None:
                 ex.model = ex.response_model
         ex.finish_reason = facts.finish_reason

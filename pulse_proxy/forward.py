@@ -17,10 +17,10 @@ import itertools
 import re
 import time
 import uuid
-from email.utils import formatdate
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
 
 import aiohttp
 import orjson
@@ -78,6 +78,10 @@ class Capture:
     usage_injected: bool = False
     # Credentials and attribution headers, held in memory only until hashed / parsed.
     api_key: str | None = None
+    # Every credential header value and the raw query string: accounting redacts what
+    # they hold from the event, by value.
+    credentials: list[str] | None = None
+    query: bytes = b""
     user_header: str | None = None
     tags_header: str | None = None
 
@@ -277,7 +281,7 @@ class UsageChunkFilter:
     message"), so once it is gone the rest of the stream passes untouched.
     """
 
-    __slots__ = ("_rest", "_framer", "_done")
+    __slots__ = ("_done", "_framer", "_rest")
 
     def __init__(self) -> None:
         self._rest = b""
@@ -363,6 +367,8 @@ class Forwarder:
             upstream=self._label,
         )
         capture = Capture(exchange)
+        capture.credentials = client_headers.credentials
+        capture.query = scope.get("query_string", b"")
         try:
             await self._exchange(scope, receive, send, capture, client_headers, sub_path, started)
         except asyncio.CancelledError:
@@ -457,7 +463,7 @@ class Forwarder:
             # An empty Authorization from the client must not travel beside ours.
             headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
             headers.append(("authorization", f"Bearer {self._api_key}"))
-        query = scope.get("query_string", b"")
+        query = capture.query
         target = self._base + sub_path + ("?" + query.decode("latin-1") if query else "")
 
         # 4. Forward, watching for the client going away meanwhile.
@@ -475,7 +481,7 @@ class Forwarder:
                     headers=headers,
                     allow_redirects=False,
                 )
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            except (TimeoutError, aiohttp.ServerTimeoutError):
                 exchange.upstream_ms = _ms_since(upstream_started)
                 await self._proxy_error(
                     send, capture, 504, "timeout", "upstream_timeout",
@@ -567,7 +573,7 @@ class Forwarder:
                 if first and is_sse:
                     exchange.ttft_ms = _ms_since(started)
                 first = False
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             self._broken(capture, upstream_started, bytes_out, "timeout", "upstream_timeout",
                          "The upstream stopped sending mid-response.")
             raise StreamAborted from None

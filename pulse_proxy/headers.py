@@ -52,6 +52,9 @@ class ClientHeaders:
     request_id: bytes | None = None
     content_length: bytes | None = None
     api_key: str | None = None  # the first of Authorization (bearer), api-key, x-api-key
+    # Every Authorization, api-key and x-api-key value as sent, for accounting to
+    # redact by value (parsed there, off the event loop); None when there is none.
+    credentials: list[str] | None = None
     user: str | None = None  # X-Pulse-User
     tags: str | None = None  # X-Pulse-Tags
 
@@ -102,8 +105,13 @@ def read_request_headers(
             if lowered == b"connection":  # usually just "keep-alive", dropped anyway
                 named.extend(t for t in _tokens(value) if t not in HOP_BY_HOP)
         elif what == "authorization" or what == "api_key":
+            text = value.decode("latin-1")
+            if read.credentials is None:
+                read.credentials = [text]
+            else:
+                read.credentials.append(text)
             if read.api_key is None:
-                text = value.decode("latin-1").strip()
+                text = text.strip()
                 if what == "authorization" and text[:7].lower() == "bearer ":
                     text = text[7:].strip()
                 read.api_key = text or None
