@@ -80,7 +80,7 @@ class Capture:
     api_key: str | None = None
     # Every credential header value and the raw query string: accounting redacts what
     # they hold from the event, by value.
-    credentials: list[str] | None = None
+    credentials: str | None = None  # one header value a line
     query: bytes = b""
     user_header: str | None = None
     tags_header: str | None = None

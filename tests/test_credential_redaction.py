@@ -147,7 +147,7 @@ def test_short_values_are_left_alone_and_longer_ones_in_every_form() -> None:
     from pulse_proxy.redaction import credential_values, value_redactor
 
     secrets = credential_values(
-        ["Bearer short", f"Basic {BASIC}"], b"key=1234&client_secret=a%2Fb%2Bc%3Dd-long&page=2", ["sk-configured-key-1"]
+        f"Bearer short\nBasic {BASIC}", b"key=1234&client_secret=a%2Fb%2Bc%3Dd-long&page=2", ["sk-configured-key-1"]
     )
     redact = value_redactor(secrets)
     assert redact("short page 1234") == "short page 1234"
