@@ -186,3 +186,15 @@ def test_every_codec_stops_past_the_limit(bombs: dict[str, bytes]) -> None:
     assert decode_body([bombs["br"]], "br", 8 * MIB).problem == expected
     assert decode_body([b"x"], "compress", MIB).problem == "unsupported_encoding"
     assert decode_body([bombs["gzip"]], "identity, gzip", 8 * MIB).problem == "max_decoded_bytes"
+
+
+def test_zstd_stops_past_the_limit_when_a_zstd_library_is_present() -> None:
+    """With zstandard installed, a zstd bomb stops at the limit and several frames decode as one body."""
+    zstandard = pytest.importorskip("zstandard")
+    from pulse_proxy.decoding import decode_body
+
+    compressor = zstandard.ZstdCompressor()
+    frames = compressor.compress(b'{"a":') + compressor.compress(b"1}")
+    assert decode_body([frames], "zstd", MIB).body == b'{"a":1}'
+    bomb = compressor.compress(bytes(256 * MIB))
+    assert decode_body([bomb], "zstd", 8 * MIB).problem == "max_decoded_bytes"
