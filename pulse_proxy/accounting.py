@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,16 +20,21 @@ from typing import Any
 import orjson
 
 from pulse_proxy import tokens
+from pulse_proxy.decoding import decode_body
 from pulse_proxy.forward import Capture
 from pulse_proxy.records import Exchange, round_timings
+from pulse_proxy.redaction import Redact, credential_values, redact_exchange, value_redactor
+from pulse_proxy.risk.masking import mask_secrets
 from pulse_proxy.settings import Settings
 from pulse_proxy.text import escape_control, truncate
-from pulse_proxy.usage import ResponseFacts, decode_body, facts_from_json, facts_from_sse
+from pulse_proxy.usage import ResponseFacts, facts_from_json, facts_from_sse
 
 # Bodies above this are counted in a worker thread so the event loop keeps relaying.
 _THREAD_THRESHOLD_BYTES = 64 * 1024
 _MAX_ERROR_CHARS = 300
 _MAX_LABEL_CHARS = 128
+# A JSON object's start; matched in place, since a decoded body may be tens of MB.
+_JSON_OBJECT = re.compile(rb"\s*\{")
 
 CostFn = Callable[[Exchange], float | None]
 RiskFn = Callable[[dict[str, Any], Exchange], list[str]]
@@ -133,9 +139,13 @@ class Accountant:
         self._max_tags = settings.accounting.max_tags
         self._log_content = settings.accounting.log_content
         self._content_cap = settings.accounting.content_max_chars
+        self._max_decoded = settings.accounting.max_decoded_bytes
         self._cost = cost
         self._risk = risk
         self._redact = redact
+        # The key the proxy sends upstream for clients that send none: an upstream may
+        # echo it as readily as a client's own.
+        self._configured_keys = [settings.upstream.api_key] if settings.upstream.api_key else []
 
     def key_hash(self, key: str) -> str:
         """Salted and short: an unsalted full hash of a key is itself a credential."""
@@ -150,19 +160,33 @@ class Accountant:
         return self.finish_sync(capture)
 
     def finish_sync(self, capture: Capture) -> Exchange:
+        # Whatever happens here, the exchange leaves with the request's credentials
+        # redacted: a caller that catches an accounting bug still logs capture.exchange.
+        secrets = credential_values(capture.credentials, capture.query, self._configured_keys)
+        capture.credentials = None
+        clean = value_redactor(secrets)
+        try:
+            return self._finish(capture, clean)
+        finally:
+            redact_exchange(capture.exchange, clean)
+            capture.exchange.path = mask_secrets(capture.exchange.path)
+
+    def _finish(self, capture: Capture, clean: Redact) -> Exchange:
+        """``clean`` goes over every client or upstream text before it is cut to size, so
+        that a cut cannot leave the head of a credential that no longer matches whole."""
         ex = capture.exchange
         round_timings(ex)
         request = parse_request(capture.request_body, ex.endpoint)
         if request.model:
-            ex.model = escape_control(request.model[:_MAX_LABEL_CHARS])
+            ex.model = escape_control(clean(request.model)[:_MAX_LABEL_CHARS])
         # ``stream`` stays what the hot path saw: whether the response was SSE.  A
         # request asking for a stream may still get JSON (an error, a proxy refusal).
         ex.messages = request.messages
         ex.max_tokens = request.max_tokens
         ex.prompt_chars = request.prompt_chars
         user = capture.user_header or request.user
-        ex.user = escape_control(user[:_MAX_LABEL_CHARS]) if user else None
-        ex.tags = parse_tags(capture.tags_header, self._max_tags)
+        ex.user = escape_control(clean(user)[:_MAX_LABEL_CHARS]) if user else None
+        ex.tags = parse_tags(clean(capture.tags_header) if capture.tags_header else None, self._max_tags)
         if capture.api_key:
             ex.api_key_hash = self.key_hash(capture.api_key)
             capture.api_key = None
@@ -173,16 +197,17 @@ class Accountant:
             except Exception:  # noqa: BLE001 - a body of unexpected shape must not lose the event
                 ex.prompt_tokens_local = None
 
-        facts = self._response_facts(capture)
+        facts = self._response_facts(capture, ex)
         if facts is not None:
-            self._apply_facts(ex, facts, request)
+            self._apply_facts(ex, facts, request, clean)
         if ex.error_message:
-            message = self._redact(ex.error_message) if self._redact else ex.error_message
+            message = clean(ex.error_message)
+            message = self._redact(message) if self._redact else message
             ex.error_message = truncate(escape_control(message), _MAX_ERROR_CHARS)
         if ex.error_type:
-            ex.error_type = escape_control(ex.error_type[:64])
+            ex.error_type = escape_control(clean(ex.error_type)[:64])
         if ex.upstream_request_id:
-            ex.upstream_request_id = self._clean_upstream_id(ex.upstream_request_id)
+            ex.upstream_request_id = self._clean_upstream_id(ex.upstream_request_id, clean)
 
         if self._cost is not None and ex.prompt_tokens is not None:
             ex.cost_usd = self._cost(ex)
@@ -190,12 +215,12 @@ class Accountant:
             flags = self._risk(request.body, ex)
             ex.risk_flags = sorted(set(ex.risk_flags) | set(flags))
         if self._log_content:
-            self._attach_content(ex, request, facts)
+            self._attach_content(ex, request, facts, clean)
         capture.request_body = b""
         capture.response_chunks = []
         return ex
 
-    def _clean_upstream_id(self, value: str) -> str:
+    def _clean_upstream_id(self, value: str, clean: Redact) -> str:
         """The upstream's X-Request-ID is provider-controlled text like an error message,
         so it gets the same treatment: redacted, escaped, truncated.  Header bytes that
         are not UTF-8 arrive as lone surrogates, which no JSON encoder accepts; they
@@ -204,14 +229,21 @@ class Accountant:
             raw = value.encode("utf-8", "surrogateescape")  # the bytes aiohttp could not decode
         except UnicodeEncodeError:
             raw = value.encode("utf-8", "surrogatepass")
-        value = raw.decode("utf-8", "replace")
+        value = clean(raw.decode("utf-8", "replace"))
         value = self._redact(value) if self._redact else value
         return truncate(escape_control(value), _MAX_LABEL_CHARS)
 
-    def _attach_content(self, ex: Exchange, request: RequestFacts, facts: ResponseFacts | None) -> None:
+    def _attach_content(
+        self, ex: Exchange, request: RequestFacts, facts: ResponseFacts | None, clean: Redact
+    ) -> None:
         """Opt-in content logging: masked first (so a cap cannot cut a secret in half
         and leave its head), then capped, then escaped."""
-        mask = self._redact or (lambda text: text)
+        masker = self._redact
+
+        def mask(text: str) -> str:
+            text = clean(text)
+            return masker(text) if masker is not None else text
+
         if request.body is not None:
             from pulse_proxy.risk import extract_text
 
@@ -219,21 +251,25 @@ class Accountant:
         if facts is not None:
             ex.completion_text = escape_control(truncate(mask("".join(facts.completion_text)), self._content_cap))
 
-    def _response_facts(self, capture: Capture) -> ResponseFacts | None:
+    def _response_facts(self, capture: Capture, ex: Exchange) -> ResponseFacts | None:
         if not capture.response_chunks:
             return None
         if capture.response_content_type.startswith("text/event-stream"):
             return facts_from_sse(capture.response_chunks, collect_text=self._log_content)
         if capture.truncated:
             return None
-        body = decode_body(capture.response_chunks, capture.response_content_encoding)
-        if body is None or not body.lstrip().startswith(b"{"):
+        decoded = decode_body(capture.response_chunks, capture.response_content_encoding, self._max_decoded)
+        if decoded.body is None:
+            # Unreadable usage: say why, and let the local counts stand in for it.
+            ex.usage_unread = decoded.problem
+            return ResponseFacts()
+        if not _JSON_OBJECT.match(decoded.body):
             return None
-        return facts_from_json(body)
+        return facts_from_json(decoded.body)
 
-    def _apply_facts(self, ex: Exchange, facts: ResponseFacts, request: RequestFacts) -> None:
+    def _apply_facts(self, ex: Exchange, facts: ResponseFacts, request: RequestFacts, clean: Redact) -> None:
         if facts.response_model:
-            ex.response_model = escape_control(facts.response_model[:_MAX_LABEL_CHARS])
+            ex.response_model = escape_control(clean(facts.response_model)[:_MAX_LABEL_CHARS])
             if ex.model is None:
                 ex.model = ex.response_model
         ex.finish_reason = facts.finish_reason

@@ -96,6 +96,10 @@ class Capture:
     response_started: bool = False
     # Credentials and attribution headers, held in memory only until hashed / parsed.
     api_key: str | None = None
+    # Every credential header value and the raw query string: accounting redacts what
+    # they hold from the event, by value.
+    credentials: str | None = None  # one header value a line
+    query: bytes = b""
     user_header: str | None = None
     tags_header: str | None = None
 
@@ -464,6 +468,8 @@ class Forwarder:
             upstream=self._label,
         )
         capture = Capture(exchange)
+        capture.credentials = client_headers.credentials
+        capture.query = scope.get("query_string", b"")
         try:
             await self._exchange(scope, receive, send, capture, client_headers, sub_path, started)
         except asyncio.CancelledError:
@@ -597,7 +603,7 @@ class Forwarder:
             client_headers.content_length is not None
             or client_headers.transfer_encoding is not None
         )
-        query = scope.get("query_string", b"")
+        query = capture.query
         target = self._upstream.url_for(sub_path, query.decode("latin-1") if query else "")
 
         # 4. Forward, watching for the client going away meanwhile.

@@ -55,6 +55,10 @@ class ClientHeaders:
     content_length: bytes | None = None
     transfer_encoding: bytes | None = None  # with content_length: whether a body was framed
     api_key: str | None = None  # the first of Authorization (bearer), api-key, x-api-key
+    # Every Authorization, api-key and x-api-key value as sent, one a line (a header
+    # value holds no newline), for accounting to redact by value, parsed there, off
+    # the event loop.  One string rather than a list: cheaper to build and to pickle.
+    credentials: str | None = None
     user: str | None = None  # X-Pulse-User
     tags: str | None = None  # X-Pulse-Tags
     # Every Via field the client sent, joined with ", " (RFC 9110 §5.3): the proxies
@@ -110,8 +114,10 @@ def read_request_headers(
             if lowered == b"connection":  # usually just "keep-alive", dropped anyway
                 named.extend(t for t in _tokens(value) if t not in HOP_BY_HOP)
         elif what == "authorization" or what == "api_key":
+            text = value.decode("latin-1")
+            read.credentials = text if read.credentials is None else f"{read.credentials}\n{text}"
             if read.api_key is None:
-                text = value.decode("latin-1").strip()
+                text = text.strip()
                 if what == "authorization" and text[:7].lower() == "bearer ":
                     text = text[7:].strip()
                 read.api_key = text or None

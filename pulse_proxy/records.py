@@ -28,7 +28,9 @@ Outcome = Literal[
 ]
 Endpoint = Literal["chat", "completions", "embeddings", "responses", "models", "other"]
 TokenSource = Literal["upstream", "tiktoken", "estimate"]
-UsageUnread = Literal["backlog", "quarantined"]
+UsageUnread = Literal[
+    "backlog", "quarantined", "max_decoded_bytes", "unsupported_encoding", "corrupt_encoding"
+]
 
 # Outcomes that count against the service in error rates and alerts.  A client's own
 # 4xx (bad request, wrong key) and a client hanging up are not the upstream failing.
@@ -76,9 +78,12 @@ class Exchange:
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     upstream_request_id: str | None = None
-    # Why the bodies were never read for usage, when they were not: "backlog" (the
+    # Why the response was never read for usage, when it was not: "backlog" (the
     # accounting backlog was full) or "quarantined" (its batch kept crashing the
-    # accounting process).  Tokens and cost are then absent rather than guessed.
+    # accounting process): tokens and cost are then absent rather than guessed; or
+    # "max_decoded_bytes" (a compressed answer expanded past
+    # accounting.max_decoded_bytes), "unsupported_encoding" (no decoder here) or
+    # "corrupt_encoding": token counts then come from the local fallback.
     usage_unread: UsageUnread | None = None
     # Only with ``accounting.log_content``: masked, capped text (never by default).
     prompt_text: str | None = None

@@ -126,6 +126,11 @@ class AccountingSettings(_Section):
     # accounted in the proxy from its headers alone.  Either way it keeps its event.
     max_pending_requests: int = Field(10_000, gt=0)
     max_pending_bytes: int = Field(128 * 1024 * 1024, gt=0)
+    # A compressed response is decoded for accounting up to this many bytes, no further:
+    # 1 MB of gzip can expand to 1 GB.  Past it the usage is marked unreadable
+    # (``usage_unread``).  64 MiB is four times the capture limit, ample for any
+    # real JSON answer, and bounds the accounting process's memory per response.
+    max_decoded_bytes: int = Field(64 * 1024 * 1024, gt=0)
     # Salt for api_key_hash; generated at start-up when unset (hashes then differ per run).
     key_hash_salt: str | None = None
     max_tags: int = Field(10, ge=0)

@@ -11,7 +11,6 @@ This runs off the request path, on a copy of the bytes the client received.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,29 +75,6 @@ def parse_usage(raw: Any) -> Usage | None:
         else None
     )
     return Usage(prompt, completion, total, cached, reasoning)
-
-
-def decode_body(chunks: Iterable[bytes], content_encoding: str) -> bytes | None:
-    """The response body as the upstream meant it; None if it cannot be decoded here."""
-    data = b"".join(chunks)
-    encoding = content_encoding.strip().lower()
-    if not encoding or encoding == "identity":
-        return data
-    try:
-        if encoding in ("gzip", "x-gzip"):
-            return zlib.decompress(data, wbits=16 + zlib.MAX_WBITS)
-        if encoding == "deflate":
-            try:
-                return zlib.decompress(data)
-            except zlib.error:
-                return zlib.decompress(data, wbits=-zlib.MAX_WBITS)
-        if encoding == "br":
-            import brotli  # type: ignore[import-not-found]  # optional, as in httpx
-
-            return bytes(brotli.decompress(data))
-    except Exception:  # noqa: BLE001 - a corrupt body means no usage, never a lost event
-        return None
-    return None
 
 
 # Objects whose ``error`` field reports the generation the request asked for.  Every other
@@ -172,7 +148,7 @@ def _apply_response_object(facts: ResponseFacts, response: Any) -> None:
     facts.failed = facts.failed or status == "failed"
 
 
-def facts_from_json(body: bytes) -> ResponseFacts:
+def facts_from_json(body: bytes | bytearray) -> ResponseFacts:
     facts = ResponseFacts()
     try:
         data = orjson.loads(body)

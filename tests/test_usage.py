@@ -6,7 +6,8 @@ import gzip
 
 import orjson
 
-from pulse_proxy.usage import decode_body, facts_from_json, facts_from_sse, parse_usage
+from pulse_proxy.decoding import decode_body
+from pulse_proxy.usage import facts_from_json, facts_from_sse, parse_usage
 
 
 def _sse(*payloads: object) -> list[bytes]:
@@ -128,6 +129,6 @@ def test_only_a_failed_generation_sets_failed() -> None:
 def test_gzip_body_decodes_for_accounting() -> None:
     """A gzip-compressed body is decoded from its copy."""
     raw = b'{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
-    assert decode_body([gzip.compress(raw)[:10], gzip.compress(raw)[10:]], "gzip") == raw
-    assert decode_body([b"not gzip"], "gzip") is None
-    assert decode_body([b"abc"], "") == b"abc"
+    assert decode_body([gzip.compress(raw)[:10], gzip.compress(raw)[10:]], "gzip", 1000).body == raw
+    assert decode_body([b"not gzip"], "gzip", 1000).problem == "corrupt_encoding"
+    assert decode_body([b"abc"], "", 1000).body == b"abc"

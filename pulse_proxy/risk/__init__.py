@@ -26,7 +26,8 @@ What lives where (one job a module, so a detector can be read and tuned on its o
 
 * ``flags.py``: the flag names (:data:`FLAGS`) and the default limits.
 * ``scanner.py``: :func:`scan`, which runs the detectors over the head and tail of a text.
-* ``masking.py``: :func:`mask`, which replaces every PII and secret match in a text.
+* ``masking.py``: :func:`mask`, which replaces every PII and secret match in a text
+  (:func:`mask_secrets`: the secret matches only).
 * ``extract.py``: :func:`extract_text` / :func:`extract_texts`, the text of a request body.
 * ``jailbreak_phrases.py``: :class:`JailbreakPattern` and the multilingual phrase table.
 * ``jailbreak.py``: :class:`JailbreakMatcher`, which compiles that table into one regex.
@@ -46,7 +47,7 @@ from pulse_proxy.risk.flags import DEFAULT_LONG_PROMPT_TOKENS, DEFAULT_MAX_CHARS
 from pulse_proxy.risk.jailbreak import _JAILBREAK as _JAILBREAK
 from pulse_proxy.risk.jailbreak import JailbreakMatcher
 from pulse_proxy.risk.jailbreak_phrases import JAILBREAK_PATTERNS, JailbreakPattern
-from pulse_proxy.risk.masking import mask
+from pulse_proxy.risk.masking import mask, mask_secrets
 from pulse_proxy.risk.pii import _pii_spans as _pii_spans
 from pulse_proxy.risk.pii import iban_valid, luhn_valid, ssn_valid
 from pulse_proxy.risk.scanner import _sample as _sample
@@ -68,6 +69,7 @@ __all__ = [
     "iban_valid",
     "luhn_valid",
     "mask",
+    "mask_secrets",
     "scan",
     "ssn_valid",
 ]

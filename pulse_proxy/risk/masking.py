@@ -13,7 +13,18 @@ def mask(text: str) -> str:
     first, then truncate, so that a cut never leaves half a secret unrecognised.
     Overlapping matches merge, so no fragment of either survives.
     """
-    spans = sorted([*_pii_spans(text), *_secret_spans(text)], key=lambda s: (s[1], -s[2]))
+    return _replace(text, [*_pii_spans(text), *_secret_spans(text)])
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with only the credentials that look like known key formats replaced by
+    ``[SECRET]``: for texts such as a URL path, where an e-mail or a number is no leak
+    but a key pasted into ``/v1/models/sk-…`` is."""
+    return _replace(text, list(_secret_spans(text)))
+
+
+def _replace(text: str, found: list[tuple[str, int, int]]) -> str:
+    spans = sorted(found, key=lambda s: (s[1], -s[2]))
     if not spans:
         return text
     out: list[str] = []
