@@ -115,10 +115,11 @@ def upstream(bombs: dict[str, bytes]) -> Iterator[str]:
 
 
 def _accounting_child(proxy_pid: int) -> int:
-    """The proxy's child running ``pulse_proxy.worker``, found through /proc."""
+    """The proxy's accounting process, found through /proc: forked from the proxy, it
+    has the proxy's command line, so it is the child that is not the bundled mock."""
     for children in Path(f"/proc/{proxy_pid}/task").glob("*/children"):
         for pid in children.read_text().split():
-            if b"pulse_proxy.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"mock_upstream" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return int(pid)
     raise AssertionError("no accounting child")
 
