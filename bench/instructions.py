@@ -70,7 +70,7 @@ async def drive(port: int, body: bytes, requests: int, connections: int) -> None
         await asyncio.gather(*(worker() for _ in range(connections)))
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout  # valgrind makes start-up some 50 times slower
     while time.monotonic() < deadline:
         if proc.poll() is not None:
