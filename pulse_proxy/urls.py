@@ -47,6 +47,9 @@ def display_url(url: str) -> str:
     return parts.geturl()
 
 
+_MAX_CACHED_PATHS = 256
+
+
 class UpstreamBase:
     """A configured upstream base URL, split once so each request only adds a path.
 
@@ -55,7 +58,7 @@ class UpstreamBase:
     and query are passed to yarl already encoded, so they travel exactly as given.
     """
 
-    __slots__ = ("authority", "host", "path", "port", "scheme", "url")
+    __slots__ = ("_plain", "authority", "host", "path", "port", "scheme", "url")
 
     def __init__(self, url: str) -> None:
         parsed = URL(url.rstrip("/"), encoded=True)
@@ -67,17 +70,29 @@ class UpstreamBase:
         self.host = parsed.raw_host
         self.port = parsed.port  # explicit, or the scheme's default
         self.path = parsed.raw_path.rstrip("/")
+        self._plain: dict[str, URL] = {}
 
     def url_for(self, sub_path: str, query: str = "") -> URL:
         """The upstream URL for a request path below ``/v1`` (as :func:`upstream_path`
-        returns it) and a raw query string."""
-        return URL.build(
+        returns it) and a raw query string.
+
+        Built from parts, so nothing in the path can change the authority.  Clients use
+        a handful of paths without a query, so those URLs are kept (a bounded table:
+        once full, new paths are built each time rather than evicting)."""
+        if not query:
+            cached = self._plain.get(sub_path)
+            if cached is not None:
+                return cached
+        url = URL.build(
             scheme=self.scheme,
             authority=self.authority,
             path=self.path + sub_path,
             query_string=query,
             encoded=True,
         )
+        if not query and len(self._plain) < _MAX_CACHED_PATHS:
+            self._plain[sub_path] = url
+        return url
 
 
 def upstream_path(raw_path: str) -> str | None:
