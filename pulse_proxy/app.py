@@ -38,8 +38,9 @@ from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.breakdown import Breakdown
 from pulse_proxy.bundled_mock import BundledMock
 from pulse_proxy.dispatch import Dispatcher
-from pulse_proxy.errors import openai_error_body
+from pulse_proxy.errors import openai_error_body, upstream_failure
 from pulse_proxy.forward import Forwarder, StreamAborted, new_identity
+from pulse_proxy.readiness import Readiness
 from pulse_proxy.screening import Screen
 from pulse_proxy.settings import Settings, redacted
 from pulse_proxy.sinks import Sink
@@ -86,34 +87,6 @@ class _DropStreamAborted(logging.Filter):
 
 
 logging.getLogger("uvicorn.error").addFilter(_DropStreamAborted())
-
-
-class Readiness:
-    """The last upstream probe's verdict, for ``/readyz``, unless something the proxy
-    knows better holds it down: a bundled mock being restarted is not ready whatever
-    an earlier probe said, and its reason names the mock rather than a socket error."""
-
-    def __init__(self) -> None:
-        self._probe = (False, "upstream not probed yet")
-        self._held: str | None = None
-
-    @property
-    def ready(self) -> bool:
-        return self._held is None and self._probe[0]
-
-    @property
-    def reason(self) -> str:
-        return self._held or self._probe[1]
-
-    def set(self, ready: bool, reason: str) -> None:
-        self._probe = (ready, reason)
-
-    def hold(self, reason: str) -> None:
-        """Not ready, for ``reason``, until :meth:`release`."""
-        self._held = reason
-
-    def release(self) -> None:
-        self._held = None
 
 
 class UnframedRequest(aiohttp.ClientRequest):
@@ -194,7 +167,7 @@ class PulseApp:
         self._writer = writer
         self._startup_fields = startup_fields
         self._clock = clock
-        self.readiness = Readiness()
+        self.readiness = Readiness(self._announce_readiness)
         self._session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -366,6 +339,11 @@ class PulseApp:
             await self.probe()
             await asyncio.sleep(interval)
 
+    def _announce_readiness(self, ready: bool, reason: str) -> None:
+        """``/readyz`` changed its answer: say so once, with the reason it now gives."""
+        level = self.log.info if ready else self.log.warning
+        level("pulse.readiness", ready=ready, reason=reason)
+
     async def _mock_back(self) -> None:
         """The bundled mock listens again: probe it now rather than at the next tick."""
         self.readiness.release()
@@ -419,7 +397,7 @@ class PulseApp:
                 else:
                     self.readiness.set(False, f"upstream answered {response.status}")
         except (TimeoutError, aiohttp.ClientError) as exc:
-            self.readiness.set(False, f"upstream unreachable: {type(exc).__name__}")
+            self.readiness.set(False, f"upstream unreachable: {self.upstream.address} ({upstream_failure(exc)})")
 
     # -- admin routes -----------------------------------------------------------------
 

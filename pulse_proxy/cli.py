@@ -113,8 +113,11 @@ def serve(args: argparse.Namespace) -> int:
 def check_config(args: argparse.Namespace) -> int:
     # The same layers as ``serve``: a PULSE_* variable that would stop the proxy from
     # starting must fail here too, named as the variable.
+    # "-" is standard input, as for ``report``: a config can be checked before it is
+    # written anywhere (``kubectl get cm ... | pulse-proxy check-config -``).
+    path = "/dev/stdin" if args.file == "-" else args.file
     try:
-        settings = load_settings(args.file)
+        settings = load_settings(path)
     except ConfigError as exc:
         print(f"pulse-proxy: {exc}", file=sys.stderr)
         return 2
@@ -182,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print the effective configuration (secrets masked). A bad key or value exits 2, naming the "
         "key and, when it came from the environment, the variable.",
     )
-    check.add_argument("file", metavar="FILE", help="YAML config file")
+    check.add_argument("file", metavar="FILE", help="a YAML config file, or - for standard input")
     rep = sub.add_parser(
         "report",
         help="summarise llm.request / alert.* JSON lines in the terminal",

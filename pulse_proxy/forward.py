@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from pulse_proxy.errors import openai_error_body
+from pulse_proxy.errors import openai_error_body, upstream_failure
 from pulse_proxy.headers import (
     REQUEST_ONLY_HEADERS,
     ClientHeaders,
@@ -621,11 +621,12 @@ class Forwarder:
                     headers=headers,
                     allow_redirects=False,
                 )
-            except (TimeoutError, aiohttp.ServerTimeoutError):
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 exchange.upstream_ms = _ms_since(upstream_started)
                 await self._proxy_error(
                     send, capture, 504, "timeout", "upstream_timeout",
-                    "The upstream did not answer in time.",
+                    f"The upstream {self._upstream.address} did not answer in time "
+                    f"({upstream_failure(exc)}).",
                 )
                 return
             except aiohttp.ClientResponseError as exc:
@@ -641,7 +642,7 @@ class Forwarder:
                 exchange.upstream_ms = _ms_since(upstream_started)
                 await self._proxy_error(
                     send, capture, 502, "connection_error", "upstream_connection_error",
-                    f"Could not reach the upstream: {type(exc).__name__}.",
+                    f"Upstream unreachable: {self._upstream.address} ({upstream_failure(exc)}).",
                 )
                 return
             await self._relay(send, capture, response, started, upstream_started, watch)
@@ -736,12 +737,13 @@ class Forwarder:
                 first = False
         except (TimeoutError, aiohttp.ServerTimeoutError):
             self._broken(capture, upstream_started, bytes_out, "timeout", "upstream_timeout",
-                         "The upstream stopped sending mid-response.")
+                         f"The upstream {self._upstream.address} stopped sending mid-response.")
             raise StreamAborted from None
         except aiohttp.ClientError as exc:
             self._broken(capture, upstream_started, bytes_out, "connection_error",
                          "upstream_stream_interrupted",
-                         f"The upstream connection broke mid-response: {type(exc).__name__}.")
+                         f"The connection to the upstream {self._upstream.address} broke "
+                         f"mid-response ({upstream_failure(exc)}).")
             raise StreamAborted from None
         except asyncio.CancelledError:
             exchange.bytes_out = bytes_out  # what reached the client before the cut

@@ -192,17 +192,14 @@ def _duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> list[str]:
-    """Left-aligned first column (truncated to fit ``width``), right-aligned figures."""
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned first column, right-aligned figures, every column as wide as its
+    longest cell.  Names are never cut: two fine-tuned models often differ only in
+    their last characters, and a cut name cannot be searched for in the logs."""
     widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    rest = sum(widths[1:]) + 2 * (len(widths) - 1)
-    widths[0] = max(8, min(widths[0], width - rest))
 
     def line(cells: Sequence[str]) -> str:
-        first = str(cells[0])
-        if len(first) > widths[0]:
-            first = first[: widths[0] - 1] + "~"
-        parts = [first.ljust(widths[0])] + [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        parts = [str(cells[0]).ljust(widths[0])] + [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:])]
         return "  ".join(parts).rstrip()
 
     return [line(headers), line(["-" * w for w in widths]), *(line(row) for row in rows)]
@@ -239,7 +236,7 @@ def _latency(data: _Collector, overall: Aggregate, out: TextIO, width: int) -> N
             ]
         )
     headers = ["model", "requests", "p50 ms", "p95 ms", "p99 ms", "ttft p50", "ttft p95"]
-    out.write("\n".join(_table(headers, rows, width)) + "\n")
+    out.write("\n".join(_table(headers, rows)) + "\n")
 
 
 def _tokens(data: _Collector, overall: Aggregate, out: TextIO, width: int) -> None:
@@ -271,7 +268,7 @@ def _tokens(data: _Collector, overall: Aggregate, out: TextIO, width: int) -> No
         "tok/min",
         "cost USD",
     ]
-    out.write("\n".join(_table(headers, rows, width)) + "\n")
+    out.write("\n".join(_table(headers, rows)) + "\n")
     out.write(
         f"(tokens per minute over the {_duration(data.span_s)} the log covers; a minute at least)\n"
     )
@@ -378,7 +375,7 @@ def _errors(data: _Collector, overall: Aggregate, out: TextIO, width: int) -> No
         breakdown = " ".join(f"{k}={v}" for k, v in sorted(failures.items())) or "-"
         rows.append([name, _fmt(a.requests), _fmt(a.errors), _pct(a.errors, a.requests), breakdown])
     headers = ["model", "requests", "errors", "error rate", "non-success outcomes"]
-    out.write("\n".join(_table(headers, rows, width)) + "\n")
+    out.write("\n".join(_table(headers, rows)) + "\n")
     out.write("\nAlerts\n")
     if not data.alert_counts:
         out.write("none fired\n")
@@ -406,7 +403,7 @@ def _errors(data: _Collector, overall: Aggregate, out: TextIO, width: int) -> No
         )
     out.write(f"\nLast {len(rows)} alert events\n")
     headers = ["alert", "event", "at", "severity", "value", "threshold", "lasted"]
-    out.write("\n".join(_table(headers, rows, width)) + "\n")
+    out.write("\n".join(_table(headers, rows)) + "\n")
 
 
 def run_report(lines: Iterable[str], out: TextIO, *, width: int = 100) -> int:

@@ -58,7 +58,7 @@ class UpstreamBase:
     and query are passed to yarl already encoded, so they travel exactly as given.
     """
 
-    __slots__ = ("_plain", "authority", "host", "path", "port", "scheme", "url")
+    __slots__ = ("_plain", "address", "authority", "host", "path", "port", "scheme", "url")
 
     def __init__(self, url: str) -> None:
         parsed = URL(url.rstrip("/"), encoded=True)
@@ -71,6 +71,10 @@ class UpstreamBase:
         self.port = parsed.port  # explicit, or the scheme's default
         self.path = parsed.raw_path.rstrip("/")
         self._plain: dict[str, URL] = {}
+        # ``host:port`` as connections are made: safe to print (no user information),
+        # and what an operator checks first when the upstream cannot be reached.
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.address = f"{host}:{self.port}"
 
     def url_for(self, sub_path: str, query: str = "") -> URL:
         """The upstream URL for a request path below ``/v1`` (as :func:`upstream_path`

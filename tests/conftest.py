@@ -22,10 +22,11 @@ import uvicorn
 
 @contextlib.contextmanager
 def run_server(app: Any, **config: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread; yield its base URL, stop it on exit."""
+    """Serve ``app`` with uvicorn in a thread; yield its base URL, stop it on exit.
+    ``port=N`` serves on that loopback port rather than an ephemeral one."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", config.pop("port", 0)))
     port = sock.getsockname()[1]
     options: dict[str, Any] = {
         "loop": "uvloop",

@@ -70,12 +70,14 @@ def test_every_spec_field_is_in_the_event(running: ProxyProcess) -> None:
     wait_until(lambda: bool(running.events("llm.request")))
     running.stop()
     (event,) = running.events("llm.request")
-    spec_fields = (
-        "request_id method path endpoint model response_model upstream status_code outcome stream latency_ms "
-        "ttft_ms upstream_ms overhead_ms prompt_tokens completion_tokens total_tokens token_source "
-        "prompt_tokens_local prompt_chars messages max_tokens finish_reason tokens_per_second cost_usd "
-        "risk_flags user tags api_key_hash error_type error_message bytes_in bytes_out"
-    ).split()
+    spec_fields = [
+        "request_id", "method", "path", "endpoint", "model", "response_model", "upstream",
+        "status_code", "outcome", "stream", "latency_ms", "ttft_ms", "upstream_ms", "overhead_ms",
+        "prompt_tokens", "completion_tokens", "total_tokens", "token_source", "prompt_tokens_local",
+        "prompt_chars", "messages", "max_tokens", "finish_reason", "tokens_per_second", "cost_usd",
+        "risk_flags", "user", "tags", "api_key_hash", "error_type", "error_message", "bytes_in",
+        "bytes_out",
+    ]
     missing = [f for f in ["event", "timestamp", "level", "schema", *spec_fields] if f not in event]
     assert not missing
     assert event["ttft_ms"] is None and event["error_type"] is None
@@ -172,5 +174,35 @@ def test_report_into_a_closed_pipe_exits_quietly() -> None:
 
 
 def test_subcommand_help_describes_the_argument() -> None:
-    assert b"- for standard input" in _cli("report", "--help").stdout
-    assert b"PULSE_* variables" in _cli("check-config", "--help").stdout
+    """Both commands that read a file say what FILE is and that - is standard input."""
+    report_help = _cli("report", "--help").stdout
+    assert b"FILE" in report_help and b"a file of JSON lines, or - for standard input" in report_help
+    check_help = _cli("check-config", "--help").stdout
+    assert b"PULSE_* variables" in check_help
+    assert b"FILE" in check_help and b"a YAML config file, or - for standard input" in check_help
+
+
+def test_check_config_reads_standard_input() -> None:
+    """check-config - validates piped YAML, and names a bad key in it, as for a file."""
+    ok = _cli("check-config", "-", stdin=b"upstream:\n  read_timeout_s: 42\n")
+    assert ok.returncode == 0, ok.stderr
+    assert orjson.loads(ok.stdout)["upstream"]["read_timeout_s"] == 42
+    bad = _cli("check-config", "-", stdin=b"upstream:\n  read_timout_s: 42\n")
+    assert bad.returncode == 2 and b"upstream.read_timout_s" in bad.stderr
+    assert b"Traceback" not in bad.stderr
+
+
+def test_report_prints_long_model_names_whole() -> None:
+    """pulse-proxy report shows a long model name uncut in every table, even when two
+    differ only in their last character."""
+    stem = "ft:gpt-4o-mini-2024-07-18:acme-research:customer-support-summaries:9abcDEF"
+    lines = [
+        orjson.dumps({"event": "llm.request", "timestamp": "2026-11-29T03:00:00.000Z", "model": stem + tail,
+                      "latency_ms": 100.0, "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                      "outcome": "success"})
+        for tail in "ab"
+    ]
+    result = _cli("report", "-", stdin=b"\n".join(lines))
+    assert result.returncode == 0, result.stderr
+    rows = [line.split()[0] for line in result.stdout.decode().splitlines() if line.startswith(stem)]
+    assert rows == [stem + "a", stem + "b"] * 3, result.stdout.decode()

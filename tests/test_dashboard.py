@@ -152,18 +152,7 @@ def screenshot(
         "Emulation.setEmulatedMedia",
         {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
     )
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
-    )
-    # Let the page redraw its charts for the new width (it listens to resize).
-    driver.execute_script("window.dispatchEvent(new Event('resize'))")
-    wait(driver).until(
-        lambda d: d.execute_script(
-            "const c = document.getElementById('chart-latency'), s = c.querySelector('svg');"
-            "return !c.offsetParent || !s || Number(s.getAttribute('width')) === Math.max(280, Math.floor(c.clientWidth))"
-        )
-    )
+    viewport(driver, width=width, height=height, mobile=mobile)
     full_height = driver.execute_script("return document.documentElement.scrollHeight")
     shot = driver.execute_cdp_cmd(
         "Page.captureScreenshot",
@@ -180,6 +169,22 @@ def screenshot(
         print(f"screenshot: {path}")
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def viewport(driver: Any, *, width: int, height: int, mobile: bool) -> None:
+    """Emulate a screen of that size and wait until the charts are redrawn for it."""
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+    )
+    # Let the page redraw its charts for the new width (it listens to resize).
+    driver.execute_script("window.dispatchEvent(new Event('resize'))")
+    wait(driver).until(
+        lambda d: d.execute_script(
+            "const c = document.getElementById('chart-latency'), s = c.querySelector('svg');"
+            "return !c.offsetParent || !s || Number(s.getAttribute('width')) === Math.max(280, Math.floor(c.clientWidth))"
+        )
+    )
 
 
 def wait(driver: Any, timeout: float = 15) -> Any:
@@ -448,3 +453,117 @@ def test_dashboard_asks_for_the_admin_token(browser: Any, mock_url: str) -> None
         assert not browser.find_element(By.ID, "auth").is_displayed()
         browser.execute_script("sessionStorage.clear()")
     browser.get_log("browser")  # the expected 401s, not an error of this page: discard
+
+
+# -- legibility ------------------------------------------------------------------------
+
+# A hard cap at 100,000 tokens: its marker sits near the right end of an axis that a
+# 110K-token prompt stretches to 131,072.
+HARD_CAP: dict[str, Any] = {
+    "alerts": {
+        "evaluation_interval_s": 0.2,
+        "rules": [
+            {"name": "prompt_length_spike", "metric": "prompt_tokens", "stat": "p95",
+             "baseline_window_s": 3600, "factor": 3, "floor": 1000, "hard_cap": 100_000,
+             "min_samples": 10, "severity": "warning", "resolve_for_s": 0},
+        ],
+    }
+}  # fmt: skip
+
+# Every text of every chart axis, grouped by axis, with its box in the svg's own units.
+AXIS_LABELS = """
+return [...document.querySelectorAll('.chart svg')].flatMap((svg) =>
+  [...svg.querySelectorAll('g.axis, g.tick')].map((g) => ({
+    chart: svg.dataset.chart,
+    labels: [...g.querySelectorAll('text')].map((t) => {
+      const b = t.getBBox();
+      return [t.textContent, b.x, b.y, b.width, b.height];
+    }),
+  })));
+"""
+
+
+def assert_axes_legible(driver: Any) -> None:
+    """On every axis the labels differ from one another and no two boxes overlap."""
+    axes = driver.execute_script(AXIS_LABELS)
+    assert axes
+    for axis in axes:
+        labels = axis["labels"]
+        texts = [label[0] for label in labels]
+        assert len(set(texts)) == len(texts), axis
+        for i, (_, x, y, w, h) in enumerate(labels):
+            for _, x2, y2, w2, h2 in labels[i + 1 :]:
+                apart = x + w <= x2 or x2 + w2 <= x or y + h <= y2 or y2 + h2 <= y
+                assert apart, axis
+
+
+def assert_sub_lines_fit(driver: Any) -> None:
+    """Each headline card shows its whole sub-line: nothing cut off or ellipsised."""
+    overflowing = driver.execute_script(
+        "return [...document.querySelectorAll('.figure .sub')]"
+        ".filter((s) => s.scrollWidth > s.clientWidth || s.scrollHeight > s.clientHeight + 1)"
+        ".map((s) => [s.parentElement.dataset.metric, s.textContent, s.scrollWidth, s.clientWidth])"
+    )
+    assert overflowing == []
+
+
+def test_dashboard_stays_legible_with_one_huge_prompt_and_an_empty_window(
+    browser: Any, mock_url: str, tmp_path: Path
+) -> None:
+    """With many short prompts and one of 110K tokens, on a laptop and a phone: headline
+    sub-lines are whole, axis labels are distinct and never overlap, the hard-cap label
+    stays inside the chart, the lone long prompt's bar is clearly visible on the log
+    count scale, and a window with no requests repeats no axis label."""
+    clock = SteppedClock()
+    with start_proxy(mock_url + "/v1", HARD_CAP, clock=clock) as running:
+        with httpx.Client(base_url=running.base_url, timeout=60) as client:
+            for i in range(60):
+                body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"Tag {i}"}]}
+                assert client.post("/chat/completions", json=body).status_code == 200
+            huge = "lorem ipsum dolor sit amet, consectetur adipiscing elit " * 12_300
+            body = {"model": "gpt-4o", "messages": [{"role": "user", "content": huge}]}
+            long_answer = {"X-Mock-Completion-Tokens": "20000"}
+            assert client.post("/chat/completions", json=body, headers=long_answer).status_code == 200
+        running.wait_for(61, timeout=30)
+        largest = stats(running)["windows"]["5m"]["overall"]["prompt_tokens"]["max"]
+        assert 100_000 < largest < 131_072
+        browser.get(running.url + "/pulse/")
+        rendered(browser, "5m")
+        dirs = output_dirs(tmp_path)
+        for name, width, height, mobile in (("laptop", 1366, 900, False), ("phone", 390, 844, True)):
+            viewport(browser, width=width, height=height, mobile=mobile)
+            assert_sub_lines_fit(browser)
+            assert_axes_legible(browser)
+            cap = browser.execute_script(
+                "const svg = document.querySelector('svg[data-chart=prompt]');"
+                "const label = svg.querySelector('.marker-label.cap'), b = label.getBBox();"
+                "return [label.textContent, b.x, b.x + b.width, svg.viewBox.baseVal.width]"
+            )
+            assert cap[0] == "cap 100,000" and 0 <= cap[1] and cap[2] <= cap[3], cap
+            lone = browser.execute_script(
+                "const bars = [...document.querySelectorAll('#chart-prompt rect.bar')];"
+                "const big = bars.filter((b) => Number(b.dataset.lo) > 50000 && Number(b.dataset.count) > 0);"
+                "const most = Math.max(...bars.map((b) => Number(b.dataset.height || b.getAttribute('height'))));"
+                "return big.map((b) => [Number(b.dataset.count), Number(b.getAttribute('height')), most])"
+            )
+            (count, height_px, tallest), = lone
+            assert count == 1 and height_px >= 0.1 * tallest and height_px >= 10, lone
+            scales = chart_data(browser, "prompt")
+            assert (scales.get("xScale"), scales.get("yScale")) == ("log", "log")
+            titles = browser.execute_script(
+                "return [...document.querySelectorAll('#chart-prompt .axis-title')].map((t) => t.textContent)"
+            )
+            assert titles and all("log scale" in title for title in titles), titles
+            screenshot(browser, f"dashboard-huge-prompt-{name}", dirs, width=width, height=height,
+                       mobile=mobile)  # fmt: skip
+
+        # Ten minutes on, the 5m window is empty while the last hour is not: charts
+        # are drawn with nothing in them, and their axes must not repeat a label.
+        clock.offset += 600
+        browser.find_element("css selector", "button[data-window='1m']").click()
+        rendered(browser, "1m")
+        assert int(chart_data(browser, "latency")["requests"]) == 0
+        assert_axes_legible(browser)
+        screenshot(browser, "dashboard-empty-window", dirs, width=1366, height=900, mobile=False)
+    severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == [], json.dumps(severe, indent=1)

@@ -6,18 +6,16 @@ import gzip
 import hashlib
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import orjson
 import pytest
+from conftest import RunningProxy, run_server, start_proxy, wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-from conftest import RunningProxy, run_server, start_proxy, wait_until
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
 
@@ -178,19 +176,40 @@ def _closed_port() -> int:
 
 
 def test_unreachable_upstream_gives_502_in_openai_shape() -> None:
-    """A refused connection is a 502 upstream_connection_error and one connection_error event."""
-    with start_proxy(f"http://127.0.0.1:{_closed_port()}/v1") as proxy:
+    """A refused connection is a 502 upstream_connection_error and one connection_error
+    event, and the client, the event and /readyz each name the upstream's host:port and
+    the cause in words."""
+    port = _closed_port()
+    with start_proxy(f"http://127.0.0.1:{port}/v1") as proxy:
         response = httpx.post(proxy.base_url + "/chat/completions", json=CHAT)
         assert response.status_code == 502
         error = response.json()["error"]
-        assert error["code"] == "upstream_connection_error"
+        assert error["code"] == "upstream_connection_error" and error["type"] == "api_error"
         assert set(error) == {"message", "type", "param", "code"}
+        cause = f"127.0.0.1:{port} (connection refused)"
+        assert error["message"] == f"Upstream unreachable: {cause}."
         (event,) = proxy.wait_for(1)
         assert event.outcome == "connection_error" and event.status_code == 502
+        assert event.error_type == "upstream_connection_error"
+        assert event.error_message == error["message"]
         assert event.model == "gpt-4o"
         assert httpx.get(proxy.url + "/healthz").status_code == 200
         wait_until(lambda: httpx.get(proxy.url + "/readyz").status_code == 503)
-        assert "unreachable" in httpx.get(proxy.url + "/readyz").json()["reason"]
+        assert httpx.get(proxy.url + "/readyz").json()["reason"] == f"upstream unreachable: {cause}"
+
+
+def test_unresolvable_upstream_is_named_as_a_dns_failure() -> None:
+    """A host that does not resolve is reported as a DNS failure, naming host and port,
+    and a client's own Host header or path never takes the upstream's place."""
+    with start_proxy("http://pulse-test-upstream.invalid:8443/v1") as proxy:
+        response = httpx.post(
+            proxy.base_url + "/chat/completions", json=CHAT, headers={"Host": "client-chosen.example:1"}
+        )
+        assert response.status_code == 502
+        message = response.json()["error"]["message"]
+        assert message == "Upstream unreachable: pulse-test-upstream.invalid:8443 (DNS lookup failed)."
+        (event,) = proxy.wait_for(1)
+        assert event.error_message == message
 
 
 def test_slow_upstream_gives_504(mock_url: str) -> None:
@@ -201,6 +220,10 @@ def test_slow_upstream_gives_504(mock_url: str) -> None:
         )
         assert response.status_code == 504
         assert response.json()["error"]["code"] == "upstream_timeout"
+        address = mock_url.removeprefix("http://")
+        assert response.json()["error"]["message"] == (
+            f"The upstream {address} did not answer in time (timed out reading)."
+        )
         (event,) = proxy.wait_for(1)
         assert event.outcome == "timeout" and event.status_code == 504
 
@@ -208,35 +231,36 @@ def test_slow_upstream_gives_504(mock_url: str) -> None:
 def test_stream_that_stalls_mid_way_is_a_timeout(mock_url: str) -> None:
     """An upstream that goes silent mid-stream ends the client's stream and records a timeout."""
     with start_proxy(mock_url + "/v1", {"upstream": {"read_timeout_s": 0.5}}) as proxy:
-        with pytest.raises(httpx.RemoteProtocolError):
-            with httpx.stream(
-                "POST",
-                proxy.base_url + "/chat/completions",
-                json={**CHAT, "stream": True},
-                headers={"X-Mock-Gate": "stall-1"},
-            ) as response:
-                for _ in response.iter_raw():
-                    pass
+        with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
+            "POST",
+            proxy.base_url + "/chat/completions",
+            json={**CHAT, "stream": True},
+            headers={"X-Mock-Gate": "stall-1"},
+        ) as response:
+            for _ in response.iter_raw():
+                pass
         (event,) = proxy.wait_for(1)
         assert event.outcome == "timeout" and event.status_code == 200 and event.bytes_out > 0
 
 
 def test_upstream_dropping_mid_stream_drops_the_client_too(proxy: RunningProxy) -> None:
     """A broken upstream stream reaches the client as an incomplete read, and is recorded."""
-    received = []
-    with pytest.raises(httpx.RemoteProtocolError):
-        with httpx.stream(
-            "POST",
-            proxy.base_url + "/chat/completions",
-            json={**CHAT, "stream": True},
-            headers={"X-Mock-Drop-After-Chunks": "2"},
-        ) as response:
-            for chunk in response.iter_raw():
-                received.append(chunk)
+    received: list[bytes] = []
+    with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
+        "POST",
+        proxy.base_url + "/chat/completions",
+        json={**CHAT, "stream": True},
+        headers={"X-Mock-Drop-After-Chunks": "2"},
+    ) as response:
+        received.extend(response.iter_raw())  # keeps what arrived before the break
     assert b"data:" in b"".join(received)
     (event,) = proxy.wait_for(1)
     assert event.outcome == "connection_error"
     assert event.error_type == "upstream_stream_interrupted"
+    address = proxy.app.upstream.address
+    assert event.error_message == (
+        f"The connection to the upstream {address} broke mid-response (response body cut short)."
+    )
     assert httpx.get(proxy.url + "/healthz").status_code == 200
 
 

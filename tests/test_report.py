@@ -193,10 +193,20 @@ def test_no_usable_lines_returns_one() -> None:
     )
 
 
-def test_width_is_respected() -> None:
-    """Long model names are cut so tables fit the requested width."""
-    lines = [request_line(i, model="m" * 200) for i in range(5)]
+def test_long_model_names_are_shown_whole() -> None:
+    """Model names are never cut: the name column widens to the longest, so two
+    fine-tunes differing only in their last character stay distinct and aligned."""
+    stem = "ft:gpt-4o-mini-2024-07-18:acme-research:customer-support-summaries:9abcDEF"
+    names = [stem + "a", stem + "b"]
+    lines = [request_line(i, model=names[i % 2]) for i in range(6)]
     code, text = report(lines, width=80)
     assert code == 0
-    table_rows = [line for line in section(text, "1. Latency").splitlines() if line.startswith("m")]
-    assert table_rows and all(len(line) <= 80 for line in table_rows)
+    for title in ("1. Latency", "2. Tokens", "4. Errors"):
+        table = section(text, title)
+        rows = [line for line in table.splitlines() if line.startswith(stem)]
+        assert sorted(line.split()[0] for line in rows) == names, table
+        # The name column is exactly as wide as the longest name, on every row.
+        header = next(line for line in table.splitlines() if line.startswith("model "))
+        width = len(names[0])
+        assert header[width : width + 2 + len("requests")] == "  requests", table
+        assert all(line[width : width + 2] == "  " for line in rows), table

@@ -173,7 +173,7 @@
       latency_p50: [s ? s.latency_ms.p50 : null, fmtMs(s ? s.latency_ms.p50 : null), s && s.ttft_ms.p50 != null ? "TTFT p50 " + fmtMs(s.ttft_ms.p50) : ""],
       latency_p95: [s ? s.latency_ms.p95 : null, fmtMs(s ? s.latency_ms.p95 : null), s && s.latency_ms.max != null ? "max " + fmtMs(s.latency_ms.max) : ""],
       tokens_per_request: [s ? s.tokens.per_request : null, fmtNum(s ? s.tokens.per_request : null), s ? fmtInt(s.tokens.total) + " tokens" : ""],
-      tokens_per_minute: [s ? s.tokens.per_minute : null, fmtNum(s ? s.tokens.per_minute : null), s ? fmtInt(s.tokens.prompt) + " in · " + fmtInt(s.tokens.completion) + " out" : ""],
+      tokens_per_minute: [s ? s.tokens.per_minute : null, fmtNum(s ? s.tokens.per_minute : null), s ? fmtCompact(s.tokens.prompt) + " in · " + fmtCompact(s.tokens.completion) + " out" : ""],
       prompt_p95: [s ? s.prompt_tokens.p95 : null, fmtNum(s ? s.prompt_tokens.p95 : null), s && s.prompt_tokens.max != null ? "max " + fmtInt(s.prompt_tokens.max) : ""],
       cost_usd: [s ? s.cost_usd.sum : null, fmtUsd(s ? s.cost_usd.sum : null), s ? fmtInt(s.cost_usd.priced_requests) + " priced" : ""],
     };
@@ -209,7 +209,7 @@
     return title;
   }
 
-  function frame(container, height) {
+  function frame(container, height, bottom) {
     const width = Math.max(280, Math.floor(container.clientWidth || 560));
     const svg = el("svg", { viewBox: "0 0 " + width + " " + height, width, height, role: "img" });
     container.replaceChildren(svg);
@@ -219,7 +219,7 @@
       height,
       x0: PAD.left,
       x1: width - PAD.right,
-      y0: height - PAD.bottom,
+      y0: height - (bottom || PAD.bottom),
       y1: PAD.top,
     };
   }
@@ -231,6 +231,26 @@
     const power = Math.pow(10, Math.floor(Math.log10(raw)));
     const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw);
     return { max: Math.ceil(top / step - 1e-9) * step, step };
+  }
+
+  // Prompt counts on a log scale, 0 and then powers of ten up to the decade holding
+  // ``top``: one 110K-token prompt among thousands of short ones is what the prompt
+  // chart is for, and on a linear scale its bar would be under a pixel high.
+  function countAxis(f, top) {
+    const decades = Math.max(1, Math.ceil(Math.log10(Math.max(top, 1)) - 1e-9));
+    const span = Math.log10(1 + Math.pow(10, decades));
+    const y = (v) => f.y0 - (Math.log10(1 + Math.max(0, v)) / span) * (f.y0 - f.y1);
+    const group = el("g", { class: "tick" });
+    if (top > 0) {
+      for (let k = -1; k <= decades; k += 1) {
+        const v = k < 0 ? 0 : Math.pow(10, k);
+        group.appendChild(el("line", { class: "gridline", x1: f.x0, x2: f.x1, y1: y(v), y2: y(v) }));
+        group.appendChild(el("text", { x: f.x0 - 6, y: y(v) + 4, "text-anchor": "end" }, [text(fmtCompact(v))]));
+      }
+    }
+    f.svg.appendChild(group);
+    declutter(group);
+    return y;
   }
 
   function niceMax(value) {
@@ -252,25 +272,56 @@
       axis.appendChild(el("text", { x: x(t), y: f.height - 6, "text-anchor": "middle" }, [text(clock(t, span <= 120))]));
     }
     f.svg.appendChild(axis);
+    declutter(axis);
     return { x, t0, t1, slot: (f.x1 - f.x0) / points.length };
   }
 
-  function valueAxis(f, max, side, format) {
+  // ``empty``: nothing to scale (every value 0 or missing), so only the baseline is
+  // drawn; labels for a made-up range would read "0ms 0ms 1ms 1ms 1ms".
+  function valueAxis(f, max, side, format, empty) {
     const y = scaleY(f, max);
     const { step } = niceScale(max);
     const group = el("g", { class: "tick" });
-    const ticks = Math.round(max / step);
+    const ticks = empty ? 0 : Math.round(max / step);
+    let previous = null;
     for (let i = 0; i <= ticks; i += 1) {
       const v = step * i;
+      const label = format(v);
+      const shown = !empty && label !== previous;
+      previous = label;
       if (side === "left") {
         group.appendChild(el("line", { class: "gridline", x1: f.x0, x2: f.x1, y1: y(v), y2: y(v) }));
-        group.appendChild(el("text", { x: f.x0 - 6, y: y(v) + 4, "text-anchor": "end" }, [text(format(v))]));
-      } else if (i === 0 || i === ticks || (ticks % 2 === 0 && i === ticks / 2)) {
-        group.appendChild(el("text", { x: f.x1 + 6, y: y(v) + 4, "text-anchor": "start" }, [text(format(v))]));
+        if (shown) group.appendChild(el("text", { x: f.x0 - 6, y: y(v) + 4, "text-anchor": "end" }, [text(label)]));
+      } else if (shown && (i === 0 || i === ticks || (ticks % 2 === 0 && i === ticks / 2))) {
+        group.appendChild(el("text", { x: f.x1 + 6, y: y(v) + 4, "text-anchor": "start" }, [text(label)]));
       }
     }
     f.svg.appendChild(group);
+    declutter(group);
     return y;
+  }
+
+  // Drop each label whose box would touch one already kept: on a narrow screen long
+  // labels would otherwise run together ("65.5K131.1K").  Needs the svg in the page.
+  function declutter(group) {
+    const kept = [];
+    for (const label of [...group.querySelectorAll("text")]) {
+      const b = label.getBBox();
+      const clash = kept.some((k) =>
+        b.x < k.x + k.width + 3 && k.x < b.x + b.width + 3 && b.y < k.y + k.height && k.y < b.y + b.height);
+      if (clash) label.remove();
+      else kept.push(b);
+    }
+  }
+
+  // Keep a label inside the svg: flip it to the other side of its anchor point when
+  // it would run off the right edge (a cap near the end of the axis).
+  function keepInside(f, label, x, gap) {
+    const box = label.getBBox();
+    if (box.x + box.width > f.width - 1) {
+      label.setAttribute("x", String(x - gap));
+      label.setAttribute("text-anchor", "end");
+    }
   }
 
   function text(value) {
@@ -304,10 +355,10 @@
   function drawLatency(container) {
     const { points, step_s: step } = state.series;
     const f = frame(container, 240);
-    const latMax = niceMax(Math.max(0, ...points.map((p) => p.latency_p95 || 0)));
-    const reqMax = niceMax(Math.max(0, ...points.map((p) => p.requests)));
-    const yLat = valueAxis(f, latMax, "left", fmtMsShort);
-    const yReq = valueAxis(f, reqMax, "right", (v) => fmtInt(v));
+    const latTop = Math.max(0, ...points.map((p) => p.latency_p95 || 0));
+    const reqTop = Math.max(0, ...points.map((p) => p.requests));
+    const yLat = valueAxis(f, niceMax(latTop), "left", fmtMsShort, latTop === 0);
+    const yReq = valueAxis(f, niceMax(reqTop), "right", (v) => fmtInt(v), reqTop === 0);
     const tx = timeAxis(f, points, step);
     const bars = el("g");
     const hovers = el("g");
@@ -342,10 +393,10 @@
   function drawTokens(container) {
     const { points, step_s: step } = state.series;
     const f = frame(container, 240);
-    const tpmMax = niceMax(Math.max(0, ...points.map((p) => p.tokens_per_minute || 0)));
-    const tprMax = niceMax(Math.max(0, ...points.map((p) => p.tokens_per_request || 0)));
-    const yTpr = valueAxis(f, tprMax, "left", fmtCompact);
-    const yTpm = valueAxis(f, tpmMax, "right", fmtCompact);
+    const tpmTop = Math.max(0, ...points.map((p) => p.tokens_per_minute || 0));
+    const tprTop = Math.max(0, ...points.map((p) => p.tokens_per_request || 0));
+    const yTpr = valueAxis(f, niceMax(tprTop), "left", fmtCompact, tprTop === 0);
+    const yTpm = valueAxis(f, niceMax(tpmTop), "right", fmtCompact, tpmTop === 0);
     const tx = timeAxis(f, points, step);
     const bars = el("g");
     const hovers = el("g");
@@ -383,10 +434,10 @@
     const rule = promptRule();
     const cap = rule ? rule.config.hard_cap : null;
     const threshold = rule && rule.config.stat === "p95" ? rule.threshold : null;
-    const f = frame(container, 240);
+    // Room under the bin labels for the axis title.
+    const f = frame(container, 250, PAD.bottom + 16);
     const bins = hist.bins;
-    const countMax = niceMax(Math.max(0, ...bins.map((b) => b.count)));
-    const y = valueAxis(f, countMax, "left", (v) => (Number.isInteger(v) ? fmtInt(v) : ""));
+    const y = countAxis(f, Math.max(0, ...bins.map((b) => b.count)));
     const slot = bins.length ? (f.x1 - f.x0) / bins.length : 0;
     // A value's position on the log2 axis: its bin, plus how far into the bin it is.
     const xOf = (v) => {
@@ -413,10 +464,18 @@
         y: y(b.count), height: f.y0 - y(b.count),
         "data-lo": b.lo, "data-hi": b.hi, "data-count": b.count, "data-spike": spike ? "true" : "false",
       }, [tip(fmtInt(b.lo) + "–" + fmtInt(b.hi) + " tokens: " + fmtInt(b.count) + " prompt" + (b.count === 1 ? "" : "s"))]));
-      if (i % every === 0) labels.appendChild(el("text", { x: f.x0 + slot * i, y: f.height - 6, "text-anchor": "middle" }, [text(fmtCompact(b.lo))]));
+      if (i % every === 0) labels.appendChild(el("text", { x: f.x0 + slot * i, y: f.y0 + 16, "text-anchor": "middle" }, [text(fmtPow2(b.lo))]));
     });
-    if (bins.length) labels.appendChild(el("text", { x: f.x1, y: f.height - 6, "text-anchor": "middle" }, [text(fmtCompact(bins[bins.length - 1].hi))]));
+    if (bins.length) labels.appendChild(el("text", { x: f.x1, y: f.y0 + 16, "text-anchor": "middle" }, [text(fmtPow2(bins[bins.length - 1].hi))]));
     f.svg.append(group, labels);
+    declutter(labels);
+    if (bins.length) {
+      const mid = (f.y0 + f.y1) / 2;
+      f.svg.appendChild(el("g", { class: "axis-titles" }, [
+        el("text", { class: "axis-title", x: (f.x0 + f.x1) / 2, y: f.height - 4, "text-anchor": "middle" }, [text("prompt tokens (log scale)")]),
+        el("text", { class: "axis-title", x: 11, y: mid, "text-anchor": "middle", transform: "rotate(-90 11 " + mid + ")" }, [text("prompts (log scale)")]),
+      ]));
+    }
     const marks = [["p95", hist.p95, "p95"], ["cap", cap, "cap"], ["threshold", threshold, "spike"]];
     let offset = 0;
     for (const [cls, value, name] of marks) {
@@ -425,12 +484,14 @@
       if (!inRange) continue;
       const x = xOf(value);
       f.svg.appendChild(el("line", { class: "marker-line " + cls, x1: x, x2: x, y1: f.y1, y2: f.y0, "data-marker": cls, "data-value": value }));
-      f.svg.appendChild(el("text", { class: "marker-label " + cls, x: x + 4, y: f.y1 + 10 + offset, "text-anchor": "start" }, [text(name + " " + fmtInt(value))]));
+      const label = el("text", { class: "marker-label " + cls, x: x + 4, y: f.y1 + 10 + offset, "text-anchor": "start" }, [text(name + " " + fmtInt(value))]);
+      f.svg.appendChild(label);
+      keepInside(f, label, x, 4);
       offset += 13;
     }
     if (!hist.count) noData(f, "No prompts in this window");
     chartData(f.svg, {
-      chart: "prompt", count: hist.count, p50: hist.p50, p95: hist.p95, max: hist.max,
+      chart: "prompt", count: hist.count, p50: hist.p50, p95: hist.p95, max: hist.max, xScale: "log", yScale: "log",
       hardCap: cap, spikeThreshold: threshold, spikes: spiking ? "true" : "false",
     });
     const parts = [];
@@ -543,6 +604,8 @@
   function fmtInt(v) { return v == null ? "–" : intFormat.format(v); }
   function fmtNum(v) { return v == null ? "–" : (Math.abs(v) >= 100 ? intFormat : numFormat).format(v); }
   function fmtCompact(v) { return v == null ? "–" : compactFormat.format(v); }
+  // Prompt bins are powers of two: named as context windows are (128K is 131,072).
+  function fmtPow2(v) { return v >= 1048576 ? v / 1048576 + "M" : v >= 1024 ? v / 1024 + "K" : String(v); }
   function fmtPct(v, digits) {
     if (v == null) return "–";
     const d = digits === undefined ? 1 : digits;
@@ -553,7 +616,10 @@
     if (v >= 10000) return (v / 1000).toFixed(1) + " s";
     return (v >= 100 ? intFormat.format(v) : numFormat.format(v)) + " ms";
   }
-  function fmtMsShort(v) { return v >= 1000 ? numFormat.format(v / 1000) + "s" : intFormat.format(v) + "ms"; }
+  function fmtMsShort(v) {
+    if (v >= 1000) return numFormat.format(v / 1000) + "s";
+    return (v >= 10 ? intFormat : numFormat).format(v) + "ms";
+  }
   function fmtUsd(v) {
     if (v == null) return "–";
     return "$" + (v >= 1 ? v.toFixed(2) : v.toPrecision(2));
