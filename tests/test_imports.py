@@ -82,7 +82,9 @@ def import_graph(modules: dict[str, Path], *, deferred: bool = False) -> dict[st
         def loads(target: str, own: set[str] = own) -> list[str]:
             return [m for m in [*_ancestors(target), target] if m not in own]
 
-        statements = (_every_import if deferred else _import_time)(ast.parse(path.read_text(encoding="utf-8")).body)
+        statements = (_every_import if deferred else _import_time)(
+            ast.parse(path.read_text(encoding="utf-8")).body
+        )
         for node in statements:
             needed: list[str] = []
             if isinstance(node, ast.Import):
@@ -92,7 +94,9 @@ def import_graph(modules: dict[str, Path], *, deferred: bool = False) -> dict[st
                 base = node.module or ""
                 if node.level:
                     anchor = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-                    base = ".".join([*anchor[: len(anchor) - node.level + 1], *([base] if base else [])])
+                    base = ".".join(
+                        [*anchor[: len(anchor) - node.level + 1], *([base] if base else [])]
+                    )
                 for alias in node.names:
                     submodule = f"{base}.{alias.name}"
                     needed += loads(submodule) if submodule in modules else [*loads(base), base]
@@ -142,10 +146,14 @@ def test_forward_imports_no_sink_and_no_exporter() -> None:
         f"importlib.import_module({FORWARD_MODULE!r})\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
     loaded = json.loads(result.stdout)
     assert FORWARD_MODULE in loaded
-    unwanted = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN_WITH_FORWARD)]
+    unwanted = [
+        m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN_WITH_FORWARD)
+    ]
     assert unwanted == []
 
 

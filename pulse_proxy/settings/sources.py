@@ -89,7 +89,9 @@ class EnvironmentSource(PydanticBaseSettingsSource):
             if name in ENV_ALIASES:
                 self._set(ENV_ALIASES[name], value, name)
             elif name.startswith(ENV_PREFIX) and ENV_NESTED_DELIMITER in name:
-                path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER))
+                path = tuple(
+                    part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER)
+                )
                 if all(path):
                     self._set(path, value, name)
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pulse_proxy.settings.alerts import SUPPORTED_STATS
 
 QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
+
+
 @dataclass(frozen=True, slots=True)
 class Measurement:
     """One statistic over one window, with the number of samples behind it."""
