@@ -21,8 +21,7 @@ import orjson
 
 from pulse_proxy import tokens
 from pulse_proxy.decoding import decode_body
-from pulse_proxy.forward import Capture
-from pulse_proxy.records import Exchange, round_timings
+from pulse_proxy.records import Capture, Exchange, round_timings
 from pulse_proxy.redaction import Redact, credential_values, redact_exchange, value_redactor
 from pulse_proxy.risk.masking import mask_secrets
 from pulse_proxy.settings import Settings
@@ -90,23 +89,6 @@ def parse_request(raw: bytes, endpoint: str) -> RequestFacts:
         if isinstance(body.get("input"), list):
             facts.messages = len(body["input"])
     return facts
-
-
-def count_prompt(body: dict[str, Any], endpoint: str, model: str | None) -> int | None:
-    """The local tiktoken count of what the request asks the model to read."""
-    if endpoint == "chat" and isinstance(body.get("messages"), list):
-        tools = body.get("tools") if isinstance(body.get("tools"), list) else None
-        return tokens.count_chat_messages(body["messages"], model, tools)
-    if endpoint == "completions":
-        return tokens.count_input(body.get("prompt"), model)
-    if endpoint == "embeddings":
-        return tokens.count_input(body.get("input"), model)
-    if endpoint == "responses":
-        count = tokens.count_input(body.get("input"), model)
-        if isinstance(body.get("instructions"), str):
-            count += tokens.count_text(body["instructions"], model)
-        return count
-    return None
 
 
 def parse_tags(header: str | None, limit: int) -> dict[str, str]:
@@ -193,7 +175,7 @@ class Accountant:
 
         if request.body is not None:
             try:
-                ex.prompt_tokens_local = count_prompt(request.body, ex.endpoint, request.model)
+                ex.prompt_tokens_local = tokens.count_prompt(request.body, ex.endpoint, request.model)
             except Exception:  # noqa: BLE001 - a body of unexpected shape must not lose the event
                 ex.prompt_tokens_local = None
 

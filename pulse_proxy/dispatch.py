@@ -18,8 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pulse_proxy.accounting import Accountant
-from pulse_proxy.forward import Capture
-from pulse_proxy.records import AlertEvent
+from pulse_proxy.records import AlertEvent, Capture
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LogSink
@@ -115,7 +114,7 @@ class Dispatcher:
         self._queue.put_nowait(None)
         try:
             await asyncio.wait_for(self._task, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._task.cancel()
         self._task = None
 

@@ -147,3 +147,38 @@ class AlertEvent:
 
     def to_event(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "event"}
+
+
+@dataclass(slots=True)
+class Capture:
+    """What the hot path saw, for accounting to finish off the request path."""
+
+    exchange: Exchange
+    request_body: bytes = b""
+    response_chunks: list[bytes] = field(default_factory=list)
+    captured_bytes: int = 0
+    truncated: bool = False
+    response_content_type: str = ""
+    response_content_encoding: str = ""
+    # The client did not ask for stream usage; we did, and hid the usage chunk.
+    usage_injected: bool = False
+    # Whether the client was sent a status line: after that, an error can only cut
+    # the response, not replace it.
+    response_started: bool = False
+    # Credentials and attribution headers, held in memory only until hashed / parsed.
+    api_key: str | None = None
+    # Every credential header value and the raw query string: accounting redacts what
+    # they hold from the event, by value.
+    credentials: str | None = None  # one header value a line
+    query: bytes = b""
+    user_header: str | None = None
+    tags_header: str | None = None
+
+    def keep(self, chunk: bytes, limit: int) -> None:
+        """Copy a response chunk for accounting; past ``limit`` keep only a tail."""
+        self.response_chunks.append(chunk)
+        self.captured_bytes += len(chunk)
+        while self.captured_bytes > limit and len(self.response_chunks) > 1:
+            dropped = self.response_chunks.pop(0)
+            self.captured_bytes -= len(dropped)
+            self.truncated = True

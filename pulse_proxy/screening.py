@@ -19,6 +19,7 @@ import orjson
 from pulse_proxy import risk
 from pulse_proxy.records import Exchange
 from pulse_proxy.settings import RiskSettings
+from pulse_proxy.tokens import count_prompt
 
 _SCREENED_ENDPOINTS = frozenset({"chat", "completions", "embeddings", "responses"})
 _THREAD_THRESHOLD_BYTES = 64 * 1024
@@ -84,12 +85,10 @@ class Screen:
             return []
         tokens = None
         if "long_prompt" in self.blocking:
-            from pulse_proxy.accounting import count_prompt
-
             model = parsed.get("model") if isinstance(parsed.get("model"), str) else None
             try:
                 tokens = count_prompt(parsed, endpoint, model)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a body the counter chokes on is screened without a count
                 tokens = None
         return risk.scan(
             risk.extract_text(parsed),

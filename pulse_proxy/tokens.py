@@ -202,3 +202,20 @@ def count_input(value: Any, model: str | None = None) -> int:
             return count_chat_messages(value, model)
         return sum(count_input(v, model) for v in value)
     return count_text(_text_of(value), model)
+
+
+def count_prompt(body: dict[str, Any], endpoint: str, model: str | None) -> int | None:
+    """The local tiktoken count of what the request asks the model to read."""
+    if endpoint == "chat" and isinstance(body.get("messages"), list):
+        tools = body.get("tools") if isinstance(body.get("tools"), list) else None
+        return count_chat_messages(body["messages"], model, tools)
+    if endpoint == "completions":
+        return count_input(body.get("prompt"), model)
+    if endpoint == "embeddings":
+        return count_input(body.get("input"), model)
+    if endpoint == "responses":
+        count = count_input(body.get("input"), model)
+        if isinstance(body.get("instructions"), str):
+            count += count_text(body["instructions"], model)
+        return count
+    return None

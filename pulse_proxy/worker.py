@@ -50,8 +50,7 @@ import orjson
 from pulse_proxy.accounting import Accountant
 from pulse_proxy.backoff import Backoff
 from pulse_proxy.forkchild import start_child
-from pulse_proxy.forward import Capture
-from pulse_proxy.records import Exchange, UsageUnread
+from pulse_proxy.records import Capture, Exchange, UsageUnread
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks.log import LineRenderer
 from pulse_proxy.sinks.statsd import StatsdLines

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pulse_proxy.alerts import AlertEngine, AlertRule, AlertSettings
+from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.records import AlertEvent, Exchange
 from pulse_proxy.settings import ConfigError, build_settings
+from pulse_proxy.settings.alerts import AlertRule, AlertSettings
 from pulse_proxy.stats import RollingStats
 
 T0 = 1_800_000_000.0  # a multiple of 60 s, so buckets line up with whole minutes

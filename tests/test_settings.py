@@ -71,3 +71,31 @@ def test_slow_client_limits_have_defaults_and_refuse_nonsense() -> None:
     for key in ("REQUEST_HEADER_TIMEOUT_S", "REQUEST_BODY_TIMEOUT_S", "MAX_CONNECTIONS"):
         with pytest.raises(ConfigError, match=f"server.{key.lower()}"):
             load_settings(environ={f"PULSE_SERVER__{key}": "0"})
+
+
+def test_process_environment_never_leaks_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the mapping handed to load_settings counts: the process environment, read by
+    pydantic-settings by default, reaches neither load_settings nor Settings()."""
+    from pulse_proxy.settings import Settings
+
+    monkeypatch.setenv("PULSE_SERVER__PORT", "1")
+    monkeypatch.setenv("PULSE_PORT", "2")
+    monkeypatch.setenv("SERVER", '{"port": 3}')
+    assert load_settings(environ={}).server.port == 8080
+    assert Settings().server.port == 8080
+    assert load_settings(environ={"PULSE_SERVER__PORT": "9"}).server.port == 9
+
+
+def test_variables_for_unknown_keys_are_named() -> None:
+    """A variable naming an unknown section or key fails start-up instead of being ignored,
+    and the error names the variable when it set the offending key."""
+    with pytest.raises(ConfigError, match=r"^invalid configuration: foo: Extra inputs"):
+        load_settings(environ={"PULSE_FOO__BAR": "1"})
+    with pytest.raises(ConfigError, match=r"risk\.policy\.nope\.\[key\] \(from PULSE_RISK__POLICY__NOPE\)"):
+        load_settings(environ={"PULSE_RISK__POLICY__NOPE": "block"})
+
+
+def test_of_two_variables_for_one_key_the_later_wins() -> None:
+    """An alias and its long form both apply, in the order the environment lists them."""
+    assert load_settings(environ={"PULSE_PORT": "1", "PULSE_SERVER__PORT": "2"}).server.port == 2
+    assert load_settings(environ={"PULSE_SERVER__PORT": "2", "PULSE_PORT": "1"}).server.port == 1

@@ -51,8 +51,8 @@ from pulse_proxy.demo.mix import Mix, document
 from pulse_proxy.demo.plan import make_plan
 from pulse_proxy.demo.proxy_stats import Background, uptime
 from pulse_proxy.demo.report import introduce, summary
-from pulse_proxy.demo.traffic import Demo, run_bursts
-from pulse_proxy.demo.watch import RULES, AlertWatch, watch_alerts
+from pulse_proxy.demo.traffic import Demo, run_bursts, watch_alerts
+from pulse_proxy.demo.watch import RULES, AlertWatch
 
 __all__ = ["RULES", "add_demo_arguments", "document", "make_plan", "run_demo"]
 

@@ -1,4 +1,5 @@
-"""The run's traffic: calm requests throughout and the four bursts, each sized when it starts."""
+"""The run's traffic: calm requests throughout and the four bursts, each sized when it starts,
+and the loop that follows the alerts (through an :class:`AlertWatch`) until the run is done."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import math
 from collections import deque
 from typing import Any, TextIO
 
-from pulse_proxy.demo.client import Proxy
+import aiohttp
+
+from pulse_proxy.demo.client import DemoError, Proxy
 from pulse_proxy.demo.clock import DemoClock, clock_text
 from pulse_proxy.demo.mix import Call, Mix
 from pulse_proxy.demo.pacing import (
     BURST_RATE,
     CALM_TOKENS,
+    HEARTBEAT_S,
     PHASE_S,
     RATE,
     SHARE,
@@ -155,3 +159,29 @@ async def run_bursts(demo: Demo, plan: Plan, rules: dict[str, dict[str, Any]]) -
         "calm traffic until every alert resolves: each incident must leave the 5 min window, "
         "then stay clear for 60 s"
     )
+
+
+async def watch_alerts(demo: Demo, watch: AlertWatch, plan: Plan) -> None:
+    """Follow /pulse/alerts until every rule fired and resolved; heartbeat once a minute."""
+    poll_s = max(0.05, min(2.0, demo.clock.real(2.0)))
+    next_beat = HEARTBEAT_S
+    failures = 0
+    # With none of the default rules configured there is nothing to wait for but the plan.
+    while not watch.done or (not watch.rules and demo.clock.now() < plan.expected_end):
+        await asyncio.sleep(poll_s)
+        try:
+            watch.feed(await demo.proxy.admin("/pulse/alerts"))
+            failures = 0
+        except (TimeoutError, aiohttp.ClientError, DemoError) as exc:
+            failures += 1
+            if failures * poll_s > 30:
+                raise DemoError(f"the proxy stopped answering ({exc})") from exc
+        now = demo.clock.now()
+        if now >= next_beat and not watch.done:
+            next_beat = (now // HEARTBEAT_S + 1) * HEARTBEAT_S
+            unfired, unresolved = watch.missing()
+            waiting = [f"{', '.join(names)} to {verb}" for names, verb in ((unfired, "fire"), (unresolved, "resolve")) if names]
+            demo.say(
+                f"{sum(demo.proxy.sent.values()):,} requests so far; waiting for {'; '.join(waiting)} "
+                f"(expected by ~{clock_text(plan.expected_end)})"
+            )

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
-import aiohttp
-
-from pulse_proxy.demo.client import DemoError
 from pulse_proxy.demo.clock import clock_text, epoch
-from pulse_proxy.demo.pacing import HEARTBEAT_S
-
-if TYPE_CHECKING:
-    from pulse_proxy.demo.plan import Plan
-    from pulse_proxy.demo.traffic import Demo
 
 RULES = ("high_latency", "error_rate", "prompt_length_spike", "token_spike")
 
@@ -84,29 +75,3 @@ class AlertWatch:
         unfired = [n for n, p in self.rules.items() if p.fired_at is None and not p.firing_before]
         unresolved = [n for n, p in self.rules.items() if n not in unfired and p.resolved_at is None]
         return unfired, unresolved
-
-
-async def watch_alerts(demo: Demo, watch: AlertWatch, plan: Plan) -> None:
-    """Follow /pulse/alerts until every rule fired and resolved; heartbeat once a minute."""
-    poll_s = max(0.05, min(2.0, demo.clock.real(2.0)))
-    next_beat = HEARTBEAT_S
-    failures = 0
-    # With none of the default rules configured there is nothing to wait for but the plan.
-    while not watch.done or (not watch.rules and demo.clock.now() < plan.expected_end):
-        await asyncio.sleep(poll_s)
-        try:
-            watch.feed(await demo.proxy.admin("/pulse/alerts"))
-            failures = 0
-        except (TimeoutError, aiohttp.ClientError, DemoError) as exc:
-            failures += 1
-            if failures * poll_s > 30:
-                raise DemoError(f"the proxy stopped answering ({exc})") from exc
-        now = demo.clock.now()
-        if now >= next_beat and not watch.done:
-            next_beat = (now // HEARTBEAT_S + 1) * HEARTBEAT_S
-            unfired, unresolved = watch.missing()
-            waiting = [f"{', '.join(names)} to {verb}" for names, verb in ((unfired, "fire"), (unresolved, "resolve")) if names]
-            demo.say(
-                f"{sum(demo.proxy.sent.values()):,} requests so far; waiting for {'; '.join(waiting)} "
-                f"(expected by ~{clock_text(plan.expected_end)})"
-            )

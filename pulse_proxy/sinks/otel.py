@@ -44,23 +44,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import uuid
-from collections.abc import Mapping
-from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Any
+from urllib.parse import urlsplit
 
 from pulse_proxy import __version__
 from pulse_proxy.labels import BoundedLabel, clean_label
 from pulse_proxy.records import AlertEvent, Exchange
+from pulse_proxy.settings import ConfigError
+from pulse_proxy.settings.sinks import INSTALL_HINT, OtelSettings
 from pulse_proxy.sinks.prometheus import DURATION_BUCKETS
-from pulse_proxy.urls import http_base_url
-
-DEFAULT_ENDPOINT = "http://localhost:4318"
-INSTALL_HINT = "pip install 'llm-pulse[otel]'"
-_REQUIRED_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
 
 # Bucket boundaries advised by the GenAI semantic conventions: the duration buckets are
 # SPEC's Prometheus ones (imported above); token buckets go four steps further than SPEC's.
@@ -74,109 +67,6 @@ _OPERATIONS: dict[str, tuple[str, str | None]] = {
     "/v1/embeddings": ("embeddings", None),
 }
 _SPAN_STRING_LIMIT = 256
-
-
-def parse_key_values(value: Any) -> Any:
-    """``"k=v,k2=v2"`` (the ``OTEL_EXPORTER_OTLP_HEADERS`` / ``OTEL_RESOURCE_ATTRIBUTES``
-    format, values URL-encoded) as a dict; a mapping passes through unchanged."""
-    if not isinstance(value, str):
-        return value
-    pairs: dict[str, str] = {}
-    for item in value.split(","):
-        if not item.strip():
-            continue
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError("must be a mapping or 'key=value,key2=value2'")
-        pairs[unquote(key.strip())] = unquote(val.strip())
-    return pairs
-
-
-def otel_installed() -> bool:
-    """Whether the ``otel`` extra is importable (checked without importing it)."""
-    try:
-        return all(importlib.util.find_spec(name) is not None for name in _REQUIRED_MODULES)
-    except (ImportError, ValueError):
-        return False
-
-
-class OtelSettings(BaseModel):
-    """The ``otel:`` config section.
-
-    Export is on when ``enabled`` is true or, with ``enabled`` left unset, when an
-    endpoint is configured: setting the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` is
-    enough, as for any OpenTelemetry SDK; ``enabled: false`` ignores it.  Example::
-
-        otel:
-          endpoint: http://otel-collector:4318      # OTEL_EXPORTER_OTLP_ENDPOINT (base URL)
-          headers: {x-honeycomb-team: "…"}          # OTEL_EXPORTER_OTLP_HEADERS; masked in output
-          service_name: chat-sidecar                # OTEL_SERVICE_NAME (default llm-pulse)
-          resource_attributes: {deployment.environment: prod}   # OTEL_RESOURCE_ATTRIBUTES
-          export_interval_s: 30
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = False
-    # Base URL: /v1/traces and /v1/metrics are appended, as the OTLP exporter spec says.
-    endpoint: str = DEFAULT_ENDPOINT
-    headers: dict[str, str] = Field(default_factory=dict)
-    service_name: str | None = None
-    resource_attributes: dict[str, str] = Field(default_factory=dict)
-    # gen_ai.provider.name: the telemetry flavour of the API spoken (OpenAI-compatible).
-    provider_name: str = "openai"
-    traces: bool = True
-    metrics: bool = True
-    # Metrics are sent this often; spans in batches at most span_delay_s apart.
-    export_interval_s: float = Field(30.0, gt=0, le=3600)
-    span_delay_s: float = Field(5.0, gt=0, le=3600)
-    max_queue_size: int = Field(2048, ge=1, le=1_000_000)
-    timeout_s: float = Field(10.0, gt=0, le=300)
-    compression: Literal["gzip", "none"] = "gzip"
-    temporality: Literal["cumulative", "delta"] = "cumulative"
-    # Export local tiktoken counts when the upstream sent no usage (the convention's opt-in).
-    count_local_tokens: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _endpoint_enables(cls, data: Any) -> Any:
-        """An endpoint with ``enabled`` unset turns export on."""
-        if isinstance(data, Mapping) and data.get("enabled") is None:
-            data = {**data, "enabled": bool(data.get("endpoint"))}
-        return data
-
-    @field_validator("headers", "resource_attributes", mode="before")
-    @classmethod
-    def _key_values(cls, value: Any) -> Any:
-        return parse_key_values(value)
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint_is_http(cls, value: str) -> str:
-        return http_base_url(value, "an http(s) base URL such as http://otel-collector:4318")
-
-    @model_validator(mode="after")
-    def _extra_installed(self) -> OtelSettings:
-        if self.enabled and not otel_installed():
-            raise ValueError(
-                "OpenTelemetry export is on (otel.enabled or OTEL_EXPORTER_OTLP_ENDPOINT) but "
-                f"its packages are missing: {INSTALL_HINT}, or set otel.enabled: false"
-            )
-        return self
-
-    def signal_url(self, signal: Literal["traces", "metrics"]) -> str:
-        """``{endpoint}/v1/{signal}``."""
-        return f"{self.endpoint}/v1/{signal}"
-
-    @property
-    def effective_service_name(self) -> str:
-        return self.service_name or self.resource_attributes.get("service.name") or "llm-pulse"
-
-    def redacted(self) -> dict[str, Any]:
-        """For ``check-config`` and ``pulse.config``: header values (often API keys) masked."""
-        data = self.model_dump(mode="json")
-        data["headers"] = {key: "***" for key in data["headers"]}
-        return data
 
 
 def _server_of(url: str) -> tuple[str | None, int | None]:
@@ -504,8 +394,6 @@ def _import_sdk() -> _Sdk:
     try:
         return _Sdk()
     except ImportError as exc:
-        from pulse_proxy.settings import ConfigError  # here: settings imports this module
-
         raise ConfigError(
             f"OpenTelemetry export needs its packages: {INSTALL_HINT} ({exc})"
         ) from exc

@@ -36,12 +36,10 @@ from collections.abc import Callable, Mapping
 from math import isfinite
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from pulse_proxy.labels import BoundedLabel
 from pulse_proxy.records import AlertEvent, Exchange
+from pulse_proxy.settings.sinks import DEFAULT_MAX_DATAGRAM, StatsdSettings
 
-DEFAULT_MAX_DATAGRAM = 1432
 UNKNOWN_MODEL = "unknown"  # as in /pulse/stats
 _BACKLOG_DATAGRAMS = 64
 _RESOLVE_RETRY_S = 5.0
@@ -49,33 +47,6 @@ _UNSAFE_TAG = re.compile(r"[|,#\s\x00-\x1f\x7f\u0085\u2028\u2029]")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.]")
 _STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}
 _ALERT_TYPE = {"critical": "error", "warning": "warning", "info": "info"}
-
-
-class StatsdSettings(BaseModel):
-    """The ``statsd:`` config section (the sink is off unless ``enabled``).
-
-    Example (YAML)::
-
-        statsd:
-          enabled: true
-          host: 127.0.0.1
-          port: 8125
-          prefix: myapp
-          tags: {env: prod, service: chatbot}
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = Field(8125, ge=1, le=65535)
-    prefix: str = Field("", pattern=r"^[A-Za-z0-9_.]*$")
-    tags: dict[str, str] = Field(default_factory=dict)
-    max_label_values: int = Field(100, ge=1, le=10_000)
-    histogram_type: Literal["h", "d"] = "h"
-    max_datagram: int = Field(DEFAULT_MAX_DATAGRAM, ge=512, le=65_000)
-    flush_interval_s: float = Field(0.1, gt=0, le=10)
-    gauge_interval_s: float = Field(10.0, gt=0)
 
 
 def sanitize_tag(text: str, limit: int = 200) -> str:

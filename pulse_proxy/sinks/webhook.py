@@ -26,20 +26,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pulse_proxy.alerts import format_duration, format_value
 from pulse_proxy.records import SCHEMA, AlertEvent, Exchange
+from pulse_proxy.settings.sinks import WebhookSettings, WebhookTarget, unknown_webhooks
 from pulse_proxy.stats import window_label
 
-Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 _SLACK_ICON = {
     "critical": ":rotating_light:",
@@ -48,104 +46,13 @@ _SLACK_ICON = {
 }
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class WebhookTarget(_Config):
-    """One receiver.
-
-    Example (YAML)::
-
-        webhooks:
-          targets:
-            - name: oncall
-              url: https://hooks.slack.com/services/T000/B000/XXXX
-              format: slack
-              min_severity: critical
-            - name: audit
-              url: http://alerts.internal:9000/pulse
-              headers: {Authorization: "Bearer s3cret"}
-              alerts: [error_rate, high_latency]
-    """
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-    url: str
-    format: Literal["json", "slack"] = "json"
-    headers: dict[str, str] = Field(default_factory=dict)
-    # Only these rules (None: every rule routed here).
-    alerts: list[str] | None = None
-    min_severity: Severity = "info"
-    send_resolved: bool = True
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL")
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _no_header_injection(cls, headers: dict[str, str]) -> dict[str, str]:
-        for key, value in headers.items():
-            if any(c in key + value for c in "\r\n\x00"):
-                raise ValueError(f"header {key!r} contains a line break")
-        return headers
-
-    def accepts(self, alert: AlertEvent) -> bool:
-        """This target's own filters (rule names, severity, resolved events)."""
-        if self.alerts is not None and alert.alert not in self.alerts:
-            return False
-        if alert.event == "alert.resolved" and not self.send_resolved:
-            return False
-        return SEVERITY_RANK.get(alert.severity, 1) >= SEVERITY_RANK[self.min_severity]
-
-
-class WebhookSettings(_Config):
-    """The ``webhooks:`` config section: receivers and delivery behaviour."""
-
-    targets: list[WebhookTarget] = Field(default_factory=list)
-    queue_size: int = Field(1000, ge=1, le=100_000)
-    timeout_s: float = Field(5.0, gt=0, le=120)
-    retries: int = Field(3, ge=0, le=20)
-    backoff_s: float = Field(0.5, ge=0, le=60)
-    max_backoff_s: float = Field(30.0, ge=0, le=600)
-
-    @field_validator("targets")
-    @classmethod
-    def _unique_names(cls, targets: list[WebhookTarget]) -> list[WebhookTarget]:
-        seen: set[str] = set()
-        for target in targets:
-            if target.name in seen:
-                raise ValueError(f"duplicate webhook name {target.name!r}")
-            seen.add(target.name)
-        return targets
-
-    def redacted(self) -> dict[str, Any]:
-        """For ``check-config`` output: URL paths/queries and header values masked."""
-        data = self.model_dump(mode="json")
-        for target in data["targets"]:
-            parts = urlsplit(target["url"])
-            target["url"] = (
-                f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}/***"
-            )
-            target["headers"] = {k: "***" for k in target["headers"]}
-        return data
-
-
-def unknown_webhooks(
-    rule_webhooks: Mapping[str, Iterable[str]], targets: Iterable[WebhookTarget]
-) -> list[str]:
-    """``rule.webhook`` references that name no target (for config validation)."""
-    names = {t.name for t in targets}
-    return [
-        f"{rule}.{hook}"
-        for rule, hooks in rule_webhooks.items()
-        for hook in hooks
-        if hook not in names
-    ]
+def accepts(target: WebhookTarget, alert: AlertEvent) -> bool:
+    """The target's own filters (rule names, severity, resolved events)."""
+    if target.alerts is not None and alert.alert not in target.alerts:
+        return False
+    if alert.event == "alert.resolved" and not target.send_resolved:
+        return False
+    return SEVERITY_RANK.get(alert.severity, 1) >= SEVERITY_RANK[target.min_severity]
 
 
 # -- payloads ------------------------------------------------------------------------
@@ -299,7 +206,7 @@ class WebhookSink:
         """The targets ``alert`` goes to."""
         names = self.rule_webhooks.get(alert.alert)
         chosen = [self.targets[n] for n in names] if names else list(self.targets.values())
-        return [t for t in chosen if t.accepts(alert)]
+        return [t for t in chosen if accepts(t, alert)]
 
     def on_exchange(self, exchange: Exchange) -> None:
         """Webhooks carry alerts only."""

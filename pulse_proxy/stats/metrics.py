@@ -1,25 +1,15 @@
-"""Which statistics each metric answers, and :class:`Measurement`, one such answer."""
+"""The quantiles the sketches answer, and :class:`Measurement`, one statistic over a window.
+
+Which statistics each metric answers is part of the alert-rule schema
+(:data:`pulse_proxy.settings.alerts.SUPPORTED_STATS`), re-exported here for the aggregates."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
-_DISTRIBUTION_STATS = frozenset({"p50", "p95", "p99", "max", "mean", "sum", "count"})
+from pulse_proxy.settings.alerts import SUPPORTED_STATS
 
-# Which statistic each metric answers; the alert rules are validated against this.
-# ``rate`` is per second, except for ``error_rate`` (errors / requests) and
-# ``tokens_per_minute`` (total tokens per minute).
-SUPPORTED_STATS: dict[str, frozenset[str]] = {
-    "latency_ms": _DISTRIBUTION_STATS,
-    "ttft_ms": _DISTRIBUTION_STATS,
-    "prompt_tokens": _DISTRIBUTION_STATS,
-    "total_tokens": frozenset({"max", "mean", "sum", "count", "rate"}),
-    "cost_usd": frozenset({"mean", "sum", "count", "rate"}),
-    "requests": frozenset({"count", "rate"}),
-    "error_rate": frozenset({"rate", "mean", "sum", "count"}),
-    "tokens_per_minute": frozenset({"rate", "sum", "count"}),
-}
+QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +18,6 @@ class Measurement:
 
     value: float | None
     samples: int
+
+
+__all__ = ["QUANTILES", "SUPPORTED_STATS", "Measurement"]

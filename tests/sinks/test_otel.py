@@ -36,7 +36,8 @@ from starlette.routing import Route
 
 import pulse_proxy
 from pulse_proxy.settings import ConfigError, load_settings, redacted
-from pulse_proxy.sinks.otel import OtelSettings, OtelSink
+from pulse_proxy.settings.sinks import OtelSettings
+from pulse_proxy.sinks.otel import OtelSink
 
 # The GenAI semantic conventions' advice, written out rather than imported from the sink.
 DURATION_BOUNDS = [

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 from factories import make_alert, make_exchange
 
-from pulse_proxy.sinks.statsd import StatsdSettings, StatsdSink, sanitize_tag
+from pulse_proxy.settings.sinks import StatsdSettings
+from pulse_proxy.sinks.statsd import StatsdSink, sanitize_tag
 
 TAGS = "model:gpt-4o,endpoint:chat,upstream:mock,status_class:2xx,stream:true"
 

@@ -17,13 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pulse_proxy.sinks.webhook import (
-    WebhookSettings,
-    WebhookSink,
-    WebhookTarget,
-    json_payload,
-    slack_payload,
-)
+from pulse_proxy.settings.sinks import WebhookSettings, WebhookTarget
+from pulse_proxy.sinks.webhook import WebhookSink, json_payload, slack_payload
 
 
 class Receiver:

@@ -1,0 +1,140 @@
+"""The core sections of the configuration: server, upstream, accounting, metrics, risk, pricing.
+
+Every model forbids unknown keys, so a typo (``uptream:``) fails start-up with the
+key's dotted path instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pulse_proxy.urls import http_base_url
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    log_format: Literal["json", "console"] = "json"
+    admin_token: str | None = None
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    # How long SIGTERM waits for in-flight requests (streams included) to finish.
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    # An llm.metrics.summary event this often (0 turns it off).
+    summary_interval_s: float = Field(60.0, ge=0)
+    # Slow or idle clients (see pulse_proxy/protocol.py).  From a connection, or a later
+    # request's first byte, to the end of its headers: past it, 408 and close.
+    request_header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    # The longest pause allowed inside a request body: past it, 408 and close.
+    request_body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    # A body still arriving after request_body_timeout_s must have averaged at least
+    # this many bytes a second, or it is cut like a paused one (0 turns this off).
+    request_body_min_rate: float = Field(500.0, ge=0)
+    # Open client connections; past it, a new connection is answered 503 and closed.
+    max_connections: int = Field(2048, gt=0)
+
+
+class UpstreamSettings(_Section):
+    # A base URL including the version prefix, or "mock" for the bundled mock.
+    url: str = "mock"
+    # The value of the ``upstream`` field and metric label; defaults to the URL's host.
+    name: str | None = None
+    api_key: str | None = None
+    connect_timeout_s: float = Field(10.0, gt=0)
+    # Waiting for response headers, and then for each next chunk of the body.
+    # Reasoning models can think for minutes before the first byte; OpenAI's SDK waits 600 s.
+    read_timeout_s: float = Field(600.0, gt=0)
+    max_connections: int = Field(1000, gt=0)
+    probe_interval_s: float = Field(15.0, gt=0)
+    # Ask for stream usage (stream_options.include_usage) so streamed token counts are
+    # exact; the extra chunk is hidden from a client that did not ask for it.
+    inject_stream_usage: bool = True
+    # Send an SSE comment this often while waiting for a stream's first chunk (0: off).
+    sse_keepalive_s: float = Field(0.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str) -> str:
+        if value == "mock":
+            return value
+        return http_base_url(value, "'mock' or an http(s) base URL such as https://api.openai.com/v1")
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.url == "mock":
+            return "mock"
+        return urlsplit(self.url).hostname or "upstream"
+
+
+class AccountingSettings(_Section):
+    # "process": finish accounting (parsing, counting, risk scans) in a child process,
+    # off the event loop and on another core; "inline": in the proxy's own loop.
+    mode: Literal["process", "inline"] = "process"
+    # Finished requests wait this long to travel to the accounting process together,
+    # and their figures to come back summed: each batch costs the event loop a fixed
+    # amount, each request in it little.  Events are written this much later.
+    batch_ms: float = Field(5.0, gt=0, le=1000)
+    # Response bytes kept for usage extraction; past this only the tail is kept
+    # (usage sits at the end of SSE streams).
+    max_capture_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    # The backlog of finished requests waiting for the accounting process (queued or
+    # sent and unanswered), bounded so that a stalled child cannot grow the proxy's
+    # memory without end.  Past max_pending_bytes a request's captured bodies are
+    # dropped (its event has usage_unread "backlog"); past max_pending_requests it is
+    # accounted in the proxy from its headers alone.  Either way it keeps its event.
+    max_pending_requests: int = Field(10_000, gt=0)
+    max_pending_bytes: int = Field(128 * 1024 * 1024, gt=0)
+    # A compressed response is decoded for accounting up to this many bytes, no further:
+    # 1 MB of gzip can expand to 1 GB.  Past it the usage is marked unreadable
+    # (``usage_unread``).  64 MiB is four times the capture limit, ample for any
+    # real JSON answer, and bounds the accounting process's memory per response.
+    max_decoded_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    # Salt for api_key_hash; generated at start-up when unset (hashes then differ per run).
+    key_hash_salt: str | None = None
+    max_tags: int = Field(10, ge=0)
+    # Opt-in: also log prompt and completion text, PII and secrets masked, capped.
+    log_content: bool = False
+    content_max_chars: int = Field(2000, gt=0)
+
+
+class MetricsSettings(_Section):
+    # Distinct values kept per client-controlled label (model, user, tag); the rest fold
+    # into "other", so junk or hostile values cannot grow the series count.
+    max_label_values: int = Field(50, ge=1, le=10_000)
+    # Distinct models kept in the rolling statistics (past this: "other").
+    max_models: int = Field(50, ge=1, le=10_000)
+    # Distinct X-Pulse-Tags keys that become breakdown dimensions; later keys count in
+    # "tag:other", so a client inventing a key per request cannot grow /pulse/stats.
+    max_tag_keys: int = Field(20, ge=0, le=1_000)
+    # Rows (dimension, value) in the /pulse/stats breakdown, all dimensions together;
+    # past this a new value folds into its dimension's "other".
+    max_breakdown_rows: int = Field(1000, ge=1, le=100_000)
+
+
+RiskPolicy = Literal["observe", "block"]
+
+
+class RiskSettings(_Section):
+    enabled: bool = True
+    long_prompt_tokens: int = Field(8000, gt=0)
+    # Characters scanned per request (head and tail of longer texts).
+    max_scan_chars: int = Field(200_000, gt=0)
+    # Per flag: observe (default: record only) or block (400, upstream not called).
+    policy: dict[Literal["long_prompt", "jailbreak", "pii", "secret"], RiskPolicy] = Field(default_factory=dict)
+
+    @property
+    def blocking(self) -> frozenset[str]:
+        return frozenset(flag for flag, action in self.policy.items() if action == "block")
+
+
+class PricingSettings(_Section):
+    # Price files layered over the bundled table, later files winning.
+    files: list[str] = Field(default_factory=list)
