@@ -49,7 +49,7 @@ import orjson
 
 from pulse_proxy.accounting import Accountant
 from pulse_proxy.backoff import Backoff
-from pulse_proxy.forkchild import start_child
+from pulse_proxy.forkchild import Child, start_child
 from pulse_proxy.forward import Capture
 from pulse_proxy.records import Exchange, UsageUnread
 from pulse_proxy.settings import Settings
@@ -173,7 +173,7 @@ def finish_batch(
         except Exception:
             unrendered.append(_pack_exchange(exchange))
     every = [_pack_exchange(exchange) for exchange in finished] if exchanges else []
-    statsd_lines = None
+    statsd_lines: list[bytes] | None = None
     if statsd is not None:
         statsd_lines = []
         for exchange in finished:
@@ -318,7 +318,7 @@ class AccountingProcess:
         self._log = logger
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: _ChildLink | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Child | None = None
         self._batch: list[Capture] = []
         self._batch_bytes = 0
         self._headers_only: list[Capture] = []
@@ -529,7 +529,7 @@ class AccountingProcess:
         assert self._loop is not None
         self._respawn = self._loop.create_task(self._restart(self._process, self._backoff.next_delay()))
 
-    async def _restart(self, dead: subprocess.Popen[bytes] | None, delay: float) -> None:
+    async def _restart(self, dead: Child | None, delay: float) -> None:
         """Reap the dead child (no zombie), wait out the back-off, start a new one."""
         exitcode = None
         if dead is not None:

@@ -257,7 +257,7 @@ def translate(rule: AlertRule) -> Translation:
     return result
 
 
-class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # no yaml stubs installed
+class _Dumper(yaml.SafeDumper):
     """Multi-line strings (the expressions) as literal blocks, readable in review."""
 
 
