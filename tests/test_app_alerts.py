@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from conftest import RunningProxy, run_server, start_proxy, wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conftest import RunningProxy, run_server, start_proxy, wait_until
 from pulse_proxy.alerts import default_rules
 
 

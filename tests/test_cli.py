@@ -70,7 +70,7 @@ def test_every_spec_field_is_in_the_event(running: ProxyProcess) -> None:
     wait_until(lambda: bool(running.events("llm.request")))
     running.stop()
     (event,) = running.events("llm.request")
-    spec_fields = (
+    spec_fields = (  # noqa: SIM905 - one string reads as the field list
         "request_id method path endpoint model response_model upstream status_code outcome stream latency_ms "
         "ttft_ms upstream_ms overhead_ms prompt_tokens completion_tokens total_tokens token_source "
         "prompt_tokens_local prompt_chars messages max_tokens finish_reason tokens_per_second cost_usd "

@@ -6,18 +6,16 @@ import gzip
 import hashlib
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import orjson
 import pytest
+from conftest import RunningProxy, run_server, start_proxy, wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-from conftest import RunningProxy, run_server, start_proxy, wait_until
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
 
@@ -208,15 +206,17 @@ def test_slow_upstream_gives_504(mock_url: str) -> None:
 def test_stream_that_stalls_mid_way_is_a_timeout(mock_url: str) -> None:
     """An upstream that goes silent mid-stream ends the client's stream and records a timeout."""
     with start_proxy(mock_url + "/v1", {"upstream": {"read_timeout_s": 0.5}}) as proxy:
-        with pytest.raises(httpx.RemoteProtocolError):
-            with httpx.stream(
+        with (
+            pytest.raises(httpx.RemoteProtocolError),
+            httpx.stream(
                 "POST",
                 proxy.base_url + "/chat/completions",
                 json={**CHAT, "stream": True},
                 headers={"X-Mock-Gate": "stall-1"},
-            ) as response:
-                for _ in response.iter_raw():
-                    pass
+            ) as response,
+        ):
+            for _ in response.iter_raw():
+                pass
         (event,) = proxy.wait_for(1)
         assert event.outcome == "timeout" and event.status_code == 200 and event.bytes_out > 0
 
@@ -224,15 +224,17 @@ def test_stream_that_stalls_mid_way_is_a_timeout(mock_url: str) -> None:
 def test_upstream_dropping_mid_stream_drops_the_client_too(proxy: RunningProxy) -> None:
     """A broken upstream stream reaches the client as an incomplete read, and is recorded."""
     received = []
-    with pytest.raises(httpx.RemoteProtocolError):
-        with httpx.stream(
+    with (  # noqa: PT012 - the read loop is what raises
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
             "POST",
             proxy.base_url + "/chat/completions",
             json={**CHAT, "stream": True},
             headers={"X-Mock-Drop-After-Chunks": "2"},
-        ) as response:
-            for chunk in response.iter_raw():
-                received.append(chunk)
+        ) as response,
+    ):
+        for chunk in response.iter_raw():
+            received.append(chunk)
     assert b"data:" in b"".join(received)
     (event,) = proxy.wait_for(1)
     assert event.outcome == "connection_error"

@@ -6,8 +6,8 @@ import os
 import signal
 
 import openai
-
 from conftest import start_proxy, wait_until
+
 from pulse_proxy.forward import Capture
 from pulse_proxy.worker import pack_captures, unpack_captures
 from tests.factories import make_exchange
