@@ -175,7 +175,7 @@ class OtelSettings(BaseModel):
     def redacted(self) -> dict[str, Any]:
         """For ``check-config`` and ``pulse.config``: header values (often API keys) masked."""
         data = self.model_dump(mode="json")
-        data["headers"] = {key: "***" for key in data["headers"]}
+        data["headers"] = dict.fromkeys(data["headers"], "***")
         return data
 
 
