@@ -1,12 +1,13 @@
 # Two commands on a fresh clone with only Python >= 3.11:
 #   make run   -> .venv, install, proxy on 127.0.0.1:8080 in front of the bundled mock
 #   make test  -> .venv, install with test extras, the whole suite
+#   make lint  -> the same .venv; ruff (rules and formatting) and mypy --strict
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test demo bench lock clean
+.PHONY: run test lint demo bench lock clean
 
 # Recipes are quiet (@) so that `make run` leaves stdout to the proxy's JSON events;
 # progress goes to stderr.
@@ -38,6 +39,10 @@ demo: $(VENV)/.run-installed
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest
+
+# ruff (lint and format check) and mypy --strict, as .ci/run does before the tests.
+lint: $(VENV)/.test-installed
+	VENV=$(VENV) .ci/lint
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/overhead.py

@@ -45,7 +45,7 @@ import aiohttp
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-import overhead  # noqa: E402  (the canned upstream, bare pass-through and request bodies)
+import overhead  # the canned upstream, bare pass-through and request bodies
 
 WARMUP_REQUESTS = 200
 DEFAULT_BATCH_MS = 5.0

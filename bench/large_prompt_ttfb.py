@@ -121,10 +121,7 @@ def _phrase(rng: random.Random) -> str:
 
 def _sentence(rng: random.Random) -> str:
     roll = rng.random()
-    if roll < 0.15:
-        subject = rng.choice(_NAMES)
-    else:
-        subject = _phrase(rng)
+    subject = rng.choice(_NAMES) if roll < 0.15 else _phrase(rng)
     parts = [subject, rng.choice(_VERB), _phrase(rng)]
     if rng.random() < 0.5:
         parts += [rng.choice(_PREP), _phrase(rng)]
@@ -687,7 +684,7 @@ def run(args: argparse.Namespace) -> int:
              str(args.load), str(args.seed)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=(workdir / "sender.stderr").open("wb"),
             text=True, start_new_session=True, cwd=REPO,
-            preexec_fn=ov._die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=ov._die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509 - prctl only
         )
         procs.children.append(sender)  # type: ignore[arg-type]
         follower = EventFollower(events_path)

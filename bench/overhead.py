@@ -235,7 +235,7 @@ _STREAM_FLAG = re.compile(rb'"stream"\s*:\s*true')
 class _UpstreamProtocol(asyncio.Protocol):
     """Just enough HTTP/1.1: request line, headers, Content-Length body, keep-alive."""
 
-    __slots__ = ("transport", "buf")
+    __slots__ = ("buf", "transport")
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -492,7 +492,7 @@ def run_python_loadgen(url: str, body_file: str, connections: int, duration: flo
                         async with session.post(url, data=body, headers=headers) as response:
                             await response.read()
                             status = response.status
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                    except (TimeoutError, aiohttp.ClientError):
                         counts["socket_errors"] += 1
                         continue
                     latencies.append(perf() - t0)
@@ -551,7 +551,7 @@ class Processes:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 start_new_session=True,  # a terminal Ctrl-C reaches only us; we stop them
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509 - prctl only
                 cwd=REPO,
             )
         self.children.append(proc)
@@ -720,7 +720,7 @@ class SinkReceivers:
         while not self._stop.is_set():
             try:
                 n = self.udp.recv_into(buf)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -849,7 +849,7 @@ class LoadGen:
 
     def describe(self) -> str:
         if self.kind == "wrk":
-            version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
+            version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False)
             first = (version.stdout + version.stderr).strip().splitlines()
             return f"wrk ({first[0] if first else 'unknown version'}), 1 thread"
         why = "forced by --loadgen python" if shutil.which("wrk") else "fallback: wrk not installed"
@@ -979,7 +979,7 @@ def check_canned_bodies() -> list[str]:
     # 1. Our own reading of the wire format.
     frames = SSE_BODY.split(b"\n\n")
     assert frames[-1] == b"", "SSE body must end with a blank line"
-    chunks = [frame for frame in frames[:-1]]
+    chunks = frames[:-1]
     assert chunks[-1] == b"data: [DONE]"
     objects = [json.loads(frame[len(b"data: "):]) for frame in chunks[:-1]]
     assert all(frame.startswith(b"data: {") for frame in chunks[:-1])
@@ -993,7 +993,7 @@ def check_canned_bodies() -> list[str]:
     # 2. The proxy's parsers, on the stream cut into small network-like pieces.
     try:
         from pulse_proxy.usage import facts_from_json, facts_from_sse
-    except Exception as exc:  # the package is being edited concurrently; don't block the bench
+    except Exception as exc:  # noqa: BLE001 - the package may be mid-edit; don't block the bench
         notes.append(f"could not import pulse_proxy.usage to check the canned bodies: {exc!r}")
         return notes
     pieces = [SSE_BODY[i:i + 37] for i in range(0, len(SSE_BODY), 37)]
@@ -1085,7 +1085,7 @@ def machine_facts(loadgen: LoadGen) -> list[tuple[str, str]]:
 
             dist = {"httpx_aiohttp": "httpx-aiohttp"}.get(module, module)
             versions.append(f"{dist} {metadata.version(dist)}")
-        except Exception:
+        except Exception:  # noqa: BLE001 - not installed, or its metadata unreadable
             versions.append(f"{module} (not installed)")
     load = os.getloadavg()
     return [

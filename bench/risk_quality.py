@@ -73,7 +73,7 @@ def quality_table(title: str, rows: list[dict[str, Any]]) -> list[str]:
             f"| {flag} | {support} | {tp} | {fp} | {fn} | {precision:.3f} | {recall:.3f} "
             f"| {f1:.3f} |"
         )
-    return lines + [""]
+    return [*lines, ""]
 
 
 def misses(rows: list[dict[str, Any]]) -> list[str]:
@@ -89,7 +89,7 @@ def misses(rows: list[dict[str, Any]]) -> list[str]:
                 f"- {split}, {row['lang']}: expected {sorted(want) or '[]'}, got "
                 f"{sorted(got) or '[]'}: `{risk.mask(text)}`"
             )
-    return lines + [""]
+    return [*lines, ""]
 
 
 def long_prompt(rows: list[dict[str, Any]]) -> tuple[str, int]:
@@ -161,7 +161,7 @@ def timing_table(text: str, count: int, runs: int) -> list[str]:
     for name, scanned, call in cases:
         median, p95 = timed(call, runs)
         lines.append(f"| {name} | {scanned:,} | {median:.1f} | {p95:.1f} |")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def main() -> None:

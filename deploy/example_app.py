@@ -37,7 +37,7 @@ def ask(base_url: str, model: str, question: str, stream: bool) -> str:
     key = os.environ.get("OPENAI_API_KEY")
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310 - the user's own http(s) base URL
         base_url.rstrip("/") + "/chat/completions", data=json.dumps(body).encode(), headers=headers
     )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -317,9 +317,9 @@ class PulseApp:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
             await self.dispatcher.stop(timeout=self.settings.server.shutdown_grace_s or 30.0)
-            for sink in self.dispatcher.sinks:
+            for closing in self.dispatcher.sinks:
                 with contextlib.suppress(Exception):
-                    await sink.aclose()
+                    await closing.aclose()
             await self._session.close()
             self._session = None
             self.log.info("pulse.stopped", processed=self.dispatcher.processed, dropped=self.dispatcher.dropped)

@@ -34,7 +34,7 @@ class Backoff:
         self._max_s = max_s
         self._healthy_s = healthy_s
         self._clock = clock
-        self._failures = 0
+        self._next_s = first_s
         self._started_at: float | None = None
 
     def started(self) -> None:
@@ -45,8 +45,10 @@ class Backoff:
         """How long to wait before the next start, the child having just died (or failed
         to start)."""
         if self._started_at is not None and self._clock() - self._started_at >= self._healthy_s:
-            self._failures = 0
+            self._next_s = self._first_s
         self._started_at = None
-        delay = min(self._max_s, self._first_s * 2**self._failures)
-        self._failures += 1
+        # Doubling the last delay rather than raising 2 to a failure count: a child
+        # dying for hours would take that power past the largest float.
+        delay = min(self._max_s, self._next_s)
+        self._next_s = delay * 2
         return delay

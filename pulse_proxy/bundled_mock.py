@@ -7,6 +7,7 @@ time, and traffic crosses a real loopback socket exactly as it would to a provid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import signal
 import socket
@@ -45,10 +46,8 @@ def die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         import ctypes
 
-        try:
+        with contextlib.suppress(OSError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
 
 
 class BundledMock:
@@ -82,7 +81,7 @@ class BundledMock:
                 [sys.executable, "-m", "mock_upstream", "--log-level", "warning", "--host", "127.0.0.1", "--port", str(self.port)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, before exec
                 # Its own process group: Ctrl-C in a terminal reaches the whole
                 # foreground group, and the mock must not die (and be restarted) while
                 # the proxy finishes its in-flight requests; the proxy stops it last.

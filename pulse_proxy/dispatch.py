@@ -130,7 +130,7 @@ class Dispatcher:
                     return
                 try:
                     exchange = await self._accountant.finish(capture)
-                except Exception as exc:  # accounting bugs must not lose the event
+                except Exception as exc:  # noqa: BLE001 - accounting bugs must not lose the event
                     self._log.error("pulse.accounting_failed", error_type=type(exc).__name__)
                     exchange = capture.exchange
                 self.deliver(Finished.inline([exchange]))
@@ -150,13 +150,13 @@ class Dispatcher:
                 for record in remaining:
                     call(record)
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a failing sink is logged, the rest carry on
                 self._failed(call, exc)
 
     def _safe(self, call: Callable[[Any], None], record: Any) -> None:
         try:
             call(record)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing sink is logged, the rest carry on
             self._failed(call, exc)
 
     def _failed(self, call: Callable[[Any], None], exc: Exception) -> None:

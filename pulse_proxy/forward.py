@@ -682,7 +682,7 @@ class Forwarder:
         limit = self._capture_limit
         bytes_out = 0
         first = True
-        chunks = response.content.iter_any()
+        chunks: AsyncIterator[bytes] = response.content.iter_any()
         try:
             if is_sse and self._keepalive:
                 first_chunk, sent = await self._keep_alive_until_first_chunk(send, chunks)

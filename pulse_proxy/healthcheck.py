@@ -41,7 +41,7 @@ def target(environ: Mapping[str, str], *, config: str | None = None,
     if host is None:
         host = environ.get("PULSE_HOST") or environ.get("PULSE_SERVER__HOST") or server.get("host") or DEFAULT_HOST
     # A wildcard listen address is reached through loopback; IPv6 literals need brackets.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104 - mapped, not bound
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}/healthz"

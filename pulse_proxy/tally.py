@@ -50,7 +50,7 @@ class Tally:
             self.stats.add(exchange)
             self.breakdown.add(exchange)
             self.prometheus.add(exchange)
-        except Exception:  # a figure's bug must not lose the batch or its events
+        except Exception:  # noqa: BLE001 - a figure's bug must not lose the batch or its events
             self.failed += 1
 
 

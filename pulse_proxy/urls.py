@@ -182,6 +182,6 @@ def points_at_self(upstream: UpstreamBase, listen_host: str, listen_port: int) -
     if listen_port == 0 or upstream.port != listen_port:
         return False
     targets = _addresses(upstream.host, listen_port)
-    if listen_host in ("", "0.0.0.0", "::"):
+    if listen_host in ("", "0.0.0.0", "::"):  # noqa: S104 - compared, not bound
         return any(_is_local(address) for address in targets)
     return bool(targets & _addresses(listen_host, listen_port))

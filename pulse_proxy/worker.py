@@ -49,7 +49,7 @@ import orjson
 
 from pulse_proxy.accounting import Accountant
 from pulse_proxy.backoff import Backoff
-from pulse_proxy.forkchild import start_child
+from pulse_proxy.forkchild import Child, start_child
 from pulse_proxy.records import Capture, Exchange, UsageUnread
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks.log import LineRenderer
@@ -82,7 +82,7 @@ def finish_all(accountant: Accountant, captures: list[Capture]) -> list[Exchange
     for capture in captures:
         try:
             finished.append(accountant.finish_sync(capture))
-        except Exception:  # an accounting bug must not lose the event
+        except Exception:  # noqa: BLE001 - an accounting bug must not lose the event
             finished.append(capture.exchange)
     return finished
 
@@ -169,16 +169,16 @@ def finish_batch(
     for exchange in finished:
         try:
             lines.append(renderer.render(exchange))
-        except Exception:
+        except Exception:  # noqa: BLE001 - the parent's log sink tries again, and logs a failure
             unrendered.append(_pack_exchange(exchange))
     every = [_pack_exchange(exchange) for exchange in finished] if exchanges else []
-    statsd_lines = None
+    statsd_lines: list[bytes] | None = None
     if statsd is not None:
         statsd_lines = []
         for exchange in finished:
-            try:
+            try:  # noqa: SIM105 - cheaper than suppress() once per record
                 statsd_lines.extend(line.encode("utf-8") for line in statsd.render(exchange))
-            except Exception:  # one bad record must not cost the batch its metrics
+            except Exception:  # noqa: BLE001, S110 - one bad record must not cost the batch its metrics
                 pass
     return lines, unrendered, every, Tally.of(finished), statsd_lines
 
@@ -224,7 +224,7 @@ def child_main(fd: int, *, crash_on_request_id: str | None = None) -> None:
         if data == _STOP:
             conn.send_bytes(_STOP)
             return
-        seq, packed, sizes = pickle.loads(data)
+        seq, packed, sizes = pickle.loads(data)  # noqa: S301 - from our own parent, over a socketpair
         try:
             blob = conn.recv_bytes()  # the batch's bodies, in the frame after its fields
         except (EOFError, OSError):
@@ -285,7 +285,7 @@ class _ChildLink(asyncio.Protocol):
             payload = bytes(buffer[start : start + size])
             del buffer[: start + size]
             if payload != _STOP:
-                seq, answer = pickle.loads(payload)
+                seq, answer = pickle.loads(payload)  # noqa: S301 - from our own forked child
                 self._owner._results(seq, unpack_finished(answer))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -317,7 +317,7 @@ class AccountingProcess:
         self._log = logger
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: _ChildLink | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Child | None = None
         self._batch: list[Capture] = []
         self._batch_bytes = 0
         self._headers_only: list[Capture] = []
@@ -528,7 +528,7 @@ class AccountingProcess:
         assert self._loop is not None
         self._respawn = self._loop.create_task(self._restart(self._process, self._backoff.next_delay()))
 
-    async def _restart(self, dead: subprocess.Popen[bytes] | None, delay: float) -> None:
+    async def _restart(self, dead: Child | None, delay: float) -> None:
         """Reap the dead child (no zombie), wait out the back-off, start a new one."""
         exitcode = None
         if dead is not None:

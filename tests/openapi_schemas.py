@@ -60,5 +60,5 @@ def load_schemas(path: Path = OPENAPI) -> OpenAPISchemas:
     """Parse the document (libyaml's loader when present: seconds instead of tens)."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with path.open("rb") as handle:
-        document = yaml.load(handle, Loader=loader)
+        document = yaml.load(handle, Loader=loader)  # noqa: S506 - a SafeLoader, C or Python
     return OpenAPISchemas(_nullable_as_json_schema(document))

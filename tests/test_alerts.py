@@ -108,7 +108,8 @@ def uniform(field: str, low: float, high: float, **extra: Any) -> Request:
 
 def alternate(a: Request, b: Request, period_s: int, harness: Harness) -> Request:
     """``a`` and ``b`` in turns of ``period_s``: makes a window figure hover."""
-    return lambda rng: (a if int(harness.clock.now - T0) // period_s % 2 else b)(rng)
+    # The lambda is needed: the turn is decided at each call, by the clock of then.
+    return lambda rng: (a if int(harness.clock.now - T0) // period_s % 2 else b)(rng)  # noqa: PLW0108
 
 
 @dataclass

@@ -6,9 +6,8 @@ import socket
 
 import httpx
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import RunningProxy, start_proxy, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
 
@@ -109,7 +108,7 @@ def test_summary_event_is_logged(mock_url: str) -> None:
         # Summaries before the request was accounted show zero; wait for one that has it.
 
         def summaries() -> list[dict]:
-            return [l for l in proxy.log_lines() if l["event"] == "llm.metrics.summary"]
+            return [line for line in proxy.log_lines() if line["event"] == "llm.metrics.summary"]
 
         wait_until(lambda: any(s["overall"]["requests"] == 1 for s in summaries()))
         summary = summaries()[-1]

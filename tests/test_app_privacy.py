@@ -10,14 +10,14 @@ import openai
 import orjson
 import pytest
 import yaml
+from conftest import RunningProxy, run_server, start_proxy, wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-from conftest import RunningProxy, run_server, start_proxy, wait_until
-from pulse_proxy.pricing import PriceTable
 from test_cli import ProxyProcess
+
+from pulse_proxy.pricing import PriceTable
 
 # Synthetic, pattern-valid values: never real credentials.
 FAKE_OPENAI_KEY = "sk-proj-" + "Zx9Qw2Lm4Np6Rt8Vb1Cd3Fg5Hj7Kl0Mn2Pq4Rs6Tu8Wx0Yz"
@@ -65,7 +65,7 @@ def test_secrets_in_a_prompt_never_leave_the_proxy(tmp_path: Path) -> None:
             surfaces = [httpx.get(proc.url + p).content for p in ("/metrics", "/pulse/stats", "/pulse/alerts")]
             assert b"llm_prompt_risk_total" in surfaces[0]
         finally:
-            code, stderr = proc.stop()
+            _, stderr = proc.stop()
     first = proc.events("llm.request")[0]
     assert {"pii", "secret"} <= set(first["risk_flags"])
     assert proc.events("alert.fired")
@@ -140,12 +140,12 @@ def test_log_content_is_opt_in_and_masked(mock_url: str) -> None:
     with start_proxy(mock_url + "/v1") as proxy:
         httpx.post(proxy.base_url + "/chat/completions", json=body)
         proxy.wait_for(1)
-        line = next(l for l in proxy.log_lines() if l["event"] == "llm.request")
+        line = next(entry for entry in proxy.log_lines() if entry["event"] == "llm.request")
         assert "prompt_text" not in line and "Contact" not in orjson.dumps(line).decode()
     with start_proxy(mock_url + "/v1", {"accounting": {"log_content": True}}) as proxy:
         httpx.post(proxy.base_url + "/chat/completions", json={**body, "stream": True})
         proxy.wait_for(1)
-        line = next(l for l in proxy.log_lines() if l["event"] == "llm.request")
+        line = next(entry for entry in proxy.log_lines() if entry["event"] == "llm.request")
         assert line["prompt_text"].startswith("Contact ")
         assert EMAIL not in line["prompt_text"] and FAKE_OPENAI_KEY not in line["prompt_text"]
         assert line["completion_text"]
@@ -160,7 +160,7 @@ def test_a_prompt_cannot_forge_a_log_line(proxy: RunningProxy) -> None:
     (event,) = proxy.wait_for(1)
     assert "\n" not in event.model and "\r" not in event.model and "\u2028" not in event.model
     assert event.user is not None and "\u0085" not in event.user
-    lines = [l for l in proxy.log_lines() if l["event"] == "llm.request"]
+    lines = [line for line in proxy.log_lines() if line["event"] == "llm.request"]
     assert len(lines) == 1
 
 

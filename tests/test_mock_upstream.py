@@ -551,7 +551,7 @@ def test_drop_after_chunks_gives_an_incomplete_read(mock_url: str) -> None:
     """X-Mock-Drop-After-Chunks sends N events, then cuts the connection without the chunked terminator."""
     request_id = new_id()
     received = b""
-    with (
+    with (  # noqa: PT012 - the read loop is what raises
         pytest.raises(httpx.RemoteProtocolError),
         httpx.stream(
             "POST",

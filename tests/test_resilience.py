@@ -305,6 +305,13 @@ def test_backoff_doubles_to_its_cap_and_resets_after_a_healthy_run() -> None:
     assert backoff.next_delay() == 0.1
 
 
+def test_backoff_stays_at_its_cap_however_often_the_child_dies() -> None:
+    """A child that never stays up gets the capped delay for ever, not an overflow."""
+    backoff = Backoff(first_s=0.1, max_s=10.0, healthy_s=30.0, clock=lambda: 0.0)
+    delays = [backoff.next_delay() for _ in range(5000)]
+    assert delays[:3] == [0.1, 0.2, 0.4] and set(delays[-4000:]) == {10.0}
+
+
 def test_a_proxy_stopping_while_the_accounting_child_is_down_finishes_at_once(mock_url: str) -> None:
     """Shutdown during a restart back-off accounts the backlog in-process instead of
     waiting for a child that is not there, so every request still has its event."""

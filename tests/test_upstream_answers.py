@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-
 from conftest import RunningProxy, start_proxy
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
@@ -54,10 +53,8 @@ class RawUpstream:
                 data += part
             head = data.split(b"\r\n\r\n", 1)[0]
             self.heads.append(head)
-            try:
+            with contextlib.suppress(OSError):
                 self._answer(conn, head)  # type: ignore[operator]
-            except OSError:
-                pass
 
     def close(self) -> None:
         self.sock.close()

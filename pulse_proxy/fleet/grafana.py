@@ -18,11 +18,11 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from pulse_proxy.alerts import AlertRule
 from pulse_proxy.fleet import promql
 from pulse_proxy.fleet.promql import ALERT_FIRING, ERRORS, HISTOGRAMS, REQUESTS, TOKENS, Scope
 from pulse_proxy.fleet.rules import number
 from pulse_proxy.settings import Settings
+from pulse_proxy.settings.alerts import AlertRule
 
 UID = "llm-pulse-fleet"
 SCHEMA_VERSION = 39

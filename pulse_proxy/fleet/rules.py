@@ -27,10 +27,11 @@ from typing import Any
 import yaml
 
 from pulse_proxy import __version__
-from pulse_proxy.alerts import AlertRule, describe, format_value
+from pulse_proxy.alerts import describe, format_value
 from pulse_proxy.fleet import promql
 from pulse_proxy.fleet.promql import HISTOGRAMS, Figure, Scope
 from pulse_proxy.settings import Settings
+from pulse_proxy.settings.alerts import AlertRule
 from pulse_proxy.stats import window_label
 
 GROUP = "llm-pulse"
@@ -257,7 +258,7 @@ def translate(rule: AlertRule) -> Translation:
     return result
 
 
-class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # no yaml stubs installed
+class _Dumper(yaml.SafeDumper):
     """Multi-line strings (the expressions) as literal blocks, readable in review."""
 
 

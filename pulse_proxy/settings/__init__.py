@@ -108,9 +108,9 @@ def _from_sources(
 ) -> Settings:
     """Validate ``layers`` (lowest precedence first) merged by pydantic-settings."""
     try:
-        # Type checkers see only the fields in the signature; BaseSettings takes
-        # ``_build_sources`` (highest precedence first) as well.
-        return Settings(_build_sources=(tuple(reversed(layers)), {}))  # type: ignore[call-arg]
+        # BaseSettings takes ``_build_sources`` (highest precedence first) besides the
+        # fields; the pydantic mypy plugin knows it.
+        return Settings(_build_sources=(tuple(reversed(layers)), {}))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, sources)) from exc
 

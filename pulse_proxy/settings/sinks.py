@@ -97,7 +97,7 @@ class WebhookSettings(_Config):
             target["url"] = (
                 f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}/***"
             )
-            target["headers"] = {k: "***" for k in target["headers"]}
+            target["headers"] = dict.fromkeys(target["headers"], "***")
         return data
 
 
@@ -240,5 +240,5 @@ class OtelSettings(BaseModel):
     def redacted(self) -> dict[str, Any]:
         """For ``check-config`` and ``pulse.config``: header values (often API keys) masked."""
         data = self.model_dump(mode="json")
-        data["headers"] = {key: "***" for key in data["headers"]}
+        data["headers"] = dict.fromkeys(data["headers"], "***")
         return data

@@ -35,7 +35,7 @@ def rfc3339(epoch: float | None = None) -> str:
     "milliseconds")`` (microseconds rounded half-even, then truncated to ms), in a
     third of the time: the seconds part is formatted once per second, not per line.
     """
-    global _second_text
+    global _second_text  # noqa: PLW0603 - a one-entry cache, swapped whole
     frac, whole = math.modf(time.time() if epoch is None else epoch)
     micros = round(frac * 1_000_000)
     second = int(whole)

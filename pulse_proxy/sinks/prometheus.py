@@ -146,9 +146,8 @@ class _Histogram:
         total = 0
         for bound, count in zip((*self.bounds, float("inf")), self.counts):
             total += count
-            family.samples.append(
-                Sample(name + "_bucket", {**labels, "le": floatToGoString(bound)}, total)
-            )
+            le = floatToGoString(bound)  # type: ignore[no-untyped-call]  # unannotated upstream
+            family.samples.append(Sample(name + "_bucket", {**labels, "le": le}, total))
         family.samples.append(Sample(name + "_count", labels, total))
         if self.bounds[0] >= 0:
             family.samples.append(Sample(name + "_sum", labels, self.sum))
@@ -491,7 +490,10 @@ class _RequestCollector(Collector):
         sink = self._sink
         series = list(sink._series.items())  # a snapshot: requests may land meanwhile
         # Counters with labels beyond the common ones, kept by their full label tuple.
-        by_labels = {"errors": sink._errors, "risk": sink._risks}
+        by_labels: dict[str, Mapping[tuple[Any, ...], int]] = {
+            "errors": sink._errors,
+            "risk": sink._risks,
+        }
         for metric in REQUEST_METRICS:
             names = [*COMMON_LABELS, *metric.extra_labels]
             family = Metric(metric.name, metric.documentation, metric.type)
@@ -502,10 +504,10 @@ class _RequestCollector(Collector):
                     family.add_sample(counter_name, _labels(names, (*key, *extra)), count)
             elif metric.attribute == "tokens":
                 for key, one in series:
-                    for token_type, count in zip(TOKEN_TYPES, one.tokens):
-                        if count is not None:
+                    for token_type, tokens in zip(TOKEN_TYPES, one.tokens):
+                        if tokens is not None:
                             family.add_sample(
-                                counter_name, _labels(names, (*key, token_type)), count
+                                counter_name, _labels(names, (*key, token_type)), tokens
                             )
             else:
                 for key, one in series:

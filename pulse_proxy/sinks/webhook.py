@@ -294,7 +294,7 @@ class WebhookSink:
                     )
                     return
                 delay = exc.delay if exc.delay is not None else self.backoff_s * 2**attempt
-                delay = min(delay, self.max_backoff_s) * random.uniform(1.0, 1.1)
+                delay = min(delay, self.max_backoff_s) * random.uniform(1.0, 1.1)  # noqa: S311 - jitter
                 await asyncio.sleep(delay)
             else:
                 counters.delivered += 1

@@ -129,7 +129,7 @@ class RollingStats:
         self._fine_s = fine_s
         self._fine_span_s = fine_span_s
         self._coarse_s = coarse_s
-        self.horizon_s = max(max(self.windows), fine_span_s)
+        self.horizon_s = max(*self.windows, fine_span_s)
         self._rings = BucketRings(
             clock=clock,
             horizon_s=self.horizon_s,

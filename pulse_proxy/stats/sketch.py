@@ -4,6 +4,10 @@ The library's dense bin store grows and re-centres a list as a fresh sketch meet
 values, which dominated ``add`` for our many small per-bucket sketches; :class:`SparseStore`
 plugs into the library's ``Store`` interface with a dict of the occupied bins only.  The
 mapping, and so the accuracy guarantee, is the library's.
+
+Moving a sketch between processes as plain values reads and writes ``BaseDDSketch``'s
+own fields, which no release promises to keep: pyproject pins ddsketch to the releases
+``tests/test_sketch_contract.py`` checks.
 """
 
 from __future__ import annotations
