@@ -10,14 +10,13 @@ import openai
 import orjson
 import pytest
 import yaml
+from conftest import ProxyProcess, RunningProxy, run_server, start_proxy, wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conftest import RunningProxy, run_server, start_proxy, wait_until
 from pulse_proxy.pricing import PriceTable
-from test_cli import ProxyProcess
 
 # Synthetic, pattern-valid values: never real credentials.
 FAKE_OPENAI_KEY = "sk-proj-" + "Zx9Qw2Lm4Np6Rt8Vb1Cd3Fg5Hj7Kl0Mn2Pq4Rs6Tu8Wx0Yz"
