@@ -36,8 +36,12 @@ run: $(VENV)/.run-installed
 demo: $(VENV)/.run-installed
 	@$(BIN)/pulse-proxy demo
 
+# The whole suite.  For a quicker loop leave out the tests that take tens of seconds
+# (memory soaks, the wheel build, real Prometheus, images):
+#   make test PYTEST_ARGS='-m "not slow"'
+PYTEST_ARGS ?=
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/overhead.py

@@ -238,6 +238,7 @@ def test_a_killed_bundled_mock_is_reaped_and_restarted_on_its_port(start: type[P
     assert restarted["port"] == _mock_port(proxy)
 
 
+@pytest.mark.slow
 def test_readyz_names_the_bundled_mock_while_its_port_is_held(start: type[Proxy]) -> None:
     """While the mock cannot be restarted (another process listens on its port),
     /readyz answers 503 naming the bundled mock and restarts are retried with back-off;

@@ -182,6 +182,7 @@ def test_a_body_that_keeps_dripping_is_cut_by_the_minimum_rate(slow_proxy: SlowP
     wait_until(lambda: any(e["request_id"] == "drip-rate-1" for e in _timeout_events(slow_proxy)))
 
 
+@pytest.mark.slow
 def test_past_max_connections_new_connections_get_503_until_others_close() -> None:
     """Past server.max_connections a new connection is answered 503 in OpenAI's shape and closed; once others close, requests work again."""
     proxy = SlowProxy(max_connections="20", request_header_timeout_s="30")
