@@ -327,18 +327,26 @@ class RunningProxy:
         return [orjson.loads(line) for line in self.log.getvalue().splitlines() if line.strip()]
 
 
+INLINE_ACCOUNTING = {"accounting": {"mode": "inline"}}
+CHILD_ACCOUNTING = {"accounting": {"mode": "process"}}
+
+
 @contextlib.contextmanager
 def start_proxy(
     upstream_url: str, config: dict[str, Any] | None = None, *, clock: Any = time.time
 ) -> Iterator[RunningProxy]:
-    """The full proxy app in front of ``upstream_url``, recording into a ListSink."""
+    """The full proxy app in front of ``upstream_url``, recording into a ListSink.
+
+    Accounting runs in the test's own process (``accounting.mode: inline``) unless
+    ``config`` asks for ``process``: forking an accounting child for every proxy costs
+    time and a core, and only the tests about that child need one."""
     import io
 
     from pulse_proxy.app import create_app, uvicorn_options
     from pulse_proxy.settings import build_settings
     from pulse_proxy.sinks import ListSink
 
-    settings = build_settings({"upstream": {"url": upstream_url}}, config or {})
+    settings = build_settings(INLINE_ACCOUNTING, {"upstream": {"url": upstream_url}}, config or {})
     sink = ListSink()
     log = io.BytesIO()
     app = create_app(settings, sinks=[sink], log_stream=log, clock=clock)

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import (
+    CHILD_ACCOUNTING,
     ProxyProcess,
     accounting_child,
     child_processes,
@@ -288,7 +289,7 @@ def test_backoff_doubles_to_its_cap_and_resets_after_a_healthy_run() -> None:
 def test_a_proxy_stopping_while_the_accounting_child_is_down_finishes_at_once(mock_url: str) -> None:
     """Shutdown during a restart back-off accounts the backlog in-process instead of
     waiting for a child that is not there, so every request still has its event."""
-    with start_proxy(mock_url + "/v1") as proxy:
+    with start_proxy(mock_url + "/v1", CHILD_ACCOUNTING) as proxy:
         worker = proxy.app.dispatcher.worker
         assert worker is not None
         worker._backoff = Backoff(first_s=60.0)  # the successor would come much later
