@@ -37,8 +37,16 @@ run: $(VENV)/.run-installed
 demo: $(VENV)/.run-installed
 	@$(BIN)/pulse-proxy demo
 
+# The whole suite, one pytest-xdist worker per core.  Most tests wait on sockets and
+# subprocesses, so two workers finish sooner even on two cores.  Whole files go to one
+# worker (loadfile): a module's fixtures (the wheel build, the Docker image, a shared
+# proxy) are then built once, and the image tests run one after another.
+# For a quicker loop leave out the tests that take tens of seconds (memory soaks, the
+# wheel build, real Prometheus, images):   make test PYTEST_ARGS='-m "not slow"'
+# One process, as before:                  make test PYTEST_ARGS='-n 0'
+PYTEST_ARGS ?=
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 # ruff (lint and format check) and mypy --strict, as .ci/run does before the tests.
 lint: $(VENV)/.test-installed

@@ -8,11 +8,15 @@ so every server here is a real uvicorn on a real socket.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,12 +25,18 @@ import uvicorn
 
 
 @contextlib.contextmanager
-def run_server(app: Any, **config: Any) -> Iterator[str]:
+def run_server(
+    app: Any, *, sock: socket.socket | None = None, port: int = 0, **config: Any
+) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a thread; yield its base URL, stop it on exit.
-    ``port=N`` serves on that loopback port rather than an ephemeral one."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", config.pop("port", 0)))
+
+    ``port=N`` serves on that loopback port rather than an ephemeral one.  ``sock``,
+    bound (and maybe listening) already, lets a caller know the port before the app is
+    built, so an app can name its own address."""
+    if sock is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     options: dict[str, Any] = {
         "loop": "uvloop",
@@ -59,6 +69,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without PULSE_* variables, which would change what a proxy
+    started as a subprocess runs with, plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}, **extra}
+
+
 class JsonLinesProcess:
     """A subprocess whose stdout is one JSON event per line, read as the lines come."""
 
@@ -84,6 +100,178 @@ class JsonLinesProcess:
         self._reader.join(timeout=10)
         assert self.process.stderr is not None
         return code, self.process.stderr.read()
+
+
+class ProxyProcess(JsonLinesProcess):
+    """``python -m pulse_proxy`` on a free port, as a user runs it: with its bundled mock
+    unless ``args`` name an upstream, and ``env`` added to a clean environment."""
+
+    def __init__(self, *args: str, env: Mapping[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            [sys.executable, "-m", "pulse_proxy", "--port", str(self.port), *args],
+            env=clean_env(**(env or {})),
+        )
+
+    def wait_started(self, timeout: float = 30) -> None:
+        """Wait for ``pulse.started``; fail at once, with its stderr, if it exited."""
+        wait_until(lambda: bool(self.events("pulse.started")) or self.process.poll() is not None, timeout)
+        assert self.process.poll() is None, self.process.stderr.read() if self.process.stderr else ""
+
+    def stop(self) -> tuple[int, bytes]:
+        self.process.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout=30)
+
+    def kill(self) -> None:
+        """Kill the process if it is still running (the end of every test that started it)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def proxy_process(*args: str, env: Mapping[str, str] | None = None) -> Iterator[ProxyProcess]:
+    """A started :class:`ProxyProcess`, killed on exit if the test did not stop it."""
+    proc = ProxyProcess(*args, env=env)
+    try:
+        proc.wait_started()
+        yield proc
+    finally:
+        proc.kill()
+
+
+@pytest.fixture
+def running() -> Iterator[ProxyProcess]:
+    """``pulse-proxy`` serving in front of its bundled mock."""
+    with proxy_process() as proc:
+        yield proc
+
+
+def child_processes(parent: int) -> dict[int, str]:
+    """Live (not zombie) children of ``parent``, with their command lines, from /proc."""
+    found = {}
+    for children in Path(f"/proc/{parent}/task").glob("*/children"):
+        try:
+            pids = [int(pid) for pid in children.read_text().split()]
+        except OSError:  # the thread ended
+            continue
+        for pid in pids:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                if stat[stat.rindex(")") + 2 :].split()[0] == "Z":
+                    continue
+                found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def accounting_child(parent: int) -> int:
+    """The pid of a proxy's accounting process: forked from the proxy, it has the
+    proxy's command line, so it is the child that is not the bundled mock."""
+    others = [pid for pid, cmdline in child_processes(parent).items() if "mock_upstream" not in cmdline]
+    assert len(others) == 1, others
+    return others[0]
+
+
+class Recorder:
+    """An ASGI upstream that records each request line's path and query, and headers,
+    and answers an empty model list."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        while (await receive()).get("more_body"):
+            pass
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        self.seen.append(
+            {
+                "method": scope["method"],
+                "raw_path": scope["raw_path"].decode("latin-1"),
+                "query": scope["query_string"].decode("latin-1"),
+                "headers": headers,
+                "request_id": dict(headers).get("x-request-id"),
+            }
+        )
+        body = b'{"object": "list", "data": []}'
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    def for_request(self, request_id: str) -> list[dict[str, Any]]:
+        return [seen for seen in self.seen if seen["request_id"] == request_id]
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Iterator[tuple[Recorder, str]]:
+    """A :class:`Recorder` served for the module, and its URL."""
+    app = Recorder()
+    with run_server(app, lifespan="off") as url:
+        yield app, url
+
+
+class SocketServer:
+    """A loopback listener made of a bare socket: each connection is handed to
+    ``handle`` in a thread of its own, for answers no well-behaved server would send."""
+
+    def __init__(self, handle: Callable[[socket.socket], None], host: str = "127.0.0.1") -> None:
+        self._handle = handle
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.port: int = self.sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            self._handle(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RawUpstream(SocketServer):
+    """A loopback HTTP/1.1 upstream made of a socket: each connection gets ``answer``
+    (called with the raw request head) and is closed; request heads are recorded."""
+
+    def __init__(self, answer: Callable[[socket.socket, bytes], None]) -> None:
+        self._answer = answer
+        self.heads: list[bytes] = []
+        super().__init__(self._read_head)
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def _read_head(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            part = conn.recv(65536)
+            if not part:
+                return
+            data += part
+        head = data.split(b"\r\n\r\n", 1)[0]
+        self.heads.append(head)
+        self._answer(conn, head)
+
+
+@contextlib.contextmanager
+def raw_upstream(answer: Callable[[socket.socket, bytes], None]) -> Iterator[RawUpstream]:
+    upstream = RawUpstream(answer)
+    try:
+        yield upstream
+    finally:
+        upstream.close()
 
 
 @pytest.fixture(scope="session")
@@ -139,18 +327,26 @@ class RunningProxy:
         return [orjson.loads(line) for line in self.log.getvalue().splitlines() if line.strip()]
 
 
+INLINE_ACCOUNTING = {"accounting": {"mode": "inline"}}
+CHILD_ACCOUNTING = {"accounting": {"mode": "process"}}
+
+
 @contextlib.contextmanager
 def start_proxy(
     upstream_url: str, config: dict[str, Any] | None = None, *, clock: Any = time.time
 ) -> Iterator[RunningProxy]:
-    """The full proxy app in front of ``upstream_url``, recording into a ListSink."""
+    """The full proxy app in front of ``upstream_url``, recording into a ListSink.
+
+    Accounting runs in the test's own process (``accounting.mode: inline``) unless
+    ``config`` asks for ``process``: forking an accounting child for every proxy costs
+    time and a core, and only the tests about that child need one."""
     import io
 
     from pulse_proxy.app import create_app, uvicorn_options
     from pulse_proxy.settings import build_settings
     from pulse_proxy.sinks import ListSink
 
-    settings = build_settings({"upstream": {"url": upstream_url}}, config or {})
+    settings = build_settings(INLINE_ACCOUNTING, {"upstream": {"url": upstream_url}}, config or {})
     sink = ListSink()
     log = io.BytesIO()
     app = create_app(settings, sinks=[sink], log_stream=log, clock=clock)

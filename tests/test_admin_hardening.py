@@ -4,18 +4,16 @@ each through a real proxy on loopback (or the real ``pulse-proxy report`` proces
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
 import httpx
 import orjson
 import pytest
-from conftest import start_proxy
+from conftest import SocketServer, clean_env, start_proxy
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 _TERMINAL_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # everything but \n
@@ -89,27 +87,19 @@ def test_utf8_user_and_tags_are_decoded_as_utf8(mock_url: str) -> None:
 @contextlib.contextmanager
 def hostile_upstream(request_id: bytes) -> Iterator[str]:
     """An upstream answering every request 200 with ``X-Request-ID: request_id`` (raw bytes)."""
-    server = socket.create_server(("127.0.0.1", 0))
     body = b'{"object":"list","data":[]}'
     response = (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Request-ID: " + request_id
         + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
     )
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(response)
+    def answer(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(response)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    server = SocketServer(answer)
     try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}/v1"
+        yield f"http://127.0.0.1:{server.port}/v1"
     finally:
         server.close()
 
@@ -143,7 +133,7 @@ def test_report_escapes_control_characters_from_forged_lines() -> None:
          "severity": forged, "metric": forged, "stat": forged, "value": 1.0, "threshold": 0.5,
          "fired_at": "2026-11-29T03:00:01.000Z"},
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    env = clean_env()
     result = subprocess.run(
         [sys.executable, "-m", "pulse_proxy", "report", "-", ],
         input=b"\n".join(orjson.dumps(line) for line in lines), capture_output=True, env=env, check=False,

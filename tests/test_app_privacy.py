@@ -10,12 +10,11 @@ import openai
 import orjson
 import pytest
 import yaml
-from conftest import RunningProxy, run_server, start_proxy, wait_until
+from conftest import ProxyProcess, RunningProxy, run_server, start_proxy, wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from test_cli import ProxyProcess
 
 from pulse_proxy.pricing import PriceTable
 

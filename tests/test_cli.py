@@ -2,47 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import orjson
-import pytest
-from conftest import JsonLinesProcess, free_port, wait_until
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-
-
-class ProxyProcess(JsonLinesProcess):
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__(
-            [sys.executable, "-m", "pulse_proxy", "--port", str(self.port), *args], env=_clean_env()
-        )
-
-    def stop(self) -> tuple[int, bytes]:
-        self.process.send_signal(signal.SIGTERM)
-        return self.wait_exit(timeout=30)
-
-
-@pytest.fixture
-def running() -> Iterator[ProxyProcess]:
-    proc = ProxyProcess()
-    try:
-        wait_until(lambda: bool(proc.events("pulse.started")), timeout=30)
-        yield proc
-    finally:
-        if proc.process.poll() is None:
-            proc.process.kill()
-            proc.process.wait()
+from conftest import ProxyProcess, clean_env, wait_until
 
 
 def test_serve_starts_the_bundled_mock_and_says_so(running: ProxyProcess) -> None:
@@ -88,7 +55,7 @@ def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("upstream:\n  url: https://api.openai.com/v1\n  api_key: sk-hidden-value\n")
     ok = subprocess.run([sys.executable, "-m", "pulse_proxy", "check-config", str(good)],
-                        capture_output=True, env=_clean_env(), check=False)
+                        capture_output=True, env=clean_env(), check=False)
     assert ok.returncode == 0, ok.stderr
     shown = orjson.loads(ok.stdout)
     assert shown["upstream"]["url"] == "https://api.openai.com/v1"
@@ -96,7 +63,7 @@ def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("server:\n  prot: 80\n")
     failed = subprocess.run([sys.executable, "-m", "pulse_proxy", "check-config", str(bad)],
-                            capture_output=True, env=_clean_env(), check=False)
+                            capture_output=True, env=clean_env(), check=False)
     assert failed.returncode != 0
     assert b"server.prot" in failed.stderr
 
@@ -127,7 +94,7 @@ def test_report_reads_events_from_stdin(tmp_path: Path) -> None:
         for i in range(20)
     ] + ["not json", '{"event": "something.else"}']
     result = subprocess.run([sys.executable, "-m", "pulse_proxy", "report", "-"], input="\n".join(lines).encode(),
-                            capture_output=True, env=_clean_env(), check=False)
+                            capture_output=True, env=clean_env(), check=False)
     assert result.returncode == 0, result.stderr
     out = result.stdout.decode()
     assert "gpt-4o" in out and "20" in out
@@ -136,7 +103,7 @@ def test_report_reads_events_from_stdin(tmp_path: Path) -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-m", "pulse_proxy", *args], input=stdin, capture_output=True,
-                          env=env or _clean_env(), check=False, timeout=60)
+                          env=env or clean_env(), check=False, timeout=60)
 
 
 def test_check_config_applies_the_environment_and_names_the_variable(tmp_path: Path) -> None:
@@ -144,11 +111,11 @@ def test_check_config_applies_the_environment_and_names_the_variable(tmp_path: P
     misspelt variable is refused by its own name, not only by a dotted key."""
     config = tmp_path / "pulse.yaml"
     config.write_text("upstream:\n  url: https://api.openai.com/v1\n")
-    env = {**_clean_env(), "PULSE_UPSTREAM__READ_TIMEOUT_S": "42"}
+    env = {**clean_env(), "PULSE_UPSTREAM__READ_TIMEOUT_S": "42"}
     ok = _cli("check-config", str(config), env=env)
     assert ok.returncode == 0, ok.stderr
     assert orjson.loads(ok.stdout)["upstream"]["read_timeout_s"] == 42
-    env = {**_clean_env(), "PULSE_UPSTREAM__READ_TIMOUT_S": "42"}
+    env = {**clean_env(), "PULSE_UPSTREAM__READ_TIMOUT_S": "42"}
     bad = _cli("check-config", str(config), env=env)
     assert bad.returncode == 2
     assert b"upstream.read_timout_s (from PULSE_UPSTREAM__READ_TIMOUT_S)" in bad.stderr
@@ -165,7 +132,7 @@ def test_report_into_a_closed_pipe_exits_quietly() -> None:
     """``pulse-proxy report big.log | head`` must not end in a BrokenPipeError traceback."""
     line = orjson.dumps({"event": "llm.request", "model": "m", "latency_ms": 1.0, "outcome": "success"})
     proc = subprocess.Popen([sys.executable, "-m", "pulse_proxy", "report", "-"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_clean_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
     assert proc.stdout is not None and proc.stdin is not None
     proc.stdout.close()  # the reader is gone before the report is written
     _, err = proc.communicate(b"\n".join([line] * 2000), timeout=60)

@@ -15,12 +15,11 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-from conftest import run_server, wait_until
+from conftest import proxy_process, run_server, wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from test_cli import ProxyProcess
 
 # Synthetic values: never real credentials.
 AZURE_KEY = "3f9c2a7b1e4d6f8a0b5c7d9e2f4a6b8c"  # Azure OpenAI's format: 32 hex digits
@@ -91,10 +90,8 @@ def upstream() -> Iterator[tuple[str, list[bytes]]]:
 def test_every_credential_the_request_carried_is_redacted_by_value(upstream: tuple[str, list[bytes]]) -> None:
     """Azure keys in Authorization and api-key, Basic credentials (encoded and decoded), sig and access_token query values and a key in the path, echoed by the upstream into 401 and 500 bodies, appear in no log line, while the client gets the upstream's body untouched."""
     url, sent = upstream
-    proc = ProxyProcess("--upstream", url + "/v1")
     answers: list[tuple[str, int, bytes, bytes]] = []
-    try:
-        wait_until(lambda: bool(proc.events("pulse.started")), timeout=30)
+    with proxy_process("--upstream", url + "/v1") as proc:
         with httpx.Client(base_url=proc.url + "/v1", timeout=30) as client:
             for name, case in CASES.items():
                 for status in (401, 500):
@@ -110,10 +107,6 @@ def test_every_credential_the_request_carried_is_redacted_by_value(upstream: tup
         wait_until(lambda: len(proc.events("llm.request")) == len(answers), timeout=30)
         code, stderr = proc.stop()
         assert code == 0, stderr
-    finally:
-        if proc.process.poll() is None:
-            proc.process.kill()
-            proc.process.wait()
 
     # The client's answer is the upstream's, byte for byte, credentials and all.
     for _, _, received, upstream_sent in answers:

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import run_server, wait_until
+from conftest import accounting_child, proxy_process, run_server, wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from test_cli import ProxyProcess
 
 MIB = 1 << 20
 EXPANDED_MIB = 1024  # each bomb expands to 1 GiB
@@ -114,16 +113,6 @@ def upstream(bombs: dict[str, bytes]) -> Iterator[str]:
         yield url
 
 
-def _accounting_child(proxy_pid: int) -> int:
-    """The proxy's accounting process, found through /proc: forked from the proxy, it
-    has the proxy's command line, so it is the child that is not the bundled mock."""
-    for children in Path(f"/proc/{proxy_pid}/task").glob("*/children"):
-        for pid in children.read_text().split():
-            if b"mock_upstream" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return int(pid)
-    raise AssertionError("no accounting child")
-
-
 def _peak_rss(pid: int) -> int:
     """The process's peak resident memory (VmHWM), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -137,10 +126,8 @@ def test_a_decompression_bomb_is_decoded_no_further_than_the_limit(
     upstream: str, bombs: dict[str, bytes], coding: str
 ) -> None:
     """A 1 GiB-expanding gzip or brotli answer reaches the client byte for byte, costs the accounting process less than 200 MiB, and yields one event saying its usage was unreadable."""
-    proc = ProxyProcess("--upstream", upstream + "/v1")
-    try:
-        wait_until(lambda: bool(proc.events("pulse.started")), timeout=30)
-        child = _accounting_child(proc.process.pid)
+    with proxy_process("--upstream", upstream + "/v1") as proc:
+        child = accounting_child(proc.process.pid)
         request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hi."}]}
         with httpx.Client(base_url=proc.url + "/v1", timeout=30) as client:
             # A first, ordinary request loads what accounting loads lazily (tiktoken).
@@ -153,13 +140,9 @@ def test_a_decompression_bomb_is_decoded_no_further_than_the_limit(
         assert raw == bombs[coding]
         wait_until(lambda: len(proc.events("llm.request")) == 2, timeout=60)
         after = _peak_rss(child)
-        assert _accounting_child(proc.process.pid) == child  # not killed and restarted
+        assert accounting_child(proc.process.pid) == child  # not killed and restarted
         code, stderr = proc.stop()
         assert code == 0, stderr
-    finally:
-        if proc.process.poll() is None:
-            proc.process.kill()
-            proc.process.wait()
     assert after - before < GROWTH_BOUND, f"accounting grew by {(after - before) / MIB:.0f} MiB"
     events = [e for e in proc.events("llm.request") if e["path"] == "/v1/chat/completions"]
     assert len(events) == 2

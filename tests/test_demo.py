@@ -17,6 +17,7 @@ import time
 from collections import Counter
 
 import httpx
+import pytest
 from conftest import start_proxy
 
 from pulse_proxy.demo import RULES, document, make_plan
@@ -43,6 +44,7 @@ def run_cli(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_demo_fires_and_resolves_every_default_alert(mock_url: str) -> None:
     """Each default rule fires exactly once and resolves exactly once; every panel has data."""
     config = {"alerts": {"evaluation_interval_s": 5 / SPEED}, "server": {"summary_interval_s": 0}}

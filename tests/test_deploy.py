@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import containerfile
 import pytest
 import yaml
-from conftest import RunningProxy, run_server
+from conftest import RunningProxy, clean_env, run_server
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -133,7 +133,7 @@ def test_healthcheck_exits_0_only_on_a_200_from_the_configured_port(tmp_path: Pa
     app = Starlette(routes=[Route("/healthz", healthz)])
     with run_server(app) as url:
         port = urlsplit(url).port
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+        env = clean_env()
         # As in the image; a proxy from the environment must not be used for loopback.
         env.update(PULSE_HOST="0.0.0.0", PULSE_PORT=str(port), HTTP_PROXY="http://127.0.0.1:9")
 

@@ -36,7 +36,7 @@ from conftest import free_port, wait_until
 
 ROOT = containerfile.ROOT
 DEPLOY = ROOT / "deploy"
-pytestmark = [pytest.mark.image, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(900)]
 
 # The legacy builder: BuildKit would fetch the `# syntax=` frontend from a registry.
 _BUILD_ENV = {**os.environ, "DOCKER_BUILDKIT": "0"}

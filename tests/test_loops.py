@@ -6,22 +6,16 @@ so each app's upstream URL can name its own (or its peer's) port.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from conftest import free_port, run_server, start_proxy, wait_until
-from test_paths import Recorder
+from conftest import Recorder, clean_env, free_port, run_server, start_proxy, wait_until
 
 from pulse_proxy.app import UVICORN_OPTIONS, PulseApp, create_app
 from pulse_proxy.settings import build_settings
@@ -46,22 +40,6 @@ def looping_app(upstream_port: int) -> tuple[PulseApp, ListSink]:
     settings = build_settings({"upstream": {"url": f"http://127.0.0.1:{upstream_port}/v1", **BOUNDED}})
     sink = ListSink()
     return create_app(settings, sinks=[sink], log_stream=io.BytesIO()), sink
-
-
-@contextlib.contextmanager
-def serve_on(sock: socket.socket, app: Any) -> Iterator[str]:
-    """``app`` served by uvicorn in a thread on an already bound socket."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **UVICORN_OPTIONS))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started or not thread.is_alive(), timeout=15)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
 
 
 def settle(sinks: list[ListSink], expected: list[int], quiet: float = 1.0) -> None:
@@ -100,19 +78,12 @@ def test_upstream_request_carries_via_after_the_clients_own(recorder: tuple[Reco
         assert proxy.app.identity.startswith("pulse-")
 
 
-@pytest.fixture(scope="module")
-def recorder() -> Iterator[tuple[Recorder, str]]:
-    app = Recorder()
-    with run_server(app, lifespan="off") as url:
-        yield app, url
-
-
 def test_proxy_whose_upstream_is_itself_answers_508_once() -> None:
     """One request: one forward to itself, one 508 loop_detected, two events, no fan-out;
     the readiness probe's own request stops at the first return too."""
     sock = bound_socket()
     app, sink = looping_app(sock.getsockname()[1])
-    with serve_on(sock, app) as url:
+    with run_server(app, sock=sock, **UVICORN_OPTIONS) as url:
         wait_until(lambda: app.readiness.reason != "upstream not probed yet", timeout=30)
         # The probe: one request that came back once (one event), reported as a loop.
         settle([sink], [1])
@@ -134,7 +105,10 @@ def test_two_proxies_pointing_at_each_other_stop_after_one_round() -> None:
     sock_a, sock_b = bound_socket(), bound_socket()
     app_a, sink_a = looping_app(sock_b.getsockname()[1])
     app_b, sink_b = looping_app(sock_a.getsockname()[1])
-    with serve_on(sock_a, app_a) as url_a, serve_on(sock_b, app_b):
+    with (
+        run_server(app_a, sock=sock_a, **UVICORN_OPTIONS) as url_a,
+        run_server(app_b, sock=sock_b, **UVICORN_OPTIONS),
+    ):
         for app in (app_a, app_b):
             wait_until(lambda app=app: app.readiness.reason != "upstream not probed yet", timeout=30)
         settle([sink_a, sink_b], [2, 2])
@@ -153,16 +127,12 @@ def test_two_proxies_pointing_at_each_other_stop_after_one_round() -> None:
             assert not app.readiness.ready and "loop" in app.readiness.reason
 
 
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-
-
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_serve_refuses_its_own_address_as_upstream(host: str) -> None:
     port = free_port()
     result = subprocess.run(
         [sys.executable, "-m", "pulse_proxy", "--port", str(port), "--upstream", f"http://{host}:{port}/v1"],
-        env=_clean_env(), capture_output=True, timeout=60, check=False,
+        env=clean_env(), capture_output=True, timeout=60, check=False,
     )
     assert result.returncode == 2
     message = result.stderr.decode()

@@ -204,6 +204,7 @@ def _sse_content(raw: bytes) -> tuple[str, bool]:
     return "".join(content), done
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_the_vocabularies_and_no_repository_files(installed: Installed) -> None:
     """The built wheel holds both tokenizer vocabularies (hashes as pinned) and only the two packages."""
     from pulse_proxy import tokens
@@ -218,6 +219,7 @@ def test_the_wheel_carries_the_vocabularies_and_no_repository_files(installed: I
     assert "pulse_proxy/data/pricing.yaml" in names
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_counts_tokens_offline_and_writes_nothing(installed: Installed, workdir: Path) -> None:
     """From the fresh environment, in the image's ENV: the package is the installed one,
     counting uses the bundled vocabularies with downloads impossible, and no file is written."""
@@ -240,6 +242,7 @@ def test_the_installed_wheel_counts_tokens_offline_and_writes_nothing(installed:
     assert not any((workdir / "home").iterdir()) and not any((workdir / "tmp").iterdir())
 
 
+@pytest.mark.slow
 def test_sigterm_mid_stream_finishes_every_request_and_flushes_every_event(
     installed: Installed, workdir: Path, external_mock: str
 ) -> None:
@@ -332,6 +335,7 @@ def test_sigterm_mid_stream_finishes_every_request_and_flushes_every_event(
     assert not any(proxy.tmp.iterdir()) and not any(proxy.home.iterdir()), "the proxy wrote files"
 
 
+@pytest.mark.slow
 def test_a_stream_longer_than_the_grace_period_is_cut_and_still_recorded(installed: Installed, workdir: Path) -> None:
     """With the image's defaults (the bundled mock) and a 1.5 s grace, a 6 s stream is cut
     1.5 s after SIGTERM: the client sees a broken stream (no [DONE]), the event says so

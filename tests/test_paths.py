@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,70 +20,26 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
-from conftest import RunningProxy, run_server, start_proxy, wait_until
+from conftest import Recorder, RunningProxy, SocketServer, start_proxy, wait_until
 
 PREFIX = "/tenant-a/v1"
 
 
-class Recorder:
-    """An upstream that records each request line's path and query, and headers."""
-
-    def __init__(self) -> None:
-        self.seen: list[dict[str, Any]] = []
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        assert scope["type"] == "http"
-        while (await receive()).get("more_body"):
-            pass
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        self.seen.append(
-            {
-                "method": scope["method"],
-                "raw_path": scope["raw_path"].decode("latin-1"),
-                "query": scope["query_string"].decode("latin-1"),
-                "headers": headers,
-                "request_id": dict(headers).get("x-request-id"),
-            }
-        )
-        body = b'{"object": "list", "data": []}'
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
-
-    def for_request(self, request_id: str) -> list[dict[str, Any]]:
-        return [seen for seen in self.seen if seen["request_id"] == request_id]
-
-
-class Canary:
+class Canary(SocketServer):
     """A listener on 127.0.0.2 that records every connection and answers 200: the
     proxy must never reach it, whatever the request path says."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.connections: list[bytes] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(self._record, host="127.0.0.2")
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(2)
-                try:
-                    self.connections.append(conn.recv(65536))
-                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\nconnection: close\r\n\r\ninternal secret")
-                except OSError:
-                    self.connections.append(b"")
-
-    def close(self) -> None:
-        self.sock.close()
+    def _record(self, conn: socket.socket) -> None:
+        conn.settimeout(2)
+        try:
+            self.connections.append(conn.recv(65536))
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\nconnection: close\r\n\r\ninternal secret")
+        except OSError:
+            self.connections.append(b"")
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +47,6 @@ def canary() -> Iterator[Canary]:
     listener = Canary()
     yield listener
     listener.close()
-
-
-@pytest.fixture(scope="module")
-def recorder() -> Iterator[tuple[Recorder, str]]:
-    app = Recorder()
-    with run_server(app, lifespan="off") as url:
-        yield app, url
 
 
 @pytest.fixture(scope="module", params=["bare", "prefixed"])

@@ -231,6 +231,7 @@ def _assert_series_existed(before: dict[str, Buckets], deltas: dict[str, Buckets
         assert not born, f"{name}: buckets first filled by the measured traffic: {born}"
 
 
+@pytest.mark.slow
 def test_prometheus_fleet_figures_agree_with_the_proxies(mock_url: str, tmp_path: Path) -> None:
     settings = Settings()
     with start_proxy(mock_url + "/v1") as a, start_proxy(mock_url + "/v1") as b:

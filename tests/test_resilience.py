@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +18,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import JsonLinesProcess, free_port, start_proxy, wait_until
+from conftest import (
+    CHILD_ACCOUNTING,
+    ProxyProcess,
+    accounting_child,
+    child_processes,
+    start_proxy,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from pulse_proxy.backoff import Backoff
@@ -30,32 +36,22 @@ CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}
 PAD = "x" * (512 * 1024)
 
 
-class Proxy(JsonLinesProcess):
+class Proxy(ProxyProcess):
     """``python -m pulse_proxy`` in front of its bundled mock, with extra variables."""
 
     def __init__(self, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-        super().__init__(
-            [sys.executable, "-m", "pulse_proxy", "--port", str(self.port)], env={**clean, **env}
-        )
-        wait_until(lambda: bool(self.events("pulse.started")) or self.process.poll() is not None, timeout=60)
-        assert self.process.poll() is None, self.process.stderr.read() if self.process.stderr else ""
+        super().__init__(env=env)
+        self.wait_started(timeout=60)
 
     def child(self, module: str) -> int:
         """The pid of this proxy's child running ``module``."""
-        for pid, cmdline in children(self.process.pid).items():
+        for pid, cmdline in child_processes(self.process.pid).items():
             if module in cmdline:
                 return pid
         raise AssertionError(f"no child running {module}")
 
     def accounting_child(self) -> int:
-        """The pid of this proxy's accounting process: forked from the proxy, it has the
-        proxy's command line, so it is the child that is not the bundled mock."""
-        others = [pid for pid, cmdline in children(self.process.pid).items() if "mock_upstream" not in cmdline]
-        assert len(others) == 1, others
-        return others[0]
+        return accounting_child(self.process.pid)
 
     def request_ids(self) -> Counter[str]:
         return Counter(event["request_id"] for event in self.events("llm.request"))
@@ -81,7 +77,7 @@ def start() -> Iterator[type[Proxy]]:
 
     yield make  # type: ignore[misc]
     for proxy in started:
-        for pid in children(proxy.process.pid):
+        for pid in child_processes(proxy.process.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
         if proxy.process.poll() is None:
@@ -97,22 +93,6 @@ def stat_fields(pid: int) -> list[str]:
     """/proc/<pid>/stat after the command name: [state, ppid, ...]."""
     text = Path(f"/proc/{pid}/stat").read_text()
     return text[text.rindex(")") + 2 :].split()
-
-
-def children(parent: int) -> dict[int, str]:
-    """Live (not zombie) children of ``parent``, with their command lines."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = stat_fields(int(entry.name))
-            if int(fields[1]) != parent or fields[0] == "Z":
-                continue
-            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
 
 
 def rss_bytes(pid: int) -> int:
@@ -259,6 +239,7 @@ def test_a_killed_bundled_mock_is_reaped_and_restarted_on_its_port(start: type[P
     assert restarted["port"] == _mock_port(proxy)
 
 
+@pytest.mark.slow
 def test_readyz_names_the_bundled_mock_while_its_port_is_held(start: type[Proxy]) -> None:
     """While the mock cannot be restarted (another process listens on its port),
     /readyz answers 503 naming the bundled mock and restarts are retried with back-off;
@@ -315,7 +296,7 @@ def test_backoff_stays_at_its_cap_however_often_the_child_dies() -> None:
 def test_a_proxy_stopping_while_the_accounting_child_is_down_finishes_at_once(mock_url: str) -> None:
     """Shutdown during a restart back-off accounts the backlog in-process instead of
     waiting for a child that is not there, so every request still has its event."""
-    with start_proxy(mock_url + "/v1") as proxy:
+    with start_proxy(mock_url + "/v1", CHILD_ACCOUNTING) as proxy:
         worker = proxy.app.dispatcher.worker
         assert worker is not None
         worker._backoff = Backoff(first_s=60.0)  # the successor would come much later

@@ -7,41 +7,31 @@ client can be made to send a request this badly.
 
 from __future__ import annotations
 
-import os
 import select
-import signal
 import socket
-import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import orjson
 import pytest
-from conftest import JsonLinesProcess, free_port, start_proxy, wait_until
+from conftest import ProxyProcess, start_proxy, wait_until
 
 TIMEOUT_S = 1.0
 # Generous on purpose: the point is "cut near the limit, not held", on a busy machine.
 CUT_WITHIN_S = TIMEOUT_S + 6.0
 
 
-class SlowProxy(JsonLinesProcess):
+class SlowProxy(ProxyProcess):
     def __init__(self, **server: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-        env.update({f"PULSE_SERVER__{key.upper()}": value for key, value in server.items()})
-        super().__init__([sys.executable, "-m", "pulse_proxy", "--port", str(self.port)], env=env)
-        wait_until(lambda: bool(self.events("pulse.started")) or self.process.poll() is not None, timeout=30)
-        if self.process.poll() is not None:
-            raise RuntimeError(self.process.stderr.read().decode() if self.process.stderr else "exited")
+        super().__init__(env={f"PULSE_SERVER__{key.upper()}": value for key, value in server.items()})
+        self.wait_started()
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=10)
 
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        code, _ = self.wait_exit(timeout=30)
+    def stop(self) -> int:  # type: ignore[override]
+        code, _ = super().stop()
         return code
 
 
@@ -192,6 +182,7 @@ def test_a_body_that_keeps_dripping_is_cut_by_the_minimum_rate(slow_proxy: SlowP
     wait_until(lambda: any(e["request_id"] == "drip-rate-1" for e in _timeout_events(slow_proxy)))
 
 
+@pytest.mark.slow
 def test_past_max_connections_new_connections_get_503_until_others_close() -> None:
     """Past server.max_connections a new connection is answered 503 in OpenAI's shape and closed; once others close, requests work again."""
     proxy = SlowProxy(max_connections="20", request_header_timeout_s="30")

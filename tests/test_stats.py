@@ -396,6 +396,7 @@ def _traffic(
         add(ex)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_memory_flat_over_a_million_records() -> None:
     """1,000,000 records leave the statistics no bigger than 100,000 did: buckets recycle, names fold."""
@@ -414,6 +415,7 @@ def test_memory_flat_over_a_million_records() -> None:
     assert retained_bytes([stats, [float(i) for i in range(100_000)]]) - at_1m > 3_000_000
 
 
+@pytest.mark.slow
 def test_traced_allocations_flat_across_hours() -> None:
     """tracemalloc: once warm, two more stretches of traffic (each longer than the hour) add no live memory."""
     clock = FakeClock()

@@ -9,6 +9,7 @@ import pickle
 import random
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -107,6 +108,7 @@ def close(value: Any) -> Any:
     return value
 
 
+@pytest.mark.slow
 def test_merged_batches_equal_adding_one_by_one() -> None:
     exchanges = varied_exchanges(1500)
     clock = FakeClock()

@@ -7,69 +7,19 @@ the proxy sent; the bundled mock is the reference for byte-for-byte comparisons.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import httpx
 import orjson
 import pytest
-from conftest import RunningProxy, start_proxy
+from conftest import RunningProxy, raw_upstream, start_proxy
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
 
 
-class RawUpstream:
-    """A loopback HTTP/1.1 server made of a socket: each connection gets ``answer``
-    (called with the raw request head) and is closed; request heads are recorded."""
-
-    def __init__(self, answer: object) -> None:
-        self._answer = answer
-        self.heads: list[bytes] = []
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                part = conn.recv(65536)
-                if not part:
-                    return
-                data += part
-            head = data.split(b"\r\n\r\n", 1)[0]
-            self.heads.append(head)
-            with contextlib.suppress(OSError):
-                self._answer(conn, head)  # type: ignore[operator]
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@contextlib.contextmanager
-def raw_upstream(answer: object) -> Iterator[RawUpstream]:
-    upstream = RawUpstream(answer)
-    try:
-        yield upstream
-    finally:
-        upstream.close()
-
-
-def fixed_answer(head_lines: bytes, body: bytes) -> object:
+def fixed_answer(head_lines: bytes, body: bytes) -> Callable[[socket.socket, bytes], None]:
     def answer(conn: socket.socket, _: bytes) -> None:
         conn.sendall(
             b"HTTP/1.1 200 OK\r\n" + head_lines

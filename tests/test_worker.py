@@ -6,7 +6,7 @@ import os
 import signal
 
 import openai
-from conftest import start_proxy, wait_until
+from conftest import CHILD_ACCOUNTING, start_proxy, wait_until
 
 from pulse_proxy.records import Capture
 from pulse_proxy.worker import pack_captures, unpack_captures
@@ -33,7 +33,7 @@ def test_captures_cross_with_their_bodies_apart_and_come_back_whole() -> None:
 def test_a_killed_accounting_child_is_replaced_and_its_batches_accounted_once(mock_url: str) -> None:
     """Batches sent to a child that dies are sent again to its successor: every request
     still yields exactly one event with the upstream's usage, and later ones go on."""
-    with start_proxy(mock_url + "/v1") as proxy:
+    with start_proxy(mock_url + "/v1", CHILD_ACCOUNTING) as proxy:
         worker = proxy.app.dispatcher.worker
         assert worker is not None
         first = worker._process
