@@ -21,8 +21,7 @@ import orjson
 
 from pulse_proxy import tokens
 from pulse_proxy.decoding import decode_body
-from pulse_proxy.forward import Capture
-from pulse_proxy.records import Exchange, round_timings
+from pulse_proxy.records import Capture, Exchange, round_timings
 from pulse_proxy.redaction import Redact, credential_values, redact_exchange, value_redactor
 from pulse_proxy.risk.masking import mask_secrets
 from pulse_proxy.settings import Settings

@@ -4,7 +4,7 @@ The hot path only ever calls :meth:`Dispatcher.submit`, which never blocks.  Wit
 :class:`~pulse_proxy.worker.AccountingProcess` (the default) captures are finished in
 a child process; without one (``accounting.mode: inline``) a background task finishes
 them in order.  Either way each batch comes back as a
-:class:`~pulse_proxy.worker.Finished`: its :class:`~pulse_proxy.tally.Tally` goes to
+:class:`~pulse_proxy.records.Batch`: its :class:`~pulse_proxy.tally.Tally` goes to
 every *figure* (statistics, breakdown, Prometheus), its rendered lines to the log
 sink, and its exchanges to every sink that takes them one by one.  A sink that raises
 is logged and the others still get the record (mitmproxy's ``safecall``).  ``stop``
@@ -18,14 +18,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pulse_proxy.accounting import Accountant
-from pulse_proxy.forward import Capture
-from pulse_proxy.records import AlertEvent
+from pulse_proxy.records import AlertEvent, Batch, Capture
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LogSink
 from pulse_proxy.sinks.statsd import StatsdSink
 from pulse_proxy.tally import Tally
-from pulse_proxy.worker import AccountingProcess, Finished
+from pulse_proxy.worker import AccountingProcess, accounted_here
 
 
 class Dispatcher:
@@ -82,13 +81,13 @@ class Dispatcher:
             return
         self._task = asyncio.create_task(self._run(), name="pulse-dispatcher")
 
-    def deliver(self, finished: Finished) -> None:
+    def deliver(self, finished: Batch) -> None:
         """Hand one accounted batch on: figures first, then the log, then other sinks."""
-        self.processed += finished.tally.count
-        if finished.tally.failed:
-            self._log.error("pulse.figures_failed", records=finished.tally.failed)
+        self.processed += finished.figures.count
+        if finished.figures.failed:
+            self._log.error("pulse.figures_failed", records=finished.figures.failed)
         for figure in self._figures:
-            self._safe(figure, finished.tally)
+            self._safe(figure, finished.figures)
         log_sink = self._log_sink
         if log_sink is not None:
             if finished.lines:
@@ -134,7 +133,7 @@ class Dispatcher:
                 except Exception as exc:  # accounting bugs must not lose the event
                     self._log.error("pulse.accounting_failed", error_type=type(exc).__name__)
                     exchange = capture.exchange
-                self.deliver(Finished.inline([exchange]))
+                self.deliver(accounted_here([exchange]))
             finally:
                 self._queue.task_done()
 

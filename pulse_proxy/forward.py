@@ -21,7 +21,6 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
@@ -37,7 +36,7 @@ from pulse_proxy.headers import (
     response_headers_relayable,
 )
 from pulse_proxy.protocol import CLIENT_TIMEOUT
-from pulse_proxy.records import Endpoint, Exchange
+from pulse_proxy.records import Capture, Endpoint, Exchange
 from pulse_proxy.screening import Screen
 from pulse_proxy.settings import Settings
 from pulse_proxy.sse import SSEFramer, parse_frame
@@ -76,41 +75,6 @@ def endpoint_for(path: str) -> Endpoint:
         if path == prefix or path.startswith(prefix + "/"):
             return name
     return "other"
-
-
-@dataclass(slots=True)
-class Capture:
-    """What the hot path saw, for accounting to finish off the request path."""
-
-    exchange: Exchange
-    request_body: bytes = b""
-    response_chunks: list[bytes] = field(default_factory=list)
-    captured_bytes: int = 0
-    truncated: bool = False
-    response_content_type: str = ""
-    response_content_encoding: str = ""
-    # The client did not ask for stream usage; we did, and hid the usage chunk.
-    usage_injected: bool = False
-    # Whether the client was sent a status line: after that, an error can only cut
-    # the response, not replace it.
-    response_started: bool = False
-    # Credentials and attribution headers, held in memory only until hashed / parsed.
-    api_key: str | None = None
-    # Every credential header value and the raw query string: accounting redacts what
-    # they hold from the event, by value.
-    credentials: str | None = None  # one header value a line
-    query: bytes = b""
-    user_header: str | None = None
-    tags_header: str | None = None
-
-    def keep(self, chunk: bytes, limit: int) -> None:
-        """Copy a response chunk for accounting; past ``limit`` keep only a tail."""
-        self.response_chunks.append(chunk)
-        self.captured_bytes += len(chunk)
-        while self.captured_bytes > limit and len(self.response_chunks) > 1:
-            dropped = self.response_chunks.pop(0)
-            self.captured_bytes -= len(dropped)
-            self.truncated = True
 
 
 class DisconnectWatch:
