@@ -79,7 +79,7 @@ def finish_all(accountant: Accountant, captures: list[Capture]) -> list[Exchange
     for capture in captures:
         try:
             finished.append(accountant.finish_sync(capture))
-        except Exception:  # an accounting bug must not lose the event
+        except Exception:  # noqa: BLE001 - an accounting bug must not lose the event
             finished.append(capture.exchange)
     return finished
 
@@ -89,38 +89,35 @@ pack_captures = Codec.pack_captures
 unpack_captures = Codec.unpack_captures
 
 
-def accounted_here(exchanges: list[Exchange]) -> Batch:
-    """Exchanges accounted in this process: the sinks render them themselves."""
-    return Batch([], exchanges, exchanges, Tally.of(exchanges), None)
+class Assembler:
+    """Accounted exchanges into a :class:`~pulse_proxy.records.Batch`: their log lines,
+    their StatsD lines (when StatsD is on: its label values are bounded here, in the
+    process that accounts), their figures summed, and the exchanges themselves only when
+    a sink takes them.  The one way batches are made, in the accounting process and in
+    the proxy alike (inline accounting, or what the child could not take)."""
 
+    def __init__(self, settings: Settings, *, exchanges: bool) -> None:
+        self._renderer = LineRenderer(settings.server.log_format)
+        self._statsd = StatsdLines.from_settings(settings.statsd) if settings.statsd.enabled else None
+        self._exchanges = exchanges
 
-def finish_batch(
-    accountant: Accountant,
-    renderer: LineRenderer,
-    captures: list[Capture],
-    *,
-    exchanges: bool,
-    statsd: StatsdLines | None = None,
-) -> Batch:
-    """In the child: account for a batch, render each log line (and StatsD's lines),
-    sum the figures."""
-    finished = finish_all(accountant, captures)
-    lines: list[bytes] = []
-    unrendered = []
-    for exchange in finished:
-        try:
-            lines.append(renderer.render(exchange))
-        except Exception:
-            unrendered.append(exchange)
-    statsd_lines: list[bytes] | None = None
-    if statsd is not None:
-        statsd_lines = []
+    def assemble(self, finished: list[Exchange]) -> Batch:
+        lines: list[bytes] = []
+        unrendered = []
         for exchange in finished:
             try:
-                statsd_lines.extend(line.encode("utf-8") for line in statsd.render(exchange))
-            except Exception:  # one bad record must not cost the batch its metrics
-                pass
-    return Batch(lines, unrendered, finished if exchanges else [], Tally.of(finished), statsd_lines)
+                lines.append(self._renderer.render(exchange))
+            except Exception:  # noqa: BLE001 - the log sink tries again, in the proxy
+                unrendered.append(exchange)
+        statsd_lines: list[bytes] | None = None
+        if self._statsd is not None:
+            statsd_lines = []
+            for exchange in finished:
+                try:
+                    statsd_lines.extend(line.encode("utf-8") for line in self._statsd.render(exchange))
+                except Exception:  # noqa: BLE001, S110 - one bad record must not cost the batch its metrics
+                    pass
+        return Batch(lines, unrendered, finished if self._exchanges else [], Tally.of(finished), statsd_lines)
 
 
 def drop_bodies(capture: Capture, reason: UsageUnread) -> None:
@@ -142,10 +139,8 @@ def child_main(fd: int, *, crash_on_request_id: str | None = None) -> None:
     conn = Connection(fd)
     start = orjson.loads(conn.recv_bytes())
     settings = Settings.model_validate(start["settings"])
-    exchanges: bool = start["exchanges"]
     accountant = build_accountant(settings)
-    renderer = LineRenderer(settings.server.log_format)
-    statsd = StatsdLines.from_settings(settings.statsd) if settings.statsd.enabled else None
+    assembler = Assembler(settings, exchanges=start["exchanges"])
     # Take everything alive so far out of the cyclic collector's sight, and collect the
     # youngest generation less often: per request this process allocates thousands of
     # short-lived acyclic objects that reference counting frees anyway (as the parent).
@@ -166,7 +161,7 @@ def child_main(fd: int, *, crash_on_request_id: str | None = None) -> None:
         seq, captures = CODEC.decode_captures(data, blob)
         if crash_on_request_id is not None and any(c.exchange.request_id == crash_on_request_id for c in captures):
             os._exit(70)
-        batch = finish_batch(accountant, renderer, captures, exchanges=exchanges, statsd=statsd)
+        batch = assembler.assemble(finish_all(accountant, captures))
         conn.send_bytes(CODEC.encode_batch(seq, batch))
 
 
@@ -246,6 +241,9 @@ class AccountingProcess:
         self._start_frame = orjson.dumps({"settings": settings.model_dump(mode="json"), "exchanges": exchanges})
         self._deliver = deliver
         self._fallback = fallback
+        # Batches the child cannot take (backlog, quarantine, shutdown) are made here,
+        # the same way.
+        self._assembler = Assembler(settings, exchanges=exchanges)
         self._log = logger
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: _ChildLink | None = None
@@ -268,6 +266,7 @@ class AccountingProcess:
         self._backoff = backoff or Backoff(first_s=0.1, max_s=10.0, healthy_s=30.0)
         self._respawn: asyncio.Task[None] | None = None
         self.restarts = 0
+        self.dropped = 0  # never: past its bounds the backlog degrades, it does not drop
         # Requests accounted with less than their bodies, by stage (see the module doc).
         self.degraded = {"bodies_dropped": 0, "headers_only": 0, "quarantined": 0}
 
@@ -366,7 +365,7 @@ class AccountingProcess:
         self._flush_scheduled = False
         if self._headers_only:
             captures, self._headers_only = self._headers_only, []
-            self._deliver(accounted_here(finish_all(self._fallback, captures)))
+            self._deliver(self._assembler.assemble(finish_all(self._fallback, captures)))
         if not self._batch:
             return
         batch, self._batch = self._batch, []
@@ -409,7 +408,7 @@ class AccountingProcess:
         for seq in sorted(self._pending):
             batch = self._settle(seq)
             if batch is not None:
-                self._deliver(accounted_here(finish_all(self._fallback, batch)))
+                self._deliver(self._assembler.assemble(finish_all(self._fallback, batch)))
         self._drained.set()
 
     def _quarantine(self, seq: BatchKey) -> None:
@@ -422,7 +421,7 @@ class AccountingProcess:
             drop_bodies(capture, "quarantined")
         self.degraded["quarantined"] += len(batch)
         self._log.error("pulse.accounting_batch_quarantined", requests=len(batch), deaths=_QUARANTINE_AFTER_DEATHS)
-        self._deliver(accounted_here(finish_all(self._fallback, batch)))
+        self._deliver(self._assembler.assemble(finish_all(self._fallback, batch)))
 
     def _split(self, seq: BatchKey, deaths: int) -> None:
         """Resend a suspect batch one capture at a time, each charged with its deaths:
@@ -487,6 +486,61 @@ class AccountingProcess:
                 self._log.error("pulse.accounting_worker_start_failed", error_type=type(exc).__name__)
                 exitcode = None
                 delay = self._backoff.next_delay()
+
+
+class InlineAccounting:
+    """The accounting process's stand-in for ``accounting.mode: inline``: the same
+    interface, the same :class:`Assembler`, in a background task of the proxy's loop.
+    Large bodies are still counted in a worker thread (:meth:`Accountant.finish`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        deliver: Callable[[Batch], None],
+        accountant: Accountant,
+        *,
+        logger: Any,
+        exchanges: bool,
+        max_pending: int = 100_000,
+    ) -> None:
+        self._deliver = deliver
+        self._accountant = accountant
+        self._assembler = Assembler(settings, exchanges=exchanges)
+        self._log = logger
+        self._queue: asyncio.Queue[Capture | None] = asyncio.Queue(max_pending)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pulse-accounting")
+
+    def submit(self, capture: Capture) -> None:
+        try:
+            self._queue.put_nowait(capture)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def stop(self, timeout: float) -> None:
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(self._task, timeout)
+        except TimeoutError:
+            self._task.cancel()
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            capture = await self._queue.get()
+            if capture is None:
+                return
+            try:
+                exchange = await self._accountant.finish(capture)
+            except Exception as exc:  # noqa: BLE001 - accounting bugs must not lose the event
+                self._log.error("pulse.accounting_failed", error_type=type(exc).__name__)
+                exchange = capture.exchange
+            self._deliver(self._assembler.assemble([exchange]))
 
 
 def _forked_child_main(fd: int) -> None:

@@ -7,8 +7,7 @@ import orjson
 
 from pulse_proxy.records import CODEC, Batch, Capture, Codec, Exchange
 from pulse_proxy.settings import build_settings
-from pulse_proxy.sinks.log import LineRenderer
-from pulse_proxy.worker import build_accountant, finish_batch
+from pulse_proxy.worker import Assembler, build_accountant, finish_all
 from tests.factories import make_exchange
 
 
@@ -47,7 +46,7 @@ def test_a_new_field_crosses_both_ways_and_reaches_the_line() -> None:
     assert capture.exchange.region == "eu-west" and capture.api_key == "sk-records-test"
 
     settings = build_settings({"upstream": {"url": "mock"}, "accounting": {"key_hash_salt": "s"}})
-    batch = finish_batch(build_accountant(settings), LineRenderer(), [capture], exchanges=True)
+    batch = Assembler(settings, exchanges=True).assemble(finish_all(build_accountant(settings), [capture]))
     seq, back = codec.decode_batch(codec.encode_batch(seq, batch))
     (returned,) = back.exchanges
     assert isinstance(returned, RegionExchange) and returned.region == "eu-west"
