@@ -14,8 +14,9 @@ from the ``error_rate`` callable).  Alert transitions become DogStatsD events.
 
 In the proxy the lines are rendered by :class:`StatsdLines` in the accounting process,
 beside the log line, and reach the sink as bytes in the batch (:meth:`StatsdSink.write`).
-That is where the label values are bounded too (``max_label_values``): in the process
-that accounts, so one set of kept values decides, whatever sink instance sends.
+That is where the label values are bounded too (``max_label_values``): in the
+accounting process, not in the sink.  Only batches the child could not take (a full
+backlog, a quarantined request, shutdown) are rendered by the proxy's own assembler.
 
 Why it never blocks: lines are appended to an in-memory batch; a batch goes out as
 one datagram when the next line would not fit in ``max_datagram`` bytes (1432 by
