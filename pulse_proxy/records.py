@@ -200,6 +200,8 @@ class Batch(Struct, array_like=True):
 Packed = tuple[Capture, int]
 BatchKey = tuple[int, int]
 _FIGURES_EXT = 1
+# How a pickle (protocol 2+) starts; a MessagePack message here starts with an array.
+_PICKLED = b"\x80"
 
 
 def _encode_ext(value: Any) -> msgspec.msgpack.Ext:
@@ -268,17 +270,33 @@ class Codec:
     def encode_captures(self, seq: BatchKey, captures: Sequence[Capture]) -> tuple[bytes, list[int], list[bytes]]:
         """The fields frame, the bodies' sizes and the bodies, for :meth:`decode_captures`."""
         packed, sizes, bodies = self.pack_captures(captures)
-        return self._encoder.encode((seq, packed, sizes)), sizes, bodies
+        return self._encode((seq, packed, sizes)), sizes, bodies
 
     def decode_captures(self, fields: bytes, blob: bytes) -> tuple[BatchKey, list[Capture]]:
-        seq, packed, sizes = self._captures.decode(fields)
+        if fields.startswith(_PICKLED):
+            seq, packed, sizes = pickle.loads(fields)
+        else:
+            seq, packed, sizes = self._captures.decode(fields)
         return seq, self.unpack_captures(packed, sizes, blob)
 
     def encode_batch(self, seq: BatchKey, batch: Batch) -> bytes:
-        return self._encoder.encode((seq, batch))
+        return self._encode((seq, batch))
 
     def decode_batch(self, data: bytes) -> tuple[BatchKey, Batch]:
+        if data.startswith(_PICKLED):
+            seq, batch = pickle.loads(data)
+            return seq, batch
         return self._batch.decode(data)
+
+    def _encode(self, message: tuple[Any, ...]) -> bytes:
+        try:
+            return self._encoder.encode(message)
+        except (UnicodeEncodeError, OverflowError):
+            # A lone surrogate (a header byte that is not UTF-8, kept by
+            # surrogateescape) has no UTF-8 form, and an integer past 64 bits (an
+            # upstream's absurd token count) no MessagePack one: such a rare message
+            # crosses pickled, which keeps every value as it is.
+            return pickle.dumps(message, protocol=5)
 
 
 CODEC = Codec()

@@ -72,3 +72,14 @@ def test_the_codec_keeps_every_field_by_name_not_by_position() -> None:
     assert CODEC.decode_captures(fields, b"".join(bodies)) == ((1, 2), captures)
     for name in Capture.__struct_fields__:
         assert getattr(captures[0], name) != getattr(Capture(make_exchange()), name), name
+
+
+def test_strings_without_a_utf8_form_still_cross() -> None:
+    """A header byte that is not UTF-8 is kept as a lone surrogate, which MessagePack
+    cannot carry, nor an integer past 64 bits: such a capture and its batch still cross, the string unchanged."""
+    odd = "req-\udcff\udcfe"
+    capture = Capture(make_exchange(upstream_request_id=odd, prompt_tokens=10**30), b"{}", [b"x"], user_header=odd)
+    fields, _, bodies = CODEC.encode_captures((3, 0), [capture])
+    assert CODEC.decode_captures(fields, b"".join(bodies)) == ((3, 0), [capture])
+    batch = Batch([b"line"], [capture.exchange], [capture.exchange], None, None)
+    assert CODEC.decode_batch(CODEC.encode_batch((3, 0), batch)) == ((3, 0), batch)
