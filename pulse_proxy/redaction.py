@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 from collections.abc import Callable, Iterable
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
@@ -104,7 +103,7 @@ def _unchanged(text: str) -> str:
     return text
 
 
-_FIELDS = tuple(f.name for f in dataclasses.fields(Exchange))
+_FIELDS = Exchange.__struct_fields__
 
 
 def redact_exchange(exchange: Exchange, redact: Redact) -> None:

@@ -4,7 +4,7 @@ Finishing a request costs far more than relaying it: JSON parsing, tiktoken coun
 usage extraction and above all the risk scan (regular expressions hold the GIL, so a
 thread does not help; a 100,000-token prompt takes tens of milliseconds).  In the
 proxy's process that time would be stolen from every request in flight.  So captures
-are gathered for a few milliseconds, pickled, and written to a child process on the
+are gathered for a few milliseconds, encoded (:class:`~pulse_proxy.records.Codec`), and written to a child process on the
 other core through a non-blocking socket.  What comes back to the event loop is only
 what it must still do something with: the rendered log lines, the batch's figures
 summed into one :class:`~pulse_proxy.tally.Tally`, StatsD's lines when it is on, and
@@ -30,12 +30,9 @@ why tokens and cost are missing, and :attr:`AccountingProcess.degraded` counts i
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import itertools
-import operator
 import os
-import pickle
 import signal
 import socket
 import struct
@@ -50,7 +47,7 @@ import orjson
 from pulse_proxy.accounting import Accountant
 from pulse_proxy.backoff import Backoff
 from pulse_proxy.forkchild import Child, start_child
-from pulse_proxy.records import Capture, Exchange, UsageUnread
+from pulse_proxy.records import CODEC, Batch, BatchKey, Capture, Codec, Exchange, UsageUnread
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks.log import LineRenderer
 from pulse_proxy.sinks.statsd import StatsdLines
@@ -62,9 +59,9 @@ _QUARANTINE_AFTER_DEATHS = 2
 # Seconds to wait for a child whose socket closed to be reaped.
 _REAP_TIMEOUT_S = 5.0
 
-# A pending batch's key: the flush's number, then 0, or 1, 2, … for the single-capture
-# batches a suspect batch is split into.  Keys sort in the order the child answers.
-BatchKey = tuple[int, int]
+# A pending batch's key (records.BatchKey): the flush's number, then 0, or 1, 2, … for
+# the single-capture batches a suspect batch is split into.  Keys sort in the order the
+# child answers.
 
 
 def build_accountant(settings: Settings) -> Accountant:
@@ -87,105 +84,40 @@ def finish_all(accountant: Accountant, captures: list[Capture]) -> list[Exchange
     return finished
 
 
-# Pickling dataclasses with slots goes through copyreg and is slow; tuples of plain
-# values cross the pipe several times faster.  An attrgetter reads every field in C: a
-# loop of getattr calls cost the event loop some 30,000 instructions a request (and
-# dotted names, "exchange.x", a third more than two getters).
-_EXCHANGE_FIELDS = tuple(f.name for f in dataclasses.fields(Exchange))
-_BODY_FIELDS = ("request_body", "response_chunks")
-_CAPTURE_FIELDS = tuple(f.name for f in dataclasses.fields(Capture) if f.name not in ("exchange", *_BODY_FIELDS))
-_pack_exchange: Callable[[Exchange], tuple[Any, ...]] = operator.attrgetter(*_EXCHANGE_FIELDS)
-_pack_capture_own: Callable[[Capture], tuple[Any, ...]] = operator.attrgetter(*_CAPTURE_FIELDS)
-
-# One capture on the wire: its exchange's fields, its own, and how many response chunks
-# it holds; the bodies themselves travel apart (see pack_captures).
-Packed = tuple[tuple[Any, ...], tuple[Any, ...], int]
+# The wire format lives with the records (:class:`~pulse_proxy.records.Codec`).
+pack_captures = Codec.pack_captures
+unpack_captures = Codec.unpack_captures
 
 
-def pack_captures(captures: list[Capture]) -> tuple[list[Packed], list[int], list[bytes]]:
-    """The captures' fields as tuples, the sizes of their bodies, and the bodies.
+class Assembler:
+    """Accounted exchanges into a :class:`~pulse_proxy.records.Batch`: their log lines,
+    their StatsD lines (when StatsD is on: its label values are bounded here, in the
+    process that accounts), their figures summed, and the exchanges themselves only when
+    a sink takes them.  The one way batches are made, in the accounting process and in
+    the proxy alike (inline accounting, or what the child could not take)."""
 
-    The bodies (request, then response chunks, per capture) are most of a batch's
-    bytes.  Pickled, they were copied into a fresh buffer of a few hundred KB on the
-    event loop, and that buffer copied again into the socket; sent as they are, behind
-    the pickle, the kernel's copy is the only one.
-    """
-    packed: list[Packed] = []
-    bodies: list[bytes] = []
-    for capture in captures:
-        chunks = capture.response_chunks
-        packed.append((_pack_exchange(capture.exchange), _pack_capture_own(capture), len(chunks)))
-        bodies.append(capture.request_body)
-        bodies.extend(chunks)
-    return packed, [len(body) for body in bodies], bodies
+    def __init__(self, settings: Settings, *, exchanges: bool) -> None:
+        self._renderer = LineRenderer(settings.server.log_format)
+        self._statsd = StatsdLines.from_settings(settings.statsd) if settings.statsd.enabled else None
+        self._exchanges = exchanges
 
-
-def unpack_captures(packed: list[Packed], sizes: list[int], blob: bytes) -> list[Capture]:
-    """``pack_captures`` undone, the bodies cut from ``blob`` (all of them, end to end)."""
-    view = memoryview(blob)
-    position = 0
-    next_size = iter(sizes).__next__
-    captures = []
-    for exchange, own, count in packed:
-        pieces = []
-        for _ in range(count + 1):
-            end = position + next_size()
-            pieces.append(bytes(view[position:end]))
-            position = end
-        captures.append(Capture(Exchange(*exchange), pieces[0], pieces[1:], *own))
-    return captures
-
-
-@dataclasses.dataclass(slots=True)
-class Finished:
-    """One batch, accounted: what the event loop's side still has to hand on."""
-
-    lines: list[bytes]  # rendered ``llm.request`` lines, for the log sink's writer
-    unrendered: list[Exchange]  # the few whose line failed to render: the log sink tries
-    exchanges: list[Exchange]  # all of them, but only when a sink takes exchanges
-    tally: Tally  # the batch's figures for statistics, breakdown and Prometheus
-    statsd: list[bytes] | None  # DogStatsD lines, when StatsD is on; None: not rendered
-
-    @classmethod
-    def inline(cls, exchanges: list[Exchange]) -> Finished:
-        """Exchanges accounted in this process: the sinks render them themselves."""
-        return cls([], exchanges, exchanges, Tally.of(exchanges), None)
-
-
-def finish_batch(
-    accountant: Accountant,
-    renderer: LineRenderer,
-    captures: list[Capture],
-    *,
-    exchanges: bool,
-    statsd: StatsdLines | None = None,
-) -> tuple[Any, ...]:
-    """In the child: account for a batch, render each log line (and StatsD's lines),
-    sum the figures.  The answer is :class:`Finished`'s fields, exchanges as flat tuples.
-    """
-    finished = finish_all(accountant, captures)
-    lines: list[bytes] = []
-    unrendered = []
-    for exchange in finished:
-        try:
-            lines.append(renderer.render(exchange))
-        except Exception:  # noqa: BLE001 - the parent's log sink tries again, and logs a failure
-            unrendered.append(_pack_exchange(exchange))
-    every = [_pack_exchange(exchange) for exchange in finished] if exchanges else []
-    statsd_lines: list[bytes] | None = None
-    if statsd is not None:
-        statsd_lines = []
+    def assemble(self, finished: list[Exchange]) -> Batch:
+        lines: list[bytes] = []
+        unrendered = []
         for exchange in finished:
-            try:  # noqa: SIM105 - cheaper than suppress() once per record
-                statsd_lines.extend(line.encode("utf-8") for line in statsd.render(exchange))
-            except Exception:  # noqa: BLE001, S110 - one bad record must not cost the batch its metrics
-                pass
-    return lines, unrendered, every, Tally.of(finished), statsd_lines
-
-
-def unpack_finished(answer: tuple[Any, ...]) -> Finished:
-    lines, unrendered, every, tally, statsd = answer
-    return Finished(lines, [Exchange(*v) for v in unrendered], [Exchange(*v) for v in every], tally, statsd)
+            try:
+                lines.append(self._renderer.render(exchange))
+            except Exception:  # noqa: BLE001 - the log sink tries again, in the proxy
+                unrendered.append(exchange)
+        statsd_lines: list[bytes] | None = None
+        if self._statsd is not None:
+            statsd_lines = []
+            for exchange in finished:
+                try:
+                    statsd_lines.extend(line.encode("utf-8") for line in self._statsd.render(exchange))
+                except Exception:  # noqa: BLE001, S110 - per record: one bad record must not cost the batch its metrics
+                    pass
+        return Batch(lines, unrendered, finished if self._exchanges else [], Tally.of(finished), statsd_lines)
 
 
 def drop_bodies(capture: Capture, reason: UsageUnread) -> None:
@@ -207,10 +139,8 @@ def child_main(fd: int, *, crash_on_request_id: str | None = None) -> None:
     conn = Connection(fd)
     start = orjson.loads(conn.recv_bytes())
     settings = Settings.model_validate(start["settings"])
-    exchanges: bool = start["exchanges"]
     accountant = build_accountant(settings)
-    renderer = LineRenderer(settings.server.log_format)
-    statsd = StatsdLines.from_settings(settings.statsd) if settings.statsd.enabled else None
+    assembler = Assembler(settings, exchanges=start["exchanges"])
     # Take everything alive so far out of the cyclic collector's sight, and collect the
     # youngest generation less often: per request this process allocates thousands of
     # short-lived acyclic objects that reference counting frees anyway (as the parent).
@@ -224,16 +154,15 @@ def child_main(fd: int, *, crash_on_request_id: str | None = None) -> None:
         if data == _STOP:
             conn.send_bytes(_STOP)
             return
-        seq, packed, sizes = pickle.loads(data)  # noqa: S301 - from our own parent, over a socketpair
         try:
             blob = conn.recv_bytes()  # the batch's bodies, in the frame after its fields
         except (EOFError, OSError):
             return
-        captures = unpack_captures(packed, sizes, blob)
+        seq, captures = CODEC.decode_captures(data, blob)
         if crash_on_request_id is not None and any(c.exchange.request_id == crash_on_request_id for c in captures):
             os._exit(70)
-        answer = finish_batch(accountant, renderer, captures, exchanges=exchanges, statsd=statsd)
-        conn.send_bytes(pickle.dumps((seq, answer), protocol=5))
+        batch = assembler.assemble(finish_all(accountant, captures))
+        conn.send_bytes(CODEC.encode_batch(seq, batch))
 
 
 def _frame_header(size: int) -> bytes:
@@ -262,11 +191,10 @@ class _ChildLink(asyncio.Protocol):
         self.transport.writelines((_frame_header(len(payload)), payload))
 
     def send_batch(self, seq: BatchKey, captures: list[Capture]) -> None:
-        """Two frames: the captures' fields, pickled, then their bodies end to end,
+        """Two frames: the captures' fields, encoded, then their bodies end to end,
         handed to the transport as they are (one ``writev``, no copy on the loop)."""
         assert self.transport is not None
-        packed, sizes, bodies = pack_captures(captures)
-        fields = pickle.dumps((seq, packed, sizes), protocol=5)
+        fields, sizes, bodies = CODEC.encode_captures(seq, captures)
         self.transport.writelines((_frame_header(len(fields)), fields, _frame_header(sum(sizes)), *bodies))
 
     def data_received(self, data: bytes) -> None:
@@ -285,8 +213,7 @@ class _ChildLink(asyncio.Protocol):
             payload = bytes(buffer[start : start + size])
             del buffer[: start + size]
             if payload != _STOP:
-                seq, answer = pickle.loads(payload)  # noqa: S301 - from our own forked child
-                self._owner._results(seq, unpack_finished(answer))
+                self._owner._results(*CODEC.decode_batch(payload))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner._child_gone(self._generation)
@@ -296,7 +223,7 @@ class AccountingProcess:
     def __init__(
         self,
         settings: Settings,
-        deliver: Callable[[Finished], None],
+        deliver: Callable[[Batch], None],
         fallback: Accountant,
         *,
         logger: Any,
@@ -306,7 +233,7 @@ class AccountingProcess:
         """``exchanges``: whether results must carry the exchanges themselves (some sink
         takes them one by one) or only their log lines and figures."""
         # Captures wait this long to travel together (``accounting.batch_ms``): each
-        # batch costs both processes a wake-up, a few system calls and a pickle round
+        # batch costs both processes a wake-up, a few system calls and an encoding round
         # trip, and the event loop one merge of figures per model, whatever its size.
         self._batch_delay_s = settings.accounting.batch_ms / 1000.0
         self._max_requests = settings.accounting.max_pending_requests
@@ -314,6 +241,9 @@ class AccountingProcess:
         self._start_frame = orjson.dumps({"settings": settings.model_dump(mode="json"), "exchanges": exchanges})
         self._deliver = deliver
         self._fallback = fallback
+        # Batches the child cannot take (backlog, quarantine, shutdown) are made here,
+        # the same way.
+        self._assembler = Assembler(settings, exchanges=exchanges)
         self._log = logger
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: _ChildLink | None = None
@@ -336,6 +266,7 @@ class AccountingProcess:
         self._backoff = backoff or Backoff(first_s=0.1, max_s=10.0, healthy_s=30.0)
         self._respawn: asyncio.Task[None] | None = None
         self.restarts = 0
+        self.dropped = 0  # never: past its bounds the backlog degrades, it does not drop
         # Requests accounted with less than their bodies, by stage (see the module doc).
         self.degraded = {"bodies_dropped": 0, "headers_only": 0, "quarantined": 0}
 
@@ -434,7 +365,7 @@ class AccountingProcess:
         self._flush_scheduled = False
         if self._headers_only:
             captures, self._headers_only = self._headers_only, []
-            self._deliver(Finished.inline(finish_all(self._fallback, captures)))
+            self._deliver(self._assembler.assemble(finish_all(self._fallback, captures)))
         if not self._batch:
             return
         batch, self._batch = self._batch, []
@@ -468,16 +399,16 @@ class AccountingProcess:
             self._log.info("pulse.accounting_backlog_cleared", degraded=dict(self.degraded))
         return batch
 
-    def _results(self, seq: BatchKey, finished: Finished) -> None:
+    def _results(self, seq: BatchKey, batch: Batch) -> None:
         if self._settle(seq) is None:
             return  # already finished in-process
-        self._deliver(finished)
+        self._deliver(batch)
 
     def _finish_inline(self) -> None:
         for seq in sorted(self._pending):
             batch = self._settle(seq)
             if batch is not None:
-                self._deliver(Finished.inline(finish_all(self._fallback, batch)))
+                self._deliver(self._assembler.assemble(finish_all(self._fallback, batch)))
         self._drained.set()
 
     def _quarantine(self, seq: BatchKey) -> None:
@@ -490,7 +421,7 @@ class AccountingProcess:
             drop_bodies(capture, "quarantined")
         self.degraded["quarantined"] += len(batch)
         self._log.error("pulse.accounting_batch_quarantined", requests=len(batch), deaths=_QUARANTINE_AFTER_DEATHS)
-        self._deliver(Finished.inline(finish_all(self._fallback, batch)))
+        self._deliver(self._assembler.assemble(finish_all(self._fallback, batch)))
 
     def _split(self, seq: BatchKey, deaths: int) -> None:
         """Resend a suspect batch one capture at a time, each charged with its deaths:
@@ -555,6 +486,61 @@ class AccountingProcess:
                 self._log.error("pulse.accounting_worker_start_failed", error_type=type(exc).__name__)
                 exitcode = None
                 delay = self._backoff.next_delay()
+
+
+class InlineAccounting:
+    """The accounting process's stand-in for ``accounting.mode: inline``: the same
+    interface, the same :class:`Assembler`, in a background task of the proxy's loop.
+    Large bodies are still counted in a worker thread (:meth:`Accountant.finish`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        deliver: Callable[[Batch], None],
+        accountant: Accountant,
+        *,
+        logger: Any,
+        exchanges: bool,
+        max_pending: int = 100_000,
+    ) -> None:
+        self._deliver = deliver
+        self._accountant = accountant
+        self._assembler = Assembler(settings, exchanges=exchanges)
+        self._log = logger
+        self._queue: asyncio.Queue[Capture | None] = asyncio.Queue(max_pending)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pulse-accounting")
+
+    def submit(self, capture: Capture) -> None:
+        try:
+            self._queue.put_nowait(capture)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def stop(self, timeout: float) -> None:
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(self._task, timeout)
+        except TimeoutError:
+            self._task.cancel()
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            capture = await self._queue.get()
+            if capture is None:
+                return
+            try:
+                exchange = await self._accountant.finish(capture)
+            except Exception as exc:  # noqa: BLE001 - accounting bugs must not lose the event
+                self._log.error("pulse.accounting_failed", error_type=type(exc).__name__)
+                exchange = capture.exchange
+            self._deliver(self._assembler.assemble([exchange]))
 
 
 def _forked_child_main(fd: int) -> None:

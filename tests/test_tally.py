@@ -4,12 +4,12 @@ one by one does: same bodies, same exposition, same folded-label counts."""
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import random
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -145,7 +145,7 @@ def test_merged_batches_equal_adding_one_by_one() -> None:
 
 
 def test_tally_counts_every_exchange() -> None:
-    exchanges = [dataclasses.replace(e, ended_at=NOW - i) for i, e in enumerate(varied_exchanges(50))]
+    exchanges = [replace(e, ended_at=NOW - i) for i, e in enumerate(varied_exchanges(50))]
     tally = pickle.loads(pickle.dumps(Tally.of(exchanges), protocol=5))
     assert tally.count == 50
     stats = RollingStats(clock=FakeClock())

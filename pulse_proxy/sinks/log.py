@@ -18,7 +18,8 @@ from typing import IO, Any
 import orjson
 import structlog
 
-from pulse_proxy.records import SCHEMA, AlertEvent, Exchange
+from pulse_proxy.records import SCHEMA, AlertEvent, Batch, Exchange
+from pulse_proxy.sinks import Rendered, write_each
 from pulse_proxy.text import escape_control
 
 _STOP = object()
@@ -178,16 +179,25 @@ class LogSink:
         self._log = logger
         self._writer = writer
 
+    def takes_exchanges(self, rendered: Rendered) -> bool:
+        return False  # its lines come rendered; the few that failed to, as exchanges
+
+    def write(self, batch: Batch) -> None:
+        """The lines accounting rendered (see :class:`LineRenderer`), then the few it
+        could not render, which are logged here."""
+        if batch.lines:
+            # One hand-over to the writer thread per batch, not per line: each wakes
+            # that thread, which then contends for the GIL with the event loop.
+            joined = b"\n".join(batch.lines)
+            if self._writer is not None:
+                self._writer.msg(joined)
+            else:
+                self._log.info(joined)
+        if batch.unrendered:
+            write_each(self.on_exchange, batch.unrendered)
+
     def on_exchange(self, exchange: Exchange) -> None:
         _log_exchange(self._log, exchange)
-
-    def write_rendered(self, line: bytes) -> None:
-        """Lines the accounting process already rendered (see :class:`LineRenderer`),
-        one or several joined by newlines."""
-        if self._writer is not None:
-            self._writer.msg(line)
-        else:
-            self._log.info(line)
 
     def on_alert(self, alert: AlertEvent) -> None:
         level = "warning" if alert.event == "alert.fired" else "info"

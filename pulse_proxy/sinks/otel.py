@@ -50,9 +50,10 @@ from urllib.parse import urlsplit
 
 from pulse_proxy import __version__
 from pulse_proxy.labels import BoundedLabel, clean_label
-from pulse_proxy.records import AlertEvent, Exchange
+from pulse_proxy.records import AlertEvent, Batch, Exchange
 from pulse_proxy.settings import ConfigError
 from pulse_proxy.settings.sinks import INSTALL_HINT, OtelSettings
+from pulse_proxy.sinks import Rendered, write_each
 from pulse_proxy.sinks.prometheus import DURATION_BUCKETS
 
 # Bucket boundaries advised by the GenAI semantic conventions: the duration buckets are
@@ -231,6 +232,12 @@ class OtelSink:
     def on_alert(self, alert: AlertEvent) -> None:
         """Alerts are not GenAI operations; they reach OTLP backends as the metrics they watch."""
         return
+
+    def takes_exchanges(self, rendered: Rendered) -> bool:
+        return True
+
+    def write(self, batch: Batch) -> None:
+        write_each(self.on_exchange, batch.exchanges)
 
     def on_exchange(self, ex: Exchange) -> None:
         operation = _operation(ex)

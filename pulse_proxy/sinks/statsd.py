@@ -13,7 +13,10 @@ and every ``gauge_interval_s`` ``llm.request.error_rate:0.02|g`` (5-minute windo
 from the ``error_rate`` callable).  Alert transitions become DogStatsD events.
 
 In the proxy the lines are rendered by :class:`StatsdLines` in the accounting process,
-beside the log line, and reach the sink as bytes (:meth:`StatsdSink.write_rendered`).
+beside the log line, and reach the sink as bytes in the batch (:meth:`StatsdSink.write`).
+That is where the label values are bounded too (``max_label_values``): in the
+accounting process, not in the sink.  Only batches the child could not take (a full
+backlog, a quarantined request, shutdown) are rendered by the proxy's own assembler.
 
 Why it never blocks: lines are appended to an in-memory batch; a batch goes out as
 one datagram when the next line would not fit in ``max_datagram`` bytes (1432 by
@@ -37,8 +40,9 @@ from math import isfinite
 from typing import Any, Literal
 
 from pulse_proxy.labels import BoundedLabel
-from pulse_proxy.records import AlertEvent, Exchange
+from pulse_proxy.records import AlertEvent, Batch, Exchange
 from pulse_proxy.settings.sinks import DEFAULT_MAX_DATAGRAM, StatsdSettings
+from pulse_proxy.sinks import Rendered, write_each
 
 UNKNOWN_MODEL = "unknown"  # as in /pulse/stats
 _BACKLOG_DATAGRAMS = 64
@@ -210,12 +214,23 @@ class StatsdSink:
 
     # -- records ---------------------------------------------------------------------
 
+    def takes_exchanges(self, rendered: Rendered) -> bool:
+        # Rendered in the accounting process when StatsD is configured on; a sink
+        # added by hand renders its own, with its own prefix, tags and bounds.
+        return "statsd" not in rendered
+
+    def write(self, batch: Batch) -> None:
+        if batch.statsd is not None:
+            self._write_rendered(batch.statsd)
+        else:
+            write_each(self.on_exchange, batch.exchanges)
+
     def on_exchange(self, ex: Exchange) -> None:
         if self._closed:
             return
-        self.write_rendered([line.encode("utf-8") for line in self.lines.render(ex)])
+        self._write_rendered([line.encode("utf-8") for line in self.lines.render(ex)])
 
-    def write_rendered(self, lines: list[bytes]) -> None:
+    def _write_rendered(self, lines: list[bytes]) -> None:
         """Lines :class:`StatsdLines` rendered, here or in the accounting process."""
         if self._closed:
             return

@@ -34,8 +34,9 @@ import aiohttp
 import orjson
 
 from pulse_proxy.alerts import format_duration, format_value
-from pulse_proxy.records import SCHEMA, AlertEvent, Exchange
+from pulse_proxy.records import SCHEMA, AlertEvent, Batch, Exchange
 from pulse_proxy.settings.sinks import WebhookSettings, WebhookTarget, unknown_webhooks
+from pulse_proxy.sinks import Rendered
 from pulse_proxy.stats import window_label
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -142,8 +143,6 @@ class WebhookSink:
     structlog-style logger for delivery failures (target name and reason only).
     """
 
-    takes_exchanges = False  # alerts only
-
     def __init__(
         self,
         targets: Sequence[WebhookTarget],
@@ -207,6 +206,12 @@ class WebhookSink:
         names = self.rule_webhooks.get(alert.alert)
         chosen = [self.targets[n] for n in names] if names else list(self.targets.values())
         return [t for t in chosen if accepts(t, alert)]
+
+    def takes_exchanges(self, rendered: Rendered) -> bool:
+        return False  # alerts only
+
+    def write(self, batch: Batch) -> None:
+        """Webhooks carry alerts only."""
 
     def on_exchange(self, exchange: Exchange) -> None:
         """Webhooks carry alerts only."""
