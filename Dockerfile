@@ -79,7 +79,7 @@ EXPOSE 8080
 # 0 or 1.  Slim images have no curl; this module imports only the standard library
 # (~0.15 s of CPU per check, against ~1 s for the full `pulse-proxy` command line).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-m", "pulse_proxy.healthcheck"]
+    CMD ["python", "-m", "pulse_proxy.ops.healthcheck"]
 
 # SIGTERM (docker stop, Kubernetes) starts a graceful shutdown: stop accepting, let
 # in-flight requests and streams finish for server.shutdown_grace_s (30 s), flush

@@ -352,7 +352,7 @@ def run_sender(proxy_port: int, upstream_port: int, rate: float, seconds: float,
     # Calibrate characters per token on the proxy's own tokenizer (o200k for gpt-4o-mini).
     chars_per_token = 4.0
     with contextlib.suppress(Exception):
-        from pulse_proxy import tokens
+        from pulse_proxy.accounting import tokens
 
         sample = make_text(rng, pool, 400_000)
         chars_per_token = len(sample) / tokens.count_text(sample, ov.MODEL)
@@ -360,7 +360,8 @@ def run_sender(proxy_port: int, upstream_port: int, rate: float, seconds: float,
     # What accounting spends on one such prompt (in its child process), for reference.
     scan_ms = count_ms = None
     with contextlib.suppress(Exception):
-        from pulse_proxy import risk, tokens
+        from pulse_proxy import risk
+        from pulse_proxy.accounting import tokens
 
         text = json.loads(large_body(pool, rng, 0, chars, False))["messages"][1]["content"]
         t = time.perf_counter()

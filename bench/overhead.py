@@ -992,9 +992,9 @@ def check_canned_bodies() -> list[str]:
 
     # 2. The proxy's parsers, on the stream cut into small network-like pieces.
     try:
-        from pulse_proxy.usage import facts_from_json, facts_from_sse
+        from pulse_proxy.accounting.usage import facts_from_json, facts_from_sse
     except Exception as exc:  # noqa: BLE001 - the package may be mid-edit; don't block the bench
-        notes.append(f"could not import pulse_proxy.usage to check the canned bodies: {exc!r}")
+        notes.append(f"could not import pulse_proxy.accounting.usage to check the canned bodies: {exc!r}")
         return notes
     pieces = [SSE_BODY[i:i + 37] for i in range(0, len(SSE_BODY), 37)]
     try:  # the text is collected only on request (for the local count when usage is missing)
@@ -1018,7 +1018,7 @@ def check_canned_bodies() -> list[str]:
     if pfacts.usage is None or pfacts.usage.total_tokens != USAGE["total_tokens"]:
         problems.append(f"plain usage read as {pfacts.usage}")
     with contextlib.suppress(ImportError, AttributeError):
-        from pulse_proxy.forward import _is_hidden_usage_frame  # private: best effort
+        from pulse_proxy.proxy.forward import _is_hidden_usage_frame  # private: best effort
 
         hidden = [f for f in SSE_FRAMES if _is_hidden_usage_frame(f)]
         if hidden != [SSE_FRAMES[-2]]:
@@ -1027,7 +1027,7 @@ def check_canned_bodies() -> list[str]:
         notes.append("the proxy's parsers disagree with the canned bodies: " + "; ".join(problems))
     else:
         notes.append(f"canned bodies checked: SSE of {len(objects) - 1} chat.completion.chunk events + "
-                     "usage chunk + [DONE] is read by pulse_proxy.usage.facts_from_sse "
+                     "usage chunk + [DONE] is read by pulse_proxy.accounting.usage.facts_from_sse "
                      "(usage incl. cached tokens, text, finish_reason, [DONE]); plain by facts_from_json")
     return notes
 

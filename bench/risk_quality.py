@@ -32,7 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pulse_proxy import risk, tokens
+from pulse_proxy import risk
+from pulse_proxy.accounting import tokens
 
 CORPUS = ROOT / "tests" / "data" / "risk_corpus.jsonl"
 DETECTORS = ("jailbreak", "pii", "secret")

@@ -2,7 +2,7 @@
 
 Pure functions with no I/O: the timing controls (latency, TTFT, pacing, gates,
 drops) belong to ``sending``, so every answer here can be checked without a socket.
-Usage is tiktoken-exact, counted with ``pulse_proxy.tokens`` exactly as the proxy
+Usage is tiktoken-exact, counted with ``pulse_proxy.accounting.tokens`` exactly as the proxy
 counts locally, and completion tokens are the count of exactly the text generated,
 so the proxy's cross-check always has a known right answer.
 """
@@ -18,7 +18,7 @@ import orjson
 
 from mock_upstream import payloads as p
 from mock_upstream.scenarios import Controls
-from pulse_proxy import tokens
+from pulse_proxy.accounting import tokens
 
 
 @dataclass(slots=True, frozen=True)

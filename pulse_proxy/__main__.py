@@ -1,3 +1,3 @@
-from pulse_proxy.cli import main
+from pulse_proxy.ops.cli import main
 
 main()

@@ -4,7 +4,7 @@
 (the upstream connection pool, the dispatcher task, the readiness probe) so that tests
 can build as many independent apps as they like, each with its own sinks.
 
-``/v1/*`` goes straight to the :class:`~pulse_proxy.forward.Forwarder` as plain ASGI
+``/v1/*`` goes straight to the :class:`~pulse_proxy.proxy.forward.Forwarder` as plain ASGI
 (no framework in the hot path); everything else, admin and health, is a small
 Starlette app.  Routing looks only at the request path, never the ``Host`` header.
 """
@@ -33,15 +33,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from pulse_proxy import __version__, tokens
+from pulse_proxy import __version__
+from pulse_proxy.accounting import tokens
+from pulse_proxy.accounting.dispatch import Dispatcher
+from pulse_proxy.accounting.process import build_accountant
+from pulse_proxy.accounting.screening import Screen
 from pulse_proxy.alerts import AlertEngine
-from pulse_proxy.breakdown import Breakdown
-from pulse_proxy.bundled_mock import BundledMock
-from pulse_proxy.dispatch import Dispatcher
-from pulse_proxy.errors import openai_error_body, upstream_failure
-from pulse_proxy.forward import Forwarder, StreamAborted, new_identity
+from pulse_proxy.ops.bundled_mock import BundledMock
+from pulse_proxy.proxy.errors import openai_error_body, upstream_failure
+from pulse_proxy.proxy.forward import Forwarder, StreamAborted, new_identity
+from pulse_proxy.proxy.types import Receive, Scope, Send
+from pulse_proxy.proxy.urls import UpstreamBase, display_url
 from pulse_proxy.readiness import Readiness
-from pulse_proxy.screening import Screen
 from pulse_proxy.settings import Settings, redacted
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LineWriter, LogSink, make_logger
@@ -50,10 +53,8 @@ from pulse_proxy.sinks.prometheus import PrometheusSink, exposition
 from pulse_proxy.sinks.statsd import StatsdSink
 from pulse_proxy.sinks.webhook import WebhookSink
 from pulse_proxy.stats import RollingStats, window_label
-from pulse_proxy.tally import Tally
-from pulse_proxy.types import Receive, Scope, Send
-from pulse_proxy.urls import UpstreamBase, display_url
-from pulse_proxy.worker import build_accountant
+from pulse_proxy.stats.breakdown import Breakdown
+from pulse_proxy.stats.tally import Tally
 
 # How uvicorn must serve the proxy to stay invisible: the upstream's own ``Server`` and
 # ``Date`` headers pass through, so uvicorn must not add a second copy of each, and
@@ -72,7 +73,7 @@ UVICORN_OPTIONS: dict[str, Any] = {
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """:data:`UVICORN_OPTIONS` with uvicorn's httptools protocol replaced by one that
     enforces ``settings.server``'s limits on slow clients and open connections."""
-    from pulse_proxy.protocol import guarded_protocol
+    from pulse_proxy.proxy.protocol import guarded_protocol
 
     return {**UVICORN_OPTIONS, "http": guarded_protocol(settings.server)}
 

@@ -87,7 +87,7 @@ class Exchange(Struct, array_like=True):
     error_message: str | None = None
     bytes_in: int = 0
     bytes_out: int = 0
-    # Beyond SPEC's list, kept because they explain cost and correlate with the provider.
+    # Beyond the documented field list, kept because they explain cost and correlate with the provider.
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     upstream_request_id: str | None = None
@@ -189,7 +189,7 @@ class Batch(Struct, array_like=True):
     unrendered: list[Exchange]  # the few whose line failed to render: the log sink tries
     exchanges: list[Exchange]  # all of them, but only when a sink takes them one by one
     # The batch's figures for statistics, breakdown and Prometheus: a
-    # :class:`~pulse_proxy.tally.Tally` (which imports this module, hence ``Any``).  Its
+    # :class:`~pulse_proxy.stats.tally.Tally` (which imports this module, hence ``Any``).  Its
     # parts reduce to plain values; it crosses as a pickle in a MessagePack extension.
     figures: Any
     statsd: list[bytes] | None  # DogStatsD lines, when StatsD is on; None: not rendered

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pulse_proxy.pricing import PriceTable
+from pulse_proxy.accounting.pricing import PriceTable
 
 # Synthetic, pattern-valid values: never real credentials.
 FAKE_OPENAI_KEY = "sk-proj-" + "Zx9Qw2Lm4Np6Rt8Vb1Cd3Fg5Hj7Kl0Mn2Pq4Rs6Tu8Wx0Yz"

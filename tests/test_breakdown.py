@@ -9,7 +9,7 @@ import httpx
 import orjson
 from conftest import start_proxy
 
-from pulse_proxy.breakdown import Breakdown, BreakdownTally
+from pulse_proxy.stats.breakdown import Breakdown, BreakdownTally
 
 OTHER_TAG = "tag:other"
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}

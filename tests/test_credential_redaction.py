@@ -137,7 +137,7 @@ def test_every_credential_the_request_carried_is_redacted_by_value(upstream: tup
 def test_short_values_are_left_alone_and_longer_ones_in_every_form() -> None:
     """Values under eight characters are not redacted (they would shred any text); a
     longer one goes in its sent, decoded and encoded forms, a Basic pair whole and in parts."""
-    from pulse_proxy.redaction import credential_values, value_redactor
+    from pulse_proxy.accounting.redaction import credential_values, value_redactor
 
     secrets = credential_values(
         f"Bearer short\nBasic {BASIC}", b"key=1234&client_secret=a%2Fb%2Bc%3Dd-long&page=2", ["sk-configured-key-1"]

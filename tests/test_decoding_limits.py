@@ -157,7 +157,7 @@ def test_a_decompression_bomb_is_decoded_no_further_than_the_limit(
 
 def test_every_codec_stops_past_the_limit(bombs: dict[str, bytes]) -> None:
     """Each codec stops just past the limit instead of expanding the whole body, and a small body decodes in full."""
-    from pulse_proxy.decoding import decode_body
+    from pulse_proxy.accounting.decoding import decode_body
 
     result = decode_body([bombs["gzip"]], "gzip", 8 * MIB)
     assert result.body is None and result.problem == "max_decoded_bytes"
@@ -175,7 +175,7 @@ def test_every_codec_stops_past_the_limit(bombs: dict[str, bytes]) -> None:
 def test_zstd_stops_past_the_limit_when_a_zstd_library_is_present() -> None:
     """With zstandard installed, a zstd bomb stops at the limit and several frames decode as one body."""
     zstandard = pytest.importorskip("zstandard")
-    from pulse_proxy.decoding import decode_body
+    from pulse_proxy.accounting.decoding import decode_body
 
     compressor = zstandard.ZstdCompressor()
     frames = compressor.compress(b'{"a":') + compressor.compress(b"1}")

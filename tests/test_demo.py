@@ -20,7 +20,7 @@ import httpx
 import pytest
 from conftest import start_proxy
 
-from pulse_proxy.demo import RULES, document, make_plan
+from pulse_proxy.ops.demo import RULES, document, make_plan
 
 SPEED = 30.0
 
@@ -99,7 +99,7 @@ def test_long_prompt_documents_have_the_size_asked_for() -> None:
     """The hard-cap prompt must cross the cap in every tokenizer the mock may use."""
     import random
 
-    from pulse_proxy import tokens
+    from pulse_proxy.accounting import tokens
 
     text = document(110_000, random.Random(1))
     for model in ("gpt-4.1", "gpt-4"):
@@ -150,7 +150,7 @@ def test_demo_with_admin_token_and_deadline(mock_url: str) -> None:
 
 
 def test_demo_help_names_the_mock_and_the_duration() -> None:
-    from pulse_proxy.cli import build_parser
+    from pulse_proxy.ops.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -109,7 +109,7 @@ def test_the_runtime_stage_is_what_a_sidecar_needs() -> None:
     assert cmd.args.startswith("[") and cmd.exec_form() == ["pulse-proxy", "serve"]
     assert not final.all("ENTRYPOINT")
     (check,) = final.all("HEALTHCHECK")
-    assert json.loads(check.args.split(" CMD ", 1)[1]) == ["python", "-m", "pulse_proxy.healthcheck"]
+    assert json.loads(check.args.split(" CMD ", 1)[1]) == ["python", "-m", "pulse_proxy.ops.healthcheck"]
 
 
 def test_dockerignore_lets_in_exactly_what_the_builder_copies() -> None:
@@ -124,7 +124,7 @@ def test_dockerignore_lets_in_exactly_what_the_builder_copies() -> None:
 
 
 def test_healthcheck_exits_0_only_on_a_200_from_the_configured_port(tmp_path: Path) -> None:
-    """`python -m pulse_proxy.healthcheck` exits 0 on a 200 from /healthz at PULSE_PORT, 1 on a non-200 or no listener."""
+    """`python -m pulse_proxy.ops.healthcheck` exits 0 on a 200 from /healthz at PULSE_PORT, 1 on a non-200 or no listener."""
     status = {"code": 200}
 
     async def healthz(_: Any) -> JSONResponse:
@@ -138,7 +138,7 @@ def test_healthcheck_exits_0_only_on_a_200_from_the_configured_port(tmp_path: Pa
         env.update(PULSE_HOST="0.0.0.0", PULSE_PORT=str(port), HTTP_PROXY="http://127.0.0.1:9")
 
         def run() -> int:
-            return subprocess.run([sys.executable, "-m", "pulse_proxy.healthcheck"], env=env, cwd=tmp_path,
+            return subprocess.run([sys.executable, "-m", "pulse_proxy.ops.healthcheck"], env=env, cwd=tmp_path,
                                   capture_output=True, check=False, timeout=30).returncode
 
         assert run() == 0
@@ -164,7 +164,7 @@ def test_healthcheck_exits_0_only_on_a_200_from_the_configured_port(tmp_path: Pa
 )
 def test_healthcheck_finds_the_port_as_serve_does(tmp_path: Path, environ: dict[str, str], config: str | None) -> None:
     """The light healthcheck resolves host and port exactly as the full settings loader does."""
-    from pulse_proxy.healthcheck import target
+    from pulse_proxy.ops.healthcheck import target
     from pulse_proxy.settings import load_settings
 
     environ = dict(environ)
@@ -202,7 +202,7 @@ def test_compose_puts_the_sidecar_between_the_app_and_the_mock(compose: dict[str
         assert service["image"] == pulse["image"]
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
         assert "healthcheck" in service
-    assert pulse["healthcheck"]["test"] == ["CMD", "python", "-m", "pulse_proxy.healthcheck"]
+    assert pulse["healthcheck"]["test"] == ["CMD", "python", "-m", "pulse_proxy.ops.healthcheck"]
     for volume in app["volumes"]:
         assert (DEPLOY / volume.split(":")[0]).is_file()
 

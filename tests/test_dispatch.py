@@ -17,7 +17,7 @@ from pulse_proxy.app import create_app, uvicorn_options
 from pulse_proxy.records import AlertEvent, Batch
 from pulse_proxy.settings import build_settings
 from pulse_proxy.sinks import Rendered
-from pulse_proxy.tally import Tally
+from pulse_proxy.stats.tally import Tally
 
 
 class BatchSink:

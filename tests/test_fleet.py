@@ -21,10 +21,10 @@ import pytest
 import yaml
 from conftest import RunningProxy, start_proxy
 
-from pulse_proxy.cli import main
-from pulse_proxy.fleet import grafana_dashboard, prometheus_rules
-from pulse_proxy.fleet.grafana import UID, expressions
-from pulse_proxy.fleet.promql import duration, le
+from pulse_proxy.ops.cli import main
+from pulse_proxy.ops.fleet import grafana_dashboard, prometheus_rules
+from pulse_proxy.ops.fleet.grafana import UID, expressions
+from pulse_proxy.ops.fleet.promql import duration, le
 from pulse_proxy.settings import Settings, build_settings
 from pulse_proxy.sinks.prometheus import DURATION_BUCKETS, TOKEN_BUCKETS
 

@@ -388,7 +388,7 @@ def test_optional_keepalive_comments_while_waiting_for_the_first_token(mock_url:
 def test_usage_filter_finds_the_usage_chunk_wherever_it_is_split() -> None:
     """The usage-only chunk is removed however the network splits the stream, LF or CRLF;
     on LF streams (OpenAI's) the "usage":null keys go too, CRLF streams keep them."""
-    from pulse_proxy.forward import UsageChunkFilter
+    from pulse_proxy.proxy.forward import UsageChunkFilter
 
     frames = [
         b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}\n\n',
@@ -410,7 +410,7 @@ def test_usage_filter_finds_the_usage_chunk_wherever_it_is_split() -> None:
 def test_usage_filter_keeps_content_chunks_that_carry_usage_objects() -> None:
     """Some providers put usage on a content chunk, some nest a "usage" key in tool
     arguments: only a frame whose choices are empty is ours to hide."""
-    from pulse_proxy.forward import UsageChunkFilter
+    from pulse_proxy.proxy.forward import UsageChunkFilter
 
     kept = [
         b'data: {"choices":[{"delta":{"content":"{\\"usage\\":{}}"}}],"x":{"usage":{"a":1}}}\n\n',
@@ -425,7 +425,7 @@ def test_usage_filter_keeps_content_chunks_that_carry_usage_objects() -> None:
 
 def test_stream_usage_injection_keeps_the_clients_bytes() -> None:
     """Injecting include_usage appends one key and leaves the client's bytes otherwise untouched."""
-    from pulse_proxy.forward import _inject_stream_usage
+    from pulse_proxy.proxy.forward import _inject_stream_usage
 
     body = b'{"model": "gpt-4o",  "stream": true, "messages": [{"role": "user", "content": "caf\\u00e9 }"}]}\n'
     injected = _inject_stream_usage(body)

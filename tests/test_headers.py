@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pulse_proxy.headers import REQUEST_ONLY_HEADERS, filter_response_headers, read_request_headers
+from pulse_proxy.proxy.headers import (
+    REQUEST_ONLY_HEADERS,
+    filter_response_headers,
+    read_request_headers,
+)
 
 
 def test_request_drops_hop_by_hop_and_connection_named_headers() -> None:

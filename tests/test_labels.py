@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pulse_proxy.labels import BoundedLabel, clean_label
+from pulse_proxy.stats.labels import BoundedLabel, clean_label
 
 
 def test_first_values_are_kept_and_later_ones_fold() -> None:

@@ -18,9 +18,9 @@ import pytest
 from conftest import Recorder, clean_env, free_port, run_server, start_proxy, wait_until
 
 from pulse_proxy.app import UVICORN_OPTIONS, PulseApp, create_app
+from pulse_proxy.proxy.urls import UpstreamBase, points_at_self
 from pulse_proxy.settings import build_settings
 from pulse_proxy.sinks import ListSink
-from pulse_proxy.urls import UpstreamBase, points_at_self
 
 # A loop that is not stopped exhausts a small pool and then times out in seconds,
 # so that on code without loop detection these tests fail instead of hanging.

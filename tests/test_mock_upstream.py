@@ -29,7 +29,7 @@ from openapi_schemas import OpenAPISchemas
 
 from mock_upstream import payloads
 from mock_upstream.app import create_app
-from pulse_proxy import tokens
+from pulse_proxy.accounting import tokens
 
 MESSAGES: list[dict[str, Any]] = [
     {"role": "system", "content": "You are terse."},

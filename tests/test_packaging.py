@@ -207,7 +207,7 @@ def _sse_content(raw: bytes) -> tuple[str, bool]:
 @pytest.mark.slow
 def test_the_wheel_carries_the_vocabularies_and_no_repository_files(installed: Installed) -> None:
     """The built wheel holds both tokenizer vocabularies (hashes as pinned) and only the two packages."""
-    from pulse_proxy import tokens
+    from pulse_proxy.accounting import tokens
 
     with zipfile.ZipFile(installed.wheel) as wheel:
         names = wheel.namelist()
@@ -227,7 +227,7 @@ def test_the_installed_wheel_counts_tokens_offline_and_writes_nothing(installed:
     (workdir / "home").mkdir()
     (workdir / "tmp").mkdir()
     script = (
-        "import pulse_proxy, mock_upstream; from pulse_proxy import tokens;"
+        "import pulse_proxy, mock_upstream; from pulse_proxy.accounting import tokens;"
         "print(pulse_proxy.__file__); print(mock_upstream.__file__);"
         "print(len(tokens.get_encoding('o200k_base').encode('hello world')),"
         " len(tokens.get_encoding('cl100k_base').encode('hello world')))"

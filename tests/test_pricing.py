@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pulse_proxy.pricing import ModelPrice, PriceTable, PriceTableError
+from pulse_proxy.accounting.pricing import ModelPrice, PriceTable, PriceTableError
 from pulse_proxy.records import Exchange
 
 ROOT = Path(__file__).resolve().parent.parent

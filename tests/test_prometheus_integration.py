@@ -33,7 +33,7 @@ from conftest import RunningProxy, free_port, start_proxy
 from prometheus_client.parser import text_string_to_metric_families
 from test_fleet import dashboard_exprs
 
-from pulse_proxy.fleet import grafana_dashboard, prometheus_rules
+from pulse_proxy.ops.fleet import grafana_dashboard, prometheus_rules
 from pulse_proxy.records import ERROR_OUTCOMES
 from pulse_proxy.settings import Settings
 

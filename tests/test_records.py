@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import orjson
 
+from pulse_proxy.accounting.process import Assembler, build_accountant, finish_all
 from pulse_proxy.records import CODEC, Batch, Capture, Codec, Exchange
 from pulse_proxy.settings import build_settings
-from pulse_proxy.worker import Assembler, build_accountant, finish_all
 from tests.factories import make_exchange
 
 

@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from pulse_proxy.report import run_report
+from pulse_proxy.ops.report import run_report
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 

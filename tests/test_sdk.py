@@ -42,7 +42,7 @@ def test_chat_streamed_without_usage(client: openai.OpenAI, proxy: RunningProxy)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     (event,) = proxy.wait_for(1)
     assert event.stream and event.token_source == "upstream"
-    from pulse_proxy.tokens import count_text
+    from pulse_proxy.accounting.tokens import count_text
 
     assert event.completion_tokens == count_text(text, "gpt-4o")
     assert event.ttft_ms is not None and event.ttft_ms <= event.latency_ms

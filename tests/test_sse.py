@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pulse_proxy.sse import SSEFramer, iter_events, parse_frame
+from pulse_proxy.proxy.sse import SSEFramer, iter_events, parse_frame
 
 STREAM = (
     b'data: {"a": 1}\n\n'

@@ -13,8 +13,8 @@ from msgspec.structs import replace
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from pulse_proxy.breakdown import Breakdown
-from pulse_proxy.dispatch import Dispatcher
+from pulse_proxy.accounting.dispatch import Dispatcher
+from pulse_proxy.accounting.process import build_accountant
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks import ListSink
 from pulse_proxy.sinks.log import LogSink, make_logger
@@ -22,8 +22,8 @@ from pulse_proxy.sinks.prometheus import PrometheusSink, exposition
 from pulse_proxy.sinks.statsd import StatsdSink
 from pulse_proxy.sinks.webhook import WebhookSink
 from pulse_proxy.stats import RollingStats
-from pulse_proxy.tally import Tally
-from pulse_proxy.worker import build_accountant
+from pulse_proxy.stats.breakdown import Breakdown
+from pulse_proxy.stats.tally import Tally
 from tests.factories import make_exchange
 
 NOW = 1_700_000_000.0

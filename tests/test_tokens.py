@@ -8,7 +8,7 @@ import sys
 import pytest
 from tiktoken_ext import openai_public
 
-from pulse_proxy import tokens
+from pulse_proxy.accounting import tokens
 
 # OpenAI Cookbook, "How to count tokens with tiktoken": the API reported 129 prompt
 # tokens for gpt-4 / gpt-3.5-turbo and 124 for gpt-4o / gpt-4o-mini.
@@ -92,7 +92,7 @@ def test_a_loaded_vocabulary_keeps_no_python_copy_of_its_ranks() -> None:
     no Python dict of its 200,000 ranks (some 28 MB per process for o200k_base)."""
     code = (
         "import gc, tracemalloc\n"
-        "from pulse_proxy import tokens\n"
+        "from pulse_proxy.accounting import tokens\n"
         "tracemalloc.start()\n"
         "assert tokens.count_text('hello world', 'gpt-4o') == 2\n"
         "gc.collect()\n"

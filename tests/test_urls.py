@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pulse_proxy.urls import _MAX_CACHED_PATHS, UpstreamBase
+from pulse_proxy.proxy.urls import _MAX_CACHED_PATHS, UpstreamBase
 
 
 def test_kept_urls_are_the_built_ones_and_the_table_stops_growing() -> None:

@@ -6,8 +6,8 @@ import gzip
 
 import orjson
 
-from pulse_proxy.decoding import decode_body
-from pulse_proxy.usage import facts_from_json, facts_from_sse, parse_usage
+from pulse_proxy.accounting.decoding import decode_body
+from pulse_proxy.accounting.usage import facts_from_json, facts_from_sse, parse_usage
 
 
 def _sse(*payloads: object) -> list[bytes]:

@@ -8,8 +8,8 @@ import signal
 import openai
 from conftest import CHILD_ACCOUNTING, start_proxy, wait_until
 
+from pulse_proxy.accounting.process import pack_captures, unpack_captures
 from pulse_proxy.records import Capture
-from pulse_proxy.worker import pack_captures, unpack_captures
 from tests.factories import make_exchange
 
 

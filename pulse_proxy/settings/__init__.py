@@ -26,6 +26,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from pulse_proxy.proxy.urls import display_url
 from pulse_proxy.settings.alerts import AlertSettings
 from pulse_proxy.settings.sections import (
     AccountingSettings,
@@ -42,7 +43,6 @@ from pulse_proxy.settings.sinks import (
     unknown_webhooks,
 )
 from pulse_proxy.settings.sources import ConfigError, EnvironmentSource, read_config_file
-from pulse_proxy.urls import display_url
 
 
 class Settings(BaseSettings):

@@ -163,7 +163,7 @@ class AlertRule(_Config):
 
 
 def default_rules() -> list[AlertRule]:
-    """SPEC's four rules.  They fire on the first evaluation that sees the condition
+    """The four default rules.  They fire on the first evaluation that sees the condition
     (the 5-minute window already demands a sustained problem) and resolve after 60 s
     back below 90 % of the threshold."""
     common: dict[str, Any] = {

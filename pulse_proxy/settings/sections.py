@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pulse_proxy.urls import http_base_url
+from pulse_proxy.proxy.urls import http_base_url
 
 
 class _Section(BaseModel):
@@ -28,7 +28,7 @@ class ServerSettings(_Section):
     shutdown_grace_s: float = Field(30.0, ge=0)
     # An llm.metrics.summary event this often (0 turns it off).
     summary_interval_s: float = Field(60.0, ge=0)
-    # Slow or idle clients (see pulse_proxy/protocol.py).  From a connection, or a later
+    # Slow or idle clients (see pulse_proxy/proxy/protocol.py).  From a connection, or a later
     # request's first byte, to the end of its headers: past it, 408 and close.
     request_header_timeout_s: float = Field(10.0, gt=0, le=3600)
     # The longest pause allowed inside a request body: past it, 408 and close.

@@ -13,8 +13,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pulse_proxy.proxy.urls import http_base_url
 from pulse_proxy.settings.alerts import Severity
-from pulse_proxy.urls import http_base_url
 
 DEFAULT_MAX_DATAGRAM = 1432
 DEFAULT_ENDPOINT = "http://localhost:4318"

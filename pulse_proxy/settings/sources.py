@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 ENV_PREFIX = "PULSE_"
 ENV_NESTED_DELIMITER = "__"
 
-# The short names SPEC promises, mapped to their place in the config tree.
+# The documented short names, mapped to their place in the config tree.
 ENV_ALIASES: dict[str, tuple[str, ...]] = {
     "PULSE_HOST": ("server", "host"),
     "PULSE_PORT": ("server", "port"),

@@ -49,15 +49,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pulse_proxy import __version__
-from pulse_proxy.labels import BoundedLabel, clean_label
 from pulse_proxy.records import AlertEvent, Batch, Exchange
 from pulse_proxy.settings import ConfigError
 from pulse_proxy.settings.sinks import INSTALL_HINT, OtelSettings
 from pulse_proxy.sinks import Rendered, write_each
 from pulse_proxy.sinks.prometheus import DURATION_BUCKETS
+from pulse_proxy.stats.labels import BoundedLabel, clean_label
 
 # Bucket boundaries advised by the GenAI semantic conventions: the duration buckets are
-# SPEC's Prometheus ones (imported above); token buckets go four steps further than SPEC's.
+# the Prometheus ones (imported above); token buckets go four steps further than Prometheus'.
 TOKEN_BUCKETS = tuple(float(4**n) for n in range(14))  # 1, 4, 16, … 67108864
 
 # (path, operation name, openai.api.type); only POSTs to these paths are GenAI operations.

@@ -2,12 +2,12 @@
 
 Every request metric is defined in :data:`REQUEST_METRICS`; the sink registers its
 collectors with the ``registry`` it is given (no default registry, so every app and
-every test owns its series).  Names and buckets are SPEC's; counters are exposed with
+every test owns its series).  Names and buckets follow the OpenTelemetry GenAI advice; counters are exposed with
 ``_total`` appended, so ``llm_requests`` reads ``llm_requests_total``.
 
 Request metrics share the common labels ``model``, ``endpoint``, ``upstream``,
 ``status_class`` (``2xx`` … or ``none`` when no response arrived) and ``stream``.
-``model`` and ``upstream`` go through :class:`~pulse_proxy.labels.BoundedLabel`, as
+``model`` and ``upstream`` go through :class:`~pulse_proxy.stats.labels.BoundedLabel`, as
 do ``error_type`` and ``flag``: a flood of junk names folds into ``other`` instead of
 growing the exposition without bound.
 
@@ -20,7 +20,7 @@ bucket search per observation).  Now the accounting process sums each batch into
 bounds the labels and adds one series state per label tuple.  Exposition is still
 prometheus_client's own ``generate_latest``.
 
-Choices SPEC leaves open:
+Choices of our own:
 
 * ``llm_request_errors_total{error_type, outcome}`` counts every request whose
   outcome is not ``success`` (``error_type`` falls back to the outcome).  The extra
@@ -58,8 +58,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from pulse_proxy.labels import BoundedLabel
 from pulse_proxy.records import AlertEvent, Exchange
+from pulse_proxy.stats.labels import BoundedLabel
 
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)  # fmt: skip
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)  # fmt: skip

@@ -1,4 +1,4 @@
-"""DogStatsD over UDP, with SPEC's dotted names exactly as written.
+"""DogStatsD over UDP, with the documented dotted names exactly as written.
 
 Per request::
 
@@ -39,10 +39,10 @@ from collections.abc import Callable, Mapping
 from math import isfinite
 from typing import Any, Literal
 
-from pulse_proxy.labels import BoundedLabel
 from pulse_proxy.records import AlertEvent, Batch, Exchange
 from pulse_proxy.settings.sinks import DEFAULT_MAX_DATAGRAM, StatsdSettings
 from pulse_proxy.sinks import Rendered, write_each
+from pulse_proxy.stats.labels import BoundedLabel
 
 UNKNOWN_MODEL = "unknown"  # as in /pulse/stats
 _BACKLOG_DATAGRAMS = 64

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from pulse_proxy.sse import SSEEvent, parse_frame, split_frames
+from pulse_proxy.proxy.sse import SSEEvent, parse_frame, split_frames
 
 
 @dataclass(slots=True)

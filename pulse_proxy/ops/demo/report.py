@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import TextIO
 
-from pulse_proxy.demo.client import Proxy
-from pulse_proxy.demo.clock import clock_text, duration_text
-from pulse_proxy.demo.mix import TEAMS, USERS
-from pulse_proxy.demo.pacing import RATE
-from pulse_proxy.demo.plan import Plan
-from pulse_proxy.demo.traffic import Demo
-from pulse_proxy.demo.watch import AlertWatch
+from pulse_proxy.ops.demo.client import Proxy
+from pulse_proxy.ops.demo.clock import clock_text, duration_text
+from pulse_proxy.ops.demo.mix import TEAMS, USERS
+from pulse_proxy.ops.demo.pacing import RATE
+from pulse_proxy.ops.demo.plan import Plan
+from pulse_proxy.ops.demo.traffic import Demo
+from pulse_proxy.ops.demo.watch import AlertWatch
 
 
 def introduce(demo: Demo, plan: Plan, names: list[str], absent: list[str], watch: AlertWatch, speed: float) -> None:

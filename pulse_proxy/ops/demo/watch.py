@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from pulse_proxy.demo.clock import clock_text, epoch
+from pulse_proxy.ops.demo.clock import clock_text, epoch
 
 RULES = ("high_latency", "error_rate", "prompt_length_spike", "token_spike")
 

@@ -7,7 +7,7 @@ proxy's process that time would be stolen from every request in flight.  So capt
 are gathered for a few milliseconds, encoded (:class:`~pulse_proxy.records.Codec`), and written to a child process on the
 other core through a non-blocking socket.  What comes back to the event loop is only
 what it must still do something with: the rendered log lines, the batch's figures
-summed into one :class:`~pulse_proxy.tally.Tally`, StatsD's lines when it is on, and
+summed into one :class:`~pulse_proxy.stats.tally.Tally`, StatsD's lines when it is on, and
 the exchanges themselves only when a sink takes them one by one (OpenTelemetry, an
 embedding's own sink).
 
@@ -44,14 +44,14 @@ from typing import Any
 
 import orjson
 
-from pulse_proxy.accounting import Accountant
+from pulse_proxy.accounting.finish import Accountant
+from pulse_proxy.accounting.forkchild import Child, start_child
 from pulse_proxy.backoff import Backoff
-from pulse_proxy.forkchild import Child, start_child
 from pulse_proxy.records import CODEC, Batch, BatchKey, Capture, Codec, Exchange, UsageUnread
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks.log import LineRenderer
 from pulse_proxy.sinks.statsd import StatsdLines
-from pulse_proxy.tally import Tally
+from pulse_proxy.stats.tally import Tally
 
 _STOP = b"stop"
 # A capture in the child's hands when it died this many times is quarantined.
@@ -67,8 +67,8 @@ _REAP_TIMEOUT_S = 5.0
 def build_accountant(settings: Settings) -> Accountant:
     """The accounting step with its pricing and risk functions (parent and child alike)."""
     from pulse_proxy import risk
-    from pulse_proxy.pricing import PriceTable
-    from pulse_proxy.screening import flagger
+    from pulse_proxy.accounting.pricing import PriceTable
+    from pulse_proxy.accounting.screening import flagger
 
     prices = PriceTable.load(settings.pricing.files)
     return Accountant(settings, cost=prices.exchange_cost, risk=flagger(settings.risk), redact=risk.mask)
@@ -129,7 +129,7 @@ def drop_bodies(capture: Capture, reason: UsageUnread) -> None:
 
 
 def child_main(fd: int, *, crash_on_request_id: str | None = None) -> None:
-    """``python -m pulse_proxy.worker FD``: the first frame is the settings (and whether
+    """``python -m pulse_proxy.accounting.process FD``: the first frame is the settings (and whether
     the parent wants exchanges back), then batches.
 
     ``crash_on_request_id`` is a test hook: the child exits, as a crash would, when a

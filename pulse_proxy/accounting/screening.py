@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from pulse_proxy import risk
+from pulse_proxy.accounting.tokens import count_prompt
 from pulse_proxy.records import Exchange
 from pulse_proxy.settings import RiskSettings
-from pulse_proxy.tokens import count_prompt
 
 _SCREENED_ENDPOINTS = frozenset({"chat", "completions", "embeddings", "responses"})
 _THREAD_THRESHOLD_BYTES = 64 * 1024

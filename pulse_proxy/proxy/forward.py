@@ -7,7 +7,7 @@ and what accounting needs is *copied* into a :class:`Capture`: no token counting
 JSON rendering, no sink runs before the client has its last byte.
 
 Every request, whatever happens, ends in exactly one call to ``on_complete`` with its
-capture: that is the single ``llm.request`` event promised by SPEC.  Even an exception
+capture: that is the single ``llm.request`` event every request yields.  Even an exception
 nobody expected ends as an answer in OpenAI's shape (or a cut stream) and an event
 that says so, never as a bare 500 recorded as a success.
 """
@@ -27,21 +27,21 @@ from typing import Any
 import aiohttp
 import orjson
 
-from pulse_proxy.errors import openai_error_body, upstream_failure
-from pulse_proxy.headers import (
+from pulse_proxy.accounting.screening import Screen
+from pulse_proxy.proxy.errors import openai_error_body, upstream_failure
+from pulse_proxy.proxy.headers import (
     REQUEST_ONLY_HEADERS,
     ClientHeaders,
     filter_response_headers,
     read_request_headers,
     response_headers_relayable,
 )
-from pulse_proxy.protocol import CLIENT_TIMEOUT
+from pulse_proxy.proxy.protocol import CLIENT_TIMEOUT
+from pulse_proxy.proxy.sse import SSEFramer, parse_frame
+from pulse_proxy.proxy.types import Message, Receive, Scope, Send
+from pulse_proxy.proxy.urls import UpstreamBase, upstream_path
 from pulse_proxy.records import Capture, Endpoint, Exchange
-from pulse_proxy.screening import Screen
 from pulse_proxy.settings import Settings
-from pulse_proxy.sse import SSEFramer, parse_frame
-from pulse_proxy.types import Message, Receive, Scope, Send
-from pulse_proxy.urls import UpstreamBase, upstream_path
 
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 

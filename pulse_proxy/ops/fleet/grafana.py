@@ -1,4 +1,4 @@
-"""A Grafana dashboard of the four seed dashboards, drawn from the proxies' ``/metrics``.
+"""A Grafana dashboard of the four standard views, drawn from the proxies' ``/metrics``.
 
 The rows mirror ``pulse-proxy report`` and ``/pulse/``: latency p50/p95 with the
 request rate; tokens per request and per minute; the prompt-length distribution with
@@ -18,9 +18,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from pulse_proxy.fleet import promql
-from pulse_proxy.fleet.promql import ALERT_FIRING, ERRORS, HISTOGRAMS, REQUESTS, TOKENS, Scope
-from pulse_proxy.fleet.rules import number
+from pulse_proxy.ops.fleet import promql
+from pulse_proxy.ops.fleet.promql import ALERT_FIRING, ERRORS, HISTOGRAMS, REQUESTS, TOKENS, Scope
+from pulse_proxy.ops.fleet.rules import number
 from pulse_proxy.settings import Settings
 from pulse_proxy.settings.alerts import AlertRule
 
@@ -448,7 +448,7 @@ def dashboard(settings: Settings) -> dict[str, Any]:
     ]
     return {
         "annotations": {"list": _annotations(settings)},
-        "description": "LLM Pulse: the four seed dashboards over the proxies' /metrics, fleet-wide.",
+        "description": "LLM Pulse: latency, tokens, prompt length and errors over the proxies' /metrics, fleet-wide.",
         "editable": True,
         "graphTooltip": 1,
         "id": None,

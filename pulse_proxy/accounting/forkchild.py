@@ -1,7 +1,7 @@
 """Start the accounting process as a fork of the proxy, so the two share memory.
 
 A sidecar runs in every pod, usually under a memory limit.  Started as a fresh
-interpreter (``python -m pulse_proxy.worker``), the accounting process imported the
+interpreter (``python -m pulse_proxy.accounting.process``), the accounting process imported the
 same libraries as the proxy again (pydantic, aiohttp, structlog, the risk patterns…):
 some 55 MB of its own, idle.  Forked, it starts with the proxy's pages, shared
 copy-on-write, and pays only for what it writes.  The objects it inherits are frozen
@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable
 from typing import NoReturn
 
-from pulse_proxy.bundled_mock import die_with_parent
+from pulse_proxy.ops.bundled_mock import die_with_parent
 
 
 class ForkedChild:
@@ -55,7 +55,7 @@ class ForkedChild:
         deadline = None if timeout is None else time.monotonic() + timeout
         while (code := self.poll()) is None:
             if deadline is not None and time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(["pulse_proxy.worker"], timeout or 0.0)
+                raise subprocess.TimeoutExpired(["pulse_proxy.accounting.process"], timeout or 0.0)
             time.sleep(0.01)
         return code
 
@@ -72,7 +72,7 @@ def start_child(fd: int, main: Callable[[int], None]) -> Child:
     """A process running ``main(fd)``, ``fd`` being its end of a socket pair."""
     if not sys.platform.startswith("linux"):
         return subprocess.Popen(
-            [sys.executable, "-m", "pulse_proxy.worker", str(fd)],
+            [sys.executable, "-m", "pulse_proxy.accounting.process", str(fd)],
             pass_fds=[fd],
             stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, before exec

@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pulse_proxy.labels import BoundedLabel
 from pulse_proxy.records import Exchange
 from pulse_proxy.stats import window_label
+from pulse_proxy.stats.labels import BoundedLabel
 
 # A row is six floats: requests, errors, prompt, completion and total tokens, cost (USD).
 _BUCKET_S = 10

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pulse_proxy.demo.pacing import COARSE_S
+from pulse_proxy.ops.demo.pacing import COARSE_S
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,14 +19,19 @@ from typing import Any
 
 import orjson
 
-from pulse_proxy import tokens
-from pulse_proxy.decoding import decode_body
+from pulse_proxy.accounting import tokens
+from pulse_proxy.accounting.decoding import decode_body
+from pulse_proxy.accounting.redaction import (
+    Redact,
+    credential_values,
+    redact_exchange,
+    value_redactor,
+)
+from pulse_proxy.accounting.usage import ResponseFacts, facts_from_json, facts_from_sse
 from pulse_proxy.records import Capture, Exchange, round_timings
-from pulse_proxy.redaction import Redact, credential_values, redact_exchange, value_redactor
 from pulse_proxy.risk.masking import mask_secrets
 from pulse_proxy.settings import Settings
 from pulse_proxy.text import escape_control, truncate
-from pulse_proxy.usage import ResponseFacts, facts_from_json, facts_from_sse
 
 # Bodies above this are counted in a worker thread so the event loop keeps relaying.
 _THREAD_THRESHOLD_BYTES = 64 * 1024

@@ -28,8 +28,8 @@ import yaml
 
 from pulse_proxy import __version__
 from pulse_proxy.alerts import describe, format_value
-from pulse_proxy.fleet import promql
-from pulse_proxy.fleet.promql import HISTOGRAMS, Figure, Scope
+from pulse_proxy.ops.fleet import promql
+from pulse_proxy.ops.fleet.promql import HISTOGRAMS, Figure, Scope
 from pulse_proxy.settings import Settings
 from pulse_proxy.settings.alerts import AlertRule
 from pulse_proxy.stats import window_label

@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulse_proxy.demo.pacing import SLOW_MS
+from pulse_proxy.ops.demo.pacing import SLOW_MS
 
 USERS = ("alice", "bob", "chen", "dara", "emil", "fatima")
 TEAMS = (

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pulse_proxy.breakdown import BreakdownTally
 from pulse_proxy.records import Exchange
 from pulse_proxy.sinks.prometheus import PrometheusTally
 from pulse_proxy.stats import StatsTally
+from pulse_proxy.stats.breakdown import BreakdownTally
 
 
 class Tally:

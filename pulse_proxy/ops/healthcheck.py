@@ -1,4 +1,4 @@
-"""``python -m pulse_proxy.healthcheck``: exit 0 if this host's proxy answers ``/healthz``.
+"""``python -m pulse_proxy.ops.healthcheck``: exit 0 if this host's proxy answers ``/healthz``.
 
 For the image's ``HEALTHCHECK`` and exec probes: slim images have no curl, and a check
 that runs every few seconds must be cheap, so this imports only the standard library
@@ -59,7 +59,7 @@ def check(url: str, timeout: float = 3.0) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pulse_proxy.healthcheck", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pulse_proxy.ops.healthcheck", description=__doc__.splitlines()[0])
     parser.add_argument("--host", help="the proxy's listen address (PULSE_HOST)")
     parser.add_argument("--port", type=int, help="the proxy's port (PULSE_PORT)")
     parser.add_argument("--config", help="YAML config file (PULSE_CONFIG)")

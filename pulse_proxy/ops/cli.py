@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from pulse_proxy.proxy.urls import UpstreamBase, display_url, points_at_self
 from pulse_proxy.settings import ConfigError, Settings, load_settings, redacted
-from pulse_proxy.urls import UpstreamBase, display_url, points_at_self
 
 
 def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from pulse_proxy.app import create_app, uvicorn_options
-    from pulse_proxy.bundled_mock import BundledMock
+    from pulse_proxy.ops.bundled_mock import BundledMock
 
     try:
         settings = load_settings(args.config, overrides=_serve_overrides(args))
@@ -126,7 +126,7 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from pulse_proxy.report import run_report
+    from pulse_proxy.ops.report import run_report
 
     if args.file in (None, "-"):
         return run_report(sys.stdin, sys.stdout)
@@ -140,13 +140,13 @@ def report(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from pulse_proxy.demo import run_demo
+    from pulse_proxy.ops.demo import run_demo
 
     return run_demo(args)
 
 
 def export(args: argparse.Namespace) -> int:
-    from pulse_proxy.fleet import grafana_dashboard, prometheus_rules
+    from pulse_proxy.ops.fleet import grafana_dashboard, prometheus_rules
 
     try:
         settings = load_settings(args.config)
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("file", nargs="?", default="-", metavar="FILE",
                      help="a file of JSON lines, or - for standard input (the default)")
-    from pulse_proxy.demo import add_demo_arguments
+    from pulse_proxy.ops.demo import add_demo_arguments
 
     add_demo_arguments(sub.add_parser("demo", help="send a realistic traffic mix through a running proxy"))
     exp = sub.add_parser("export", help="write fleet monitoring files built from the configured rules")

@@ -1,4 +1,4 @@
-"""``pulse-proxy report [FILE|-]``: the four seed dashboards from JSON log lines, as text.
+"""``pulse-proxy report [FILE|-]``: the four standard views (latency, tokens, prompt length, errors) from JSON log lines, as text.
 
 Reads ``llm.request`` and ``alert.*`` lines (``docker logs pulse | pulse-proxy report -``)
 and prints (1) latency per model, (2) tokens per request and per minute, (3) the

@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from pulse_proxy.demo.mix import Call, Mix
-from pulse_proxy.demo.proxy_stats import total_requests
+from pulse_proxy.ops.demo.mix import Call, Mix
+from pulse_proxy.ops.demo.proxy_stats import total_requests
 
 MOCK_OWNER = "llm-pulse-mock"  # what the bundled mock puts in each model's ``owned_by``
 

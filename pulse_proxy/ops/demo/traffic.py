@@ -10,10 +10,10 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from pulse_proxy.demo.client import DemoError, Proxy
-from pulse_proxy.demo.clock import DemoClock, clock_text
-from pulse_proxy.demo.mix import Call, Mix
-from pulse_proxy.demo.pacing import (
+from pulse_proxy.ops.demo.client import DemoError, Proxy
+from pulse_proxy.ops.demo.clock import DemoClock, clock_text
+from pulse_proxy.ops.demo.mix import Call, Mix
+from pulse_proxy.ops.demo.pacing import (
     BURST_RATE,
     CALM_TOKENS,
     HEARTBEAT_S,
@@ -23,9 +23,9 @@ from pulse_proxy.demo.pacing import (
     SLOW_MS,
     WINDOW_S,
 )
-from pulse_proxy.demo.plan import Plan, rule_config
-from pulse_proxy.demo.proxy_stats import Background
-from pulse_proxy.demo.watch import AlertWatch
+from pulse_proxy.ops.demo.plan import Plan, rule_config
+from pulse_proxy.ops.demo.proxy_stats import Background
+from pulse_proxy.ops.demo.watch import AlertWatch
 
 
 def burst_size(others: float, minimum: int, maximum: int) -> int:

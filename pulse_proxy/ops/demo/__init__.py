@@ -39,20 +39,20 @@ from typing import TextIO
 
 import aiohttp
 
-from pulse_proxy.demo.client import (
+from pulse_proxy.ops.demo.client import (
     DemoError,
     Proxy,
     check_upstream_is_mock,
     wait_until_ready,
     warm_up,
 )
-from pulse_proxy.demo.clock import DemoClock, epoch
-from pulse_proxy.demo.mix import Mix, document
-from pulse_proxy.demo.plan import make_plan
-from pulse_proxy.demo.proxy_stats import Background, uptime
-from pulse_proxy.demo.report import introduce, summary
-from pulse_proxy.demo.traffic import Demo, run_bursts, watch_alerts
-from pulse_proxy.demo.watch import RULES, AlertWatch
+from pulse_proxy.ops.demo.clock import DemoClock, epoch
+from pulse_proxy.ops.demo.mix import Mix, document
+from pulse_proxy.ops.demo.plan import make_plan
+from pulse_proxy.ops.demo.proxy_stats import Background, uptime
+from pulse_proxy.ops.demo.report import introduce, summary
+from pulse_proxy.ops.demo.traffic import Demo, run_bursts, watch_alerts
+from pulse_proxy.ops.demo.watch import RULES, AlertWatch
 
 __all__ = ["RULES", "add_demo_arguments", "document", "make_plan", "run_demo"]
 

@@ -33,7 +33,7 @@ from typing import Any
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from pulse_proxy.errors import openai_error_body
+from pulse_proxy.proxy.errors import openai_error_body
 from pulse_proxy.settings import ServerSettings
 
 # Set in a request's ASGI scope when its body was cut off for being too slow.

@@ -1,11 +1,11 @@
 """Fan-out of finished requests to accounting and the sinks, off the request path.
 
 The hot path only ever calls ``Dispatcher.submit``, which never blocks.  Captures
-are accounted by an :class:`~pulse_proxy.worker.AccountingProcess` (the default) or,
+are accounted by an :class:`~pulse_proxy.accounting.process.AccountingProcess` (the default) or,
 with ``accounting.mode: inline``, by its in-process stand-in
-:class:`~pulse_proxy.worker.InlineAccounting`; either way each batch comes back as a
+:class:`~pulse_proxy.accounting.process.InlineAccounting`; either way each batch comes back as a
 :class:`~pulse_proxy.records.Batch`, made by the one
-:class:`~pulse_proxy.worker.Assembler`.  Its figures go to every *figure*
+:class:`~pulse_proxy.accounting.process.Assembler`.  Its figures go to every *figure*
 (statistics, breakdown, Prometheus), and the batch itself to every sink's ``write``,
 which takes what it needs.  A sink that raises is logged and the others still get the
 batch (mitmproxy's ``safecall``).  ``stop`` drains everything so a graceful shutdown
@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pulse_proxy.accounting import Accountant
+from pulse_proxy.accounting.finish import Accountant
+from pulse_proxy.accounting.process import AccountingProcess, InlineAccounting
 from pulse_proxy.records import AlertEvent, Batch, Capture
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks import Sink
-from pulse_proxy.tally import Tally
-from pulse_proxy.worker import AccountingProcess, InlineAccounting
+from pulse_proxy.stats.tally import Tally
 
 
 class Dispatcher:

@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pulse_proxy.demo.clock import clock_text, duration_text
-from pulse_proxy.demo.pacing import COARSE_S, PHASE_S, SETTLE_S, WARM_UP_S
+from pulse_proxy.ops.demo.clock import clock_text, duration_text
+from pulse_proxy.ops.demo.pacing import COARSE_S, PHASE_S, SETTLE_S, WARM_UP_S
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1 @@
+"""Operating the proxy: the command line, the report, the demo, fleet exports, the healthcheck."""

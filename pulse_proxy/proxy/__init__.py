@@ -1,0 +1,1 @@
+"""The request path: receive, forward, relay, hand off a capture."""
