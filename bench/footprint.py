@@ -92,7 +92,9 @@ def sample(proxy_pid: int) -> dict[str, Any]:
         "rss": [round(r / 1024, 1) for r, _ in figures],
         "rss_sum": round(sum(r for r, _ in figures) / 1024, 1),
         "pss": [round(p / 1024, 1) for p in pss] if None not in pss else None,
-        "pss_sum": round(sum(p for p in pss if p is not None) / 1024, 1) if None not in pss else None,
+        "pss_sum": round(sum(p for p in pss if p is not None) / 1024, 1)
+        if None not in pss
+        else None,
     }
 
 
@@ -115,7 +117,9 @@ def warm_up(base: str) -> None:
             client.post("/chat/completions", json=chat).raise_for_status()
             client.post("/chat/completions", json={**chat, "stream": True}).raise_for_status()
         client.post("/chat/completions", json={**chat, "model": "gpt-4-turbo"}).raise_for_status()
-        client.post("/embeddings", json={"model": "text-embedding-3-small", "input": "hi"}).raise_for_status()
+        client.post(
+            "/embeddings", json={"model": "text-embedding-3-small", "input": "hi"}
+        ).raise_for_status()
         client.post("/responses", json={"model": "gpt-4o", "input": "hi"}).raise_for_status()
 
 
@@ -163,7 +167,9 @@ def row(name: str, figures: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=1000)
-    parser.add_argument("--hold-s", type=float, default=3.0, help="sampling time with the streams open")
+    parser.add_argument(
+        "--hold-s", type=float, default=3.0, help="sampling time with the streams open"
+    )
     args = parser.parse_args()
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -176,17 +182,33 @@ def main() -> None:
 
 
 def measure(
-    args: argparse.Namespace, env: dict[str, str], proxy_env: dict[str, str],
-    mock_port: int, proxy_port: int, errors: Any,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    proxy_env: dict[str, str],
+    mock_port: int,
+    proxy_port: int,
+    errors: Any,
 ) -> dict[str, dict[str, Any]]:
     mock = subprocess.Popen(
         [sys.executable, "-m", "mock_upstream", "--port", str(mock_port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "pulse_proxy", "serve", "--port", str(proxy_port),
-         "--upstream", f"http://127.0.0.1:{mock_port}/v1"],
-        env=proxy_env, stdout=subprocess.DEVNULL, stderr=errors,
+        [
+            sys.executable,
+            "-m",
+            "pulse_proxy",
+            "serve",
+            "--port",
+            str(proxy_port),
+            "--upstream",
+            f"http://127.0.0.1:{mock_port}/v1",
+        ],
+        env=proxy_env,
+        stdout=subprocess.DEVNULL,
+        stderr=errors,
     )
     try:
         wait_http(f"http://127.0.0.1:{mock_port}/v1/models")
@@ -196,7 +218,9 @@ def measure(
         warm_up(f"http://127.0.0.1:{proxy_port}/v1")
         time.sleep(1)
         results["warm"] = peak(proxy.pid, 1)
-        results["streams"] = asyncio.run(hold_streams(proxy_port, args.streams, proxy.pid, args.hold_s))
+        results["streams"] = asyncio.run(
+            hold_streams(proxy_port, args.streams, proxy.pid, args.hold_s)
+        )
         time.sleep(3)  # disconnects recorded and accounted
         results["after"] = peak(proxy.pid, 1)
     except Exception:
@@ -214,7 +238,9 @@ def measure(
 
 
 def report(results: dict[str, dict[str, Any]]) -> None:
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; MiB, proxy + accounting process")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; MiB, proxy + accounting process"
+    )
     print("| state    |     RSS |     PSS | RSS per process |")
     print("| --- | ---: | ---: | --- |")
     for name, figures in results.items():

@@ -55,7 +55,10 @@ async def drive(port: int, body: bytes, requests: int, connections: int) -> None
     """``requests`` POSTs over ``connections`` keep-alive connections, bodies read whole."""
     left = requests
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench-not-a-real-key"}
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": "Bearer sk-bench-not-a-real-key",
+    }
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
 
         async def worker() -> None:
@@ -84,8 +87,15 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 600.0)
     raise RuntimeError(f"target on port {port} not ready after {timeout:.0f} s")
 
 
-def count(argv: list[str], port: int, body: bytes, requests: int, connections: int, out: Path,
-          env: dict[str, str] | None = None) -> tuple[int, float]:
+def count(
+    argv: list[str],
+    port: int,
+    body: bytes,
+    requests: int,
+    connections: int,
+    out: Path,
+    env: dict[str, str] | None = None,
+) -> tuple[int, float]:
     """Instructions the process started by ``argv`` executed for ``requests`` requests,
     and the requests per second it managed under valgrind."""
     prefix = out / f"callgrind.{port}"
@@ -118,10 +128,16 @@ def count(argv: list[str], port: int, body: bytes, requests: int, connections: i
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=1000, help="measured requests per row (1000)")
+    parser.add_argument(
+        "--requests", type=int, default=1000, help="measured requests per row (1000)"
+    )
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (32)")
-    parser.add_argument("--batch-ms", type=float, default=DEFAULT_BATCH_MS,
-                        help=f"the proxy's accounting.batch_ms under valgrind ({DEFAULT_BATCH_MS:g})")
+    parser.add_argument(
+        "--batch-ms",
+        type=float,
+        default=DEFAULT_BATCH_MS,
+        help=f"the proxy's accounting.batch_ms under valgrind ({DEFAULT_BATCH_MS:g})",
+    )
     args = parser.parse_args(argv)
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -134,27 +150,46 @@ def main(argv: list[str] | None = None) -> int:
     upstream = subprocess.Popen([sys.executable, here, "--_upstream", str(upstream_port)])
     try:
         wait_ready(upstream_port, upstream)
-        print("| kind | bare-aiohttp instructions/request | pulse instructions/request | bare ÷ pulse "
-              "| pulse req/s under valgrind | requests per batch |")
+        print(
+            "| kind | bare-aiohttp instructions/request | pulse instructions/request | bare ÷ pulse "
+            "| pulse req/s under valgrind | requests per batch |"
+        )
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for kind in overhead.KINDS:
             body = overhead.make_request_body(kind == "stream")
             port = overhead.free_port()
-            bare, _ = count(overhead.bare_argv(port, upstream_port), port, body, args.requests,
-                            args.connections, out)
+            bare, _ = count(
+                overhead.bare_argv(port, upstream_port),
+                port,
+                body,
+                args.requests,
+                args.connections,
+                out,
+            )
             port = overhead.free_port()
             # Under the interpreter explicitly: valgrind must run python, not the script.
-            pulse, rate = count([sys.executable, *overhead.pulse_argv(pulse_cli, port, upstream_port)],
-                                port, body, args.requests, args.connections, out,
-                                env={"PULSE_ACCOUNTING__BATCH_MS": str(args.batch_ms)})
+            pulse, rate = count(
+                [sys.executable, *overhead.pulse_argv(pulse_cli, port, upstream_port)],
+                port,
+                body,
+                args.requests,
+                args.connections,
+                out,
+                env={"PULSE_ACCOUNTING__BATCH_MS": str(args.batch_ms)},
+            )
             per_bare, per_pulse = bare // args.requests, pulse // args.requests
-            print(f"| {kind} | {per_bare:,} | {per_pulse:,} | {100 * per_bare / per_pulse:.0f} % "
-                  f"| {rate:.0f} | {rate * args.batch_ms / 1000:.1f} |", flush=True)
+            print(
+                f"| {kind} | {per_bare:,} | {per_pulse:,} | {100 * per_bare / per_pulse:.0f} % "
+                f"| {rate:.0f} | {rate * args.batch_ms / 1000:.1f} |",
+                flush=True,
+            )
     finally:
         upstream.terminate()
         upstream.wait(10)
         shutil.rmtree(out, ignore_errors=True)
-    print(f"\n{args.requests} requests per row at {args.connections} connections, after {WARMUP_REQUESTS} to warm up.")
+    print(
+        f"\n{args.requests} requests per row at {args.connections} connections, after {WARMUP_REQUESTS} to warm up."
+    )
     return 0
 
 

@@ -76,39 +76,224 @@ AUTH = "Bearer sk-bench-not-a-real-key"
 
 _DET = ("the", "a", "every", "each", "this", "that", "one", "another", "no", "some")
 _ADJ = (
-    "quick", "quiet", "remote", "careful", "silent", "bright", "ancient", "modern", "narrow",
-    "broad", "steady", "fragile", "hidden", "public", "private", "early", "late", "common",
-    "rare", "simple", "complex", "heavy", "light", "local", "global", "warm", "cold", "busy",
-    "idle", "patient", "urgent", "minor", "major", "formal", "casual", "distant", "nearby",
-    "curious", "honest", "clever", "gentle", "rough", "smooth", "sharp", "dull", "fresh",
-    "stale", "open", "closed", "secure", "noisy", "calm", "large", "small", "humble", "proud",
+    "quick",
+    "quiet",
+    "remote",
+    "careful",
+    "silent",
+    "bright",
+    "ancient",
+    "modern",
+    "narrow",
+    "broad",
+    "steady",
+    "fragile",
+    "hidden",
+    "public",
+    "private",
+    "early",
+    "late",
+    "common",
+    "rare",
+    "simple",
+    "complex",
+    "heavy",
+    "light",
+    "local",
+    "global",
+    "warm",
+    "cold",
+    "busy",
+    "idle",
+    "patient",
+    "urgent",
+    "minor",
+    "major",
+    "formal",
+    "casual",
+    "distant",
+    "nearby",
+    "curious",
+    "honest",
+    "clever",
+    "gentle",
+    "rough",
+    "smooth",
+    "sharp",
+    "dull",
+    "fresh",
+    "stale",
+    "open",
+    "closed",
+    "secure",
+    "noisy",
+    "calm",
+    "large",
+    "small",
+    "humble",
+    "proud",
 )
 _NOUN = (
-    "engineer", "river", "garden", "ledger", "station", "library", "harbour", "committee",
-    "teacher", "village", "market", "bridge", "window", "report", "server", "customer",
-    "season", "journey", "painter", "kitchen", "mountain", "contract", "neighbour", "museum",
-    "theory", "budget", "sensor", "orchard", "factory", "council", "student", "lantern",
-    "archive", "meadow", "pilot", "schedule", "invoice", "tunnel", "festival", "doctor",
-    "forest", "manual", "warehouse", "pattern", "signal", "valley", "message", "surgeon",
-    "notebook", "carpenter", "harvest", "pipeline", "tenant", "voyage", "harness", "clinic",
-    "network", "auditor", "cathedral", "profile", "migration", "dataset", "protocol", "farmer",
+    "engineer",
+    "river",
+    "garden",
+    "ledger",
+    "station",
+    "library",
+    "harbour",
+    "committee",
+    "teacher",
+    "village",
+    "market",
+    "bridge",
+    "window",
+    "report",
+    "server",
+    "customer",
+    "season",
+    "journey",
+    "painter",
+    "kitchen",
+    "mountain",
+    "contract",
+    "neighbour",
+    "museum",
+    "theory",
+    "budget",
+    "sensor",
+    "orchard",
+    "factory",
+    "council",
+    "student",
+    "lantern",
+    "archive",
+    "meadow",
+    "pilot",
+    "schedule",
+    "invoice",
+    "tunnel",
+    "festival",
+    "doctor",
+    "forest",
+    "manual",
+    "warehouse",
+    "pattern",
+    "signal",
+    "valley",
+    "message",
+    "surgeon",
+    "notebook",
+    "carpenter",
+    "harvest",
+    "pipeline",
+    "tenant",
+    "voyage",
+    "harness",
+    "clinic",
+    "network",
+    "auditor",
+    "cathedral",
+    "profile",
+    "migration",
+    "dataset",
+    "protocol",
+    "farmer",
 )
 _VERB = (
-    "reviewed", "carried", "described", "measured", "ignored", "repaired", "visited", "opened",
-    "questioned", "painted", "counted", "followed", "crossed", "approved", "rejected", "built",
-    "studied", "moved", "watched", "signed", "delayed", "cleaned", "mapped", "tested",
-    "recorded", "shared", "borrowed", "launched", "improved", "compared", "explained",
-    "protected", "cancelled", "organised", "translated", "summarised", "inspected", "planned",
+    "reviewed",
+    "carried",
+    "described",
+    "measured",
+    "ignored",
+    "repaired",
+    "visited",
+    "opened",
+    "questioned",
+    "painted",
+    "counted",
+    "followed",
+    "crossed",
+    "approved",
+    "rejected",
+    "built",
+    "studied",
+    "moved",
+    "watched",
+    "signed",
+    "delayed",
+    "cleaned",
+    "mapped",
+    "tested",
+    "recorded",
+    "shared",
+    "borrowed",
+    "launched",
+    "improved",
+    "compared",
+    "explained",
+    "protected",
+    "cancelled",
+    "organised",
+    "translated",
+    "summarised",
+    "inspected",
+    "planned",
 )
 _ADV = (
-    "slowly", "quietly", "suddenly", "carefully", "eventually", "rarely", "often", "barely",
-    "gladly", "openly", "briefly", "twice", "yesterday", "again", "finally", "promptly",
+    "slowly",
+    "quietly",
+    "suddenly",
+    "carefully",
+    "eventually",
+    "rarely",
+    "often",
+    "barely",
+    "gladly",
+    "openly",
+    "briefly",
+    "twice",
+    "yesterday",
+    "again",
+    "finally",
+    "promptly",
 )
-_PREP = ("near", "behind", "beside", "under", "across", "after", "before", "inside",
-         "around", "beyond", "without", "during", "against", "towards")
+_PREP = (
+    "near",
+    "behind",
+    "beside",
+    "under",
+    "across",
+    "after",
+    "before",
+    "inside",
+    "around",
+    "beyond",
+    "without",
+    "during",
+    "against",
+    "towards",
+)
 _CONJ = ("because", "although", "while", "so", "and", "but", "since", "until", "whereas")
-_NAMES = ("Amara", "Bruno", "Chen", "Dalia", "Emeka", "Freya", "Gustavo", "Hana", "Ivan",
-          "Jonas", "Keiko", "Lena", "Mateo", "Nadia", "Omar", "Priya", "Quentin", "Rosa")
+_NAMES = (
+    "Amara",
+    "Bruno",
+    "Chen",
+    "Dalia",
+    "Emeka",
+    "Freya",
+    "Gustavo",
+    "Hana",
+    "Ivan",
+    "Jonas",
+    "Keiko",
+    "Lena",
+    "Mateo",
+    "Nadia",
+    "Omar",
+    "Priya",
+    "Quentin",
+    "Rosa",
+)
 
 
 def _phrase(rng: random.Random) -> str:
@@ -160,8 +345,10 @@ def make_text(rng: random.Random, pool: list[str], chars: int) -> str:
     paragraphs: list[str] = []
     size = 0
     while size < chars:
-        sentences = [rng.choice(pool) if pool and rng.random() < 0.9 else _sentence(rng)
-                     for _ in range(rng.randint(3, 8))]
+        sentences = [
+            rng.choice(pool) if pool and rng.random() < 0.9 else _sentence(rng)
+            for _ in range(rng.randint(3, 8))
+        ]
         paragraph = " ".join(sentences)
         paragraphs.append(paragraph)
         size += len(paragraph) + 2
@@ -172,19 +359,26 @@ def _fake_key(rng: random.Random) -> str:
     alphabet = string.ascii_letters + string.digits
     while True:
         token = "".join(rng.choice(alphabet) for _ in range(48))
-        if any(c.isupper() for c in token) and any(c.islower() for c in token) and any(
-                c.isdigit() for c in token):
+        if (
+            any(c.isupper() for c in token)
+            and any(c.islower() for c in token)
+            and any(c.isdigit() for c in token)
+        ):
             return "sk-proj-" + token
 
 
 def large_body(pool: list[str], rng: random.Random, seq: int, chars: int, stream: bool) -> bytes:
     """A ~`chars`-character chat prompt whose text is new on every call."""
     window = make_text(rng, pool, chars)
-    head = (f"Request {seq}-{rng.getrandbits(64):016x}. I am {rng.choice(_NAMES)}, reach me at "
-            f"{rng.choice(_NAMES).lower()}.{rng.randint(10, 9999)}@acme-mail.net. Please "
-            "summarise the document below in five bullet points.\n\n")
-    tail = (f"\n\nFor the export job, use the key {_fake_key(rng)} with the staging "
-            "account, and keep the summary short.")
+    head = (
+        f"Request {seq}-{rng.getrandbits(64):016x}. I am {rng.choice(_NAMES)}, reach me at "
+        f"{rng.choice(_NAMES).lower()}.{rng.randint(10, 9999)}@acme-mail.net. Please "
+        "summarise the document below in five bullet points.\n\n"
+    )
+    tail = (
+        f"\n\nFor the export job, use the key {_fake_key(rng)} with the staging "
+        "account, and keep the summary short."
+    )
     payload: dict[str, Any] = {
         "model": ov.MODEL,
         "messages": [
@@ -240,9 +434,11 @@ class RawClient:
             self.sock = None
 
     def post(self, body: bytes, request_id: str, path: str = "/v1/chat/completions") -> Timing:
-        head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                f"Content-Type: application/json\r\nAuthorization: {AUTH}\r\n"
-                f"X-Request-ID: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            f"Content-Type: application/json\r\nAuthorization: {AUTH}\r\n"
+            f"X-Request-ID: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
         reused = self.sock is not None
         sock = self.sock or self._connect()
         perf = time.perf_counter
@@ -287,7 +483,7 @@ class RawClient:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        rest = bytearray(buf[end + 4:])
+        rest = bytearray(buf[end + 4 :])
         t_event: float | None = None
         close = "close" in headers.get("connection", "").lower()
         if "content-length" in headers:
@@ -314,7 +510,7 @@ class RawClient:
                             complete = True
                             break
                     elif len(rest) >= data_start + size + 2:
-                        if t_event is None and b"data:" in rest[data_start:data_start + size]:
+                        if t_event is None and b"data:" in rest[data_start : data_start + size]:
                             t_event = perf()
                         body_bytes += size
                         pos = data_start + size + 2
@@ -333,10 +529,15 @@ class RawClient:
         t_end = perf()
         if close or not complete:
             self.close()
-        return Timing(status=status, ttfb_ms=(t_first - t0) * 1000,
-                      first_event_ms=None if t_event is None else (t_event - t0) * 1000,
-                      total_ms=(t_end - t0) * 1000, complete=complete, body_bytes=body_bytes,
-                      start=t0)
+        return Timing(
+            status=status,
+            ttfb_ms=(t_first - t0) * 1000,
+            first_event_ms=None if t_event is None else (t_event - t0) * 1000,
+            total_ms=(t_end - t0) * 1000,
+            complete=complete,
+            body_bytes=body_bytes,
+            start=t0,
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -383,12 +584,21 @@ def run_sender(proxy_port: int, upstream_port: int, rate: float, seconds: float,
             with contextlib.suppress(Exception):  # private: the words around the match
                 found = risk._JAILBREAK._words.search(" " + sentence.lower())
                 at = max(found.start() - 60, 0)
-                snippet = sentence[at:found.end() + 40]
+                snippet = sentence[at : found.end() + 40]
             jailbreak.append(snippet)
-    emit({"ready": True, "pool_sentences": len(pool), "chars_per_token": chars_per_token,
-          "prompt_chars": chars, "setup_s": time.perf_counter() - t0,
-          "scan_ms": scan_ms, "count_ms": count_ms, "jailbreak_sentences": jailbreak[:5],
-          "jailbreak_count": len(jailbreak)})
+    emit(
+        {
+            "ready": True,
+            "pool_sentences": len(pool),
+            "chars_per_token": chars_per_token,
+            "prompt_chars": chars,
+            "setup_s": time.perf_counter() - t0,
+            "scan_ms": scan_ms,
+            "count_ms": count_ms,
+            "jailbreak_sentences": jailbreak[:5],
+            "jailbreak_count": len(jailbreak),
+        }
+    )
 
     proxy = RawClient(proxy_port)
     direct = RawClient(upstream_port)
@@ -397,9 +607,15 @@ def run_sender(proxy_port: int, upstream_port: int, rate: float, seconds: float,
     def one(client: RawClient, body: bytes, rid: str) -> dict[str, Any]:
         try:
             t = client.post(body, rid)
-            return {"status": t.status, "ttfb_ms": t.ttfb_ms, "first_event_ms": t.first_event_ms,
-                    "total_ms": t.total_ms, "complete": t.complete, "t0": t.start,
-                    "t1": t.start + t.total_ms / 1000}
+            return {
+                "status": t.status,
+                "ttfb_ms": t.ttfb_ms,
+                "first_event_ms": t.first_event_ms,
+                "total_ms": t.total_ms,
+                "complete": t.complete,
+                "t0": t.start,
+                "t1": t.start + t.total_ms / 1000,
+            }
         except (OSError, ValueError) as exc:
             return {"status": None, "error": f"{type(exc).__name__}: {exc}"}
 
@@ -430,15 +646,24 @@ def run_sender(proxy_port: int, upstream_port: int, rate: float, seconds: float,
                 stream = i % 2 == 0
                 body = large_body(pool, rng, seq, chars, stream)
                 order = ("pulse", "direct") if i % 4 < 2 else ("direct", "pulse")
-                record: dict[str, Any] = {"seq": seq, "stream": stream, "bytes": len(body),
-                                          "at_s": time.perf_counter() - start}
+                record: dict[str, Any] = {
+                    "seq": seq,
+                    "stream": stream,
+                    "bytes": len(body),
+                    "at_s": time.perf_counter() - start,
+                }
                 for where in order:
                     client = proxy if where == "pulse" else direct
                     record[where] = one(client, body, f"large-{seq}-{where}")
                 results.append(record)
                 i += 1
-            emit({"done": results, "elapsed_s": time.perf_counter() - start,
-                  "stale_retries": proxy.stale_retries + direct.stale_retries})
+            emit(
+                {
+                    "done": results,
+                    "elapsed_s": time.perf_counter() - start,
+                    "stale_retries": proxy.stale_retries + direct.stale_retries,
+                }
+            )
         elif command == "quit":
             break
     proxy.close()
@@ -484,7 +709,7 @@ class EventFollower:
                 return
             self._offset += cut + 1
             now = time.time()
-            for line in data[:cut + 1].splitlines():
+            for line in data[: cut + 1].splitlines():
                 if not line.strip():
                     continue
                 try:
@@ -494,8 +719,12 @@ class EventFollower:
 
     def requests(self, prefix: str) -> list[tuple[float, dict[str, Any]]]:
         with self._lock:
-            return [(seen, e) for seen, e in self.events
-                    if e.get("event") == "llm.request" and str(e.get("request_id", "")).startswith(prefix)]
+            return [
+                (seen, e)
+                for seen, e in self.events
+                if e.get("event") == "llm.request"
+                and str(e.get("request_id", "")).startswith(prefix)
+            ]
 
     def wait_for(self, prefix: str, count: int, timeout: float) -> float | None:
         """Seconds until `count` events with the prefix were seen (None: timed out)."""
@@ -576,14 +805,24 @@ class Series:
         if d.get("status") is None:
             self.errors[d.get("error", "error")[:80]] += 1
             return
-        self.add(Timing(status=d["status"], ttfb_ms=d["ttfb_ms"], first_event_ms=d.get("first_event_ms"),
-                        total_ms=d["total_ms"], complete=d.get("complete", True), body_bytes=0))
+        self.add(
+            Timing(
+                status=d["status"],
+                ttfb_ms=d["ttfb_ms"],
+                first_event_ms=d.get("first_event_ms"),
+                total_ms=d["total_ms"],
+                complete=d.get("complete", True),
+                body_bytes=0,
+            )
+        )
 
     def row(self) -> str:
         errors = sum(self.errors.values())
-        return (f"| {self.name} | {len(self.ttfb)} | {fmt(pct(self.ttfb, 50))} | {fmt(pct(self.ttfb, 95))} "
-                f"| {fmt(pct(self.ttfb, 99))} | {fmt(pct(self.first_event, 50))} "
-                f"| {fmt(pct(self.first_event, 99))} | {fmt(pct(self.total, 50))} | {errors} |")
+        return (
+            f"| {self.name} | {len(self.ttfb)} | {fmt(pct(self.ttfb, 50))} | {fmt(pct(self.ttfb, 95))} "
+            f"| {fmt(pct(self.ttfb, 99))} | {fmt(pct(self.first_event, 50))} "
+            f"| {fmt(pct(self.first_event, 99))} | {fmt(pct(self.total, 50))} | {errors} |"
+        )
 
 
 def overlap_table(loaded: Series, large: list[dict[str, Any]]) -> list[str]:
@@ -601,12 +840,14 @@ def overlap_table(loaded: Series, large: list[dict[str, Any]]) -> list[str]:
         return any(e < a <= e + window for _, e in ivs)
 
     groups: dict[str, list[float]] = collections.OrderedDict(
-        (name, []) for name in (
+        (name, [])
+        for name in (
             "overlapping a large request through pulse",
             "overlapping a large request sent direct (not through pulse)",
             "within 100 ms after a large request through pulse ended (its accounting running in the child)",
             "none of these",
-        ))
+        )
+    )
     names = list(groups)
     for start, ttfb, total in loaded.samples:
         end = start + total / 1000
@@ -618,17 +859,30 @@ def overlap_table(loaded: Series, large: list[dict[str, Any]]) -> list[str]:
             groups[names[2]].append(ttfb)
         else:
             groups[names[3]].append(ttfb)
-    out = ["", "## Small requests under load, by what overlapped them", "",
-           "| small request | n | TTFB p50 ms | TTFB p95 ms | TTFB p99 ms | max ms |",
-           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    out = [
+        "",
+        "## Small requests under load, by what overlapped them",
+        "",
+        "| small request | n | TTFB p50 ms | TTFB p95 ms | TTFB p99 ms | max ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, values in groups.items():
-        out.append(f"| {name} | {len(values)} | {fmt(pct(values, 50))} | {fmt(pct(values, 95))} "
-                   f"| {fmt(pct(values, 99))} | {fmt(max(values) if values else None)} |")
+        out.append(
+            f"| {name} | {len(values)} | {fmt(pct(values, 50))} | {fmt(pct(values, 95))} "
+            f"| {fmt(pct(values, 99))} | {fmt(max(values) if values else None)} |"
+        )
     return out
 
 
-def probe_loop(client: RawClient, body: bytes, series: Series, seconds: float, interval: float,
-               prefix: str, stop: threading.Event | None = None) -> None:
+def probe_loop(
+    client: RawClient,
+    body: bytes,
+    series: Series,
+    seconds: float,
+    interval: float,
+    prefix: str,
+    stop: threading.Event | None = None,
+) -> None:
     start = time.perf_counter()
     deadline = start + seconds
     i = 0
@@ -666,25 +920,49 @@ def run(args: argparse.Namespace) -> int:
 
         uport = ov.free_port()
         up_err = workdir / "upstream.stderr"
-        upstream = procs.start([sys.executable, str(BENCH_DIR / "overhead.py"), "--_upstream", str(uport)],
-                               stderr=up_err)
+        upstream = procs.start(
+            [sys.executable, str(BENCH_DIR / "overhead.py"), "--_upstream", str(uport)],
+            stderr=up_err,
+        )
         ov.wait_ready(uport, "/healthz", upstream, "upstream", stderr_file=up_err)
 
         pport = ov.free_port()
         events_path = workdir / "pulse.stdout.jsonl"
         p_err = workdir / "pulse.stderr"
-        proxy = procs.start([str(pulse_cli), "--host", "127.0.0.1", "--port", str(pport),
-                             "--upstream", f"http://127.0.0.1:{uport}/v1"],
-                            stdout=events_path, stderr=p_err)
+        proxy = procs.start(
+            [
+                str(pulse_cli),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(pport),
+                "--upstream",
+                f"http://127.0.0.1:{uport}/v1",
+            ],
+            stdout=events_path,
+            stderr=p_err,
+        )
         ov.wait_ready(pport, "/healthz", proxy, "pulse-proxy", stderr_file=p_err)
 
         # The sender (started before this process has threads: preexec_fn after fork):
         # builds its text pool before anything is measured.
         sender = subprocess.Popen(
-            [sys.executable, here, "--_sender", str(pport), str(uport), str(args.large_rate),
-             str(args.load), str(args.seed)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=(workdir / "sender.stderr").open("wb"),
-            text=True, start_new_session=True, cwd=REPO,
+            [
+                sys.executable,
+                here,
+                "--_sender",
+                str(pport),
+                str(uport),
+                str(args.large_rate),
+                str(args.load),
+                str(args.seed),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=(workdir / "sender.stderr").open("wb"),
+            text=True,
+            start_new_session=True,
+            cwd=REPO,
             preexec_fn=ov._die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509 - prctl only
         )
         procs.children.append(sender)  # type: ignore[arg-type]
@@ -705,8 +983,10 @@ def run(args: argparse.Namespace) -> int:
                     msg = json.loads(lines.get(timeout=0.5))
                 except queue.Empty:
                     if sender is not None and sender.poll() is not None:
-                        raise ov.BenchError(f"the sender exited ({sender.returncode})"
-                                            f"{ov._tail(workdir / 'sender.stderr')}") from None
+                        raise ov.BenchError(
+                            f"the sender exited ({sender.returncode})"
+                            f"{ov._tail(workdir / 'sender.stderr')}"
+                        ) from None
                     continue
                 if key in msg:
                     return msg
@@ -718,10 +998,13 @@ def run(args: argparse.Namespace) -> int:
             sender.stdin.flush()
 
         ready = sender_says("ready", 60)
-        print(f"* large prompts: {ready['prompt_chars']:,} characters of generated English "
-              f"({ready['chars_per_token']:.2f} chars/token on o200k) per request, drawn from "
-              f"{ready['pool_sentences']:,} documentation sentences + generated ones; "
-              f"set up in {ready['setup_s']:.1f} s", flush=True)
+        print(
+            f"* large prompts: {ready['prompt_chars']:,} characters of generated English "
+            f"({ready['chars_per_token']:.2f} chars/token on o200k) per request, drawn from "
+            f"{ready['pool_sentences']:,} documentation sentences + generated ones; "
+            f"set up in {ready['setup_s']:.1f} s",
+            flush=True,
+        )
 
         # Warm-up: the proxy's first requests, and the accounting child's tokenizer.
         small = ov.make_request_body(True)
@@ -735,9 +1018,11 @@ def run(args: argparse.Namespace) -> int:
         if bad_warm:
             notes.append(f"warm-up large requests failed: {bad_warm}")
         took = follower.wait_for("warm-", 52, 30)
-        print(f"* warm-up: 50 small + 2 large requests; their events "
-              f"{'arrived after ' + format(took, '.1f') + ' s' if took is not None else 'did NOT all arrive in 30 s'}",
-              flush=True)
+        print(
+            f"* warm-up: 50 small + 2 large requests; their events "
+            f"{'arrived after ' + format(took, '.1f') + ' s' if took is not None else 'did NOT all arrive in 30 s'}",
+            flush=True,
+        )
 
         interval = args.probe_interval_ms / 1000
         # Baseline: probes only.
@@ -750,7 +1035,10 @@ def run(args: argparse.Namespace) -> int:
         worker_pids = children(proxy.pid)
         cpu_before = {pid: cpu_seconds(pid) for pid in [proxy.pid, upstream.pid, *worker_pids]}
         wall0 = time.monotonic()
-        print(f"* load: probing for {args.load} s while the sender sends large prompts ...", flush=True)
+        print(
+            f"* load: probing for {args.load} s while the sender sends large prompts ...",
+            flush=True,
+        )
         tell("go")
         probe_loop(probe, small, loaded, args.load, interval, "probe-load")
         done = sender_says("done", args.load + 60)
@@ -769,9 +1057,12 @@ def run(args: argparse.Namespace) -> int:
 
         # ---- results ----------------------------------------------------------------
         series_large = {
-            (stream, where): Series(f"large {'stream' if stream else 'plain'} ({large_bytes // 1000} KB), "
-                                    f"{'through pulse' if where == 'pulse' else 'direct to upstream'}")
-            for stream in (True, False) for where in ("pulse", "direct")
+            (stream, where): Series(
+                f"large {'stream' if stream else 'plain'} ({large_bytes // 1000} KB), "
+                f"{'through pulse' if where == 'pulse' else 'direct to upstream'}"
+            )
+            for stream in (True, False)
+            for where in ("pulse", "direct")
         }
         added: dict[bool, list[float]] = {True: [], False: []}
         for rec in large:
@@ -783,32 +1074,59 @@ def run(args: argparse.Namespace) -> int:
 
         probe_events = follower.requests("probe-")
         large_events = [e for _, e in follower.requests("large-")]
-        outcomes = collections.Counter((e.get("outcome"), e.get("status_code")) for _, e in probe_events)
-        l_outcomes = collections.Counter((e.get("outcome"), e.get("status_code")) for e in large_events)
+        outcomes = collections.Counter(
+            (e.get("outcome"), e.get("status_code")) for _, e in probe_events
+        )
+        l_outcomes = collections.Counter(
+            (e.get("outcome"), e.get("status_code")) for e in large_events
+        )
         flags = collections.Counter(f for e in large_events for f in (e.get("risk_flags") or []))
-        local_tokens = [e["prompt_tokens_local"] for e in large_events
-                        if isinstance(e.get("prompt_tokens_local"), int)]
+        local_tokens = [
+            e["prompt_tokens_local"]
+            for e in large_events
+            if isinstance(e.get("prompt_tokens_local"), int)
+        ]
         lags = []
         for seen, e in follower.requests("large-"):
             ended = _epoch(e.get("timestamp"))
             if ended is not None:
                 lags.append((seen - ended) * 1000)
-        proxy_ttft_base = [e["ttft_ms"] for _, e in probe_events
-                           if str(e.get("request_id")).startswith("probe-base") and isinstance(e.get("ttft_ms"), (int, float))]
-        proxy_ttft_load = [e["ttft_ms"] for _, e in probe_events
-                           if str(e.get("request_id")).startswith("probe-load") and isinstance(e.get("ttft_ms"), (int, float))]
-        large_ttft = {s: [e["ttft_ms"] for e in large_events
-                          if e.get("stream") is s and isinstance(e.get("ttft_ms"), (int, float))]
-                      for s in (True, False)}
-        large_overhead = [e["overhead_ms"] for e in large_events if isinstance(e.get("overhead_ms"), (int, float))]
+        proxy_ttft_base = [
+            e["ttft_ms"]
+            for _, e in probe_events
+            if str(e.get("request_id")).startswith("probe-base")
+            and isinstance(e.get("ttft_ms"), (int, float))
+        ]
+        proxy_ttft_load = [
+            e["ttft_ms"]
+            for _, e in probe_events
+            if str(e.get("request_id")).startswith("probe-load")
+            and isinstance(e.get("ttft_ms"), (int, float))
+        ]
+        large_ttft = {
+            s: [
+                e["ttft_ms"]
+                for e in large_events
+                if e.get("stream") is s and isinstance(e.get("ttft_ms"), (int, float))
+            ]
+            for s in (True, False)
+        }
+        large_overhead = [
+            e["overhead_ms"] for e in large_events if isinstance(e.get("overhead_ms"), (int, float))
+        ]
 
         cpu_lines = []
         for pid, b in cpu_before.items():
             a = cpu_after.get(pid)
             if b is None or a is None:
                 continue
-            who = ("pulse-proxy (event loop)" if pid == proxy.pid
-                   else "upstream" if pid == upstream.pid else "accounting child")
+            who = (
+                "pulse-proxy (event loop)"
+                if pid == proxy.pid
+                else "upstream"
+                if pid == upstream.pid
+                else "accounting child"
+            )
             cpu_lines.append(f"{who} {a - b:.1f} s ({100 * (a - b) / load_wall:.0f} % of a core)")
         worker_per_prompt = None
         for pid in worker_pids:
@@ -817,48 +1135,81 @@ def run(args: argparse.Namespace) -> int:
                 worker_per_prompt = (a - b) * 1000 / n_large
 
         facts = [
-            ("machine", f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), "
-                        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"),
-            ("processes", "fast fixed upstream, pulse-proxy (+ its accounting child), the probe "
-                          "(this process), the large-prompt sender: all on the same cores"),
-            ("probe", f"one keep-alive raw-socket connection, a {len(small):,} B streamed chat "
-                      f"request every {args.probe_interval_ms:g} ms; TTFB = request start → first "
-                      "response byte; first event = → first SSE `data:` chunk"),
-            ("large prompts", f"{ready['prompt_chars']:,} chars (≈{TARGET_TOKENS:,} tokens at "
-                              f"{ready['chars_per_token']:.2f} chars/token), {large_bytes:,} B bodies, "
-                              f"new text each (sentences of Python's documentation topics and a generated "
-                              f"grammar in random order + a unique id), an e-mail near the start "
-                              f"and an `sk-proj-` key near the end; {args.large_rate:g}/s, alternating "
-                              "stream/plain; each sent through pulse and direct, back to back"),
-            ("phases", f"baseline {args.baseline} s (probes only), then load {args.load} s (probes + large prompts)"),
+            (
+                "machine",
+                f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), "
+                f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+            ),
+            (
+                "processes",
+                "fast fixed upstream, pulse-proxy (+ its accounting child), the probe "
+                "(this process), the large-prompt sender: all on the same cores",
+            ),
+            (
+                "probe",
+                f"one keep-alive raw-socket connection, a {len(small):,} B streamed chat "
+                f"request every {args.probe_interval_ms:g} ms; TTFB = request start → first "
+                "response byte; first event = → first SSE `data:` chunk",
+            ),
+            (
+                "large prompts",
+                f"{ready['prompt_chars']:,} chars (≈{TARGET_TOKENS:,} tokens at "
+                f"{ready['chars_per_token']:.2f} chars/token), {large_bytes:,} B bodies, "
+                f"new text each (sentences of Python's documentation topics and a generated "
+                f"grammar in random order + a unique id), an e-mail near the start "
+                f"and an `sk-proj-` key near the end; {args.large_rate:g}/s, alternating "
+                "stream/plain; each sent through pulse and direct, back to back",
+            ),
+            (
+                "phases",
+                f"baseline {args.baseline} s (probes only), then load {args.load} s (probes + large prompts)",
+            ),
         ]
-        out = ["## Setup", "", *[f"- **{k}**: {v}" for k, v in facts], "",
-               "## Time to first byte", "",
-               "| condition | n | TTFB p50 ms | TTFB p95 ms | TTFB p99 ms | first event p50 ms "
-               "| first event p99 ms | total p50 ms | errors |",
-               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-               base.row(), loaded.row()]
-        out += [series_large[k].row() for k in ((True, "pulse"), (True, "direct"),
-                                                 (False, "pulse"), (False, "direct"))]
-        out += ["", "## What the proxy adds to the large request's TTFB", "",
-                "Per large body: TTFB through pulse − TTFB of the same body sent direct to the "
-                "upstream, back to back.", "",
-                "| large request | pairs | added p50 ms | added p95 ms | added max ms | "
-                "proxy's own ttft_ms p50 (event) |",
-                "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        out = [
+            "## Setup",
+            "",
+            *[f"- **{k}**: {v}" for k, v in facts],
+            "",
+            "## Time to first byte",
+            "",
+            "| condition | n | TTFB p50 ms | TTFB p95 ms | TTFB p99 ms | first event p50 ms "
+            "| first event p99 ms | total p50 ms | errors |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            base.row(),
+            loaded.row(),
+        ]
+        out += [
+            series_large[k].row()
+            for k in ((True, "pulse"), (True, "direct"), (False, "pulse"), (False, "direct"))
+        ]
+        out += [
+            "",
+            "## What the proxy adds to the large request's TTFB",
+            "",
+            "Per large body: TTFB through pulse − TTFB of the same body sent direct to the "
+            "upstream, back to back.",
+            "",
+            "| large request | pairs | added p50 ms | added p95 ms | added max ms | "
+            "proxy's own ttft_ms p50 (event) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for stream in (True, False):
             values = added[stream]
-            out.append(f"| {'stream' if stream else 'plain'} | {len(values)} | {fmt(pct(values, 50))} "
-                       f"| {fmt(pct(values, 95))} | {fmt(max(values) if values else None)} "
-                       f"| {fmt(pct(large_ttft[stream], 50)) if stream else '–'} |")
+            out.append(
+                f"| {'stream' if stream else 'plain'} | {len(values)} | {fmt(pct(values, 50))} "
+                f"| {fmt(pct(values, 95))} | {fmt(max(values) if values else None)} "
+                f"| {fmt(pct(large_ttft[stream], 50)) if stream else '–'} |"
+            )
 
         out += overlap_table(loaded, large)
         d50 = (pct(loaded.ttfb, 50) or 0) - (pct(base.ttfb, 50) or 0)
         d99 = (pct(loaded.ttfb, 99) or 0) - (pct(base.ttfb, 99) or 0)
         ref = ""
         if ready.get("scan_ms") is not None and ready.get("count_ms") is not None:
-            ref = (f" (for scale: one such prompt costs {ready['scan_ms']:.0f} ms of risk scan + "
-                   f"{ready['count_ms']:.0f} ms of tiktoken count, measured in the sender)")
+            ref = (
+                f" (for scale: one such prompt costs {ready['scan_ms']:.0f} ms of risk scan + "
+                f"{ready['count_ms']:.0f} ms of tiktoken count, measured in the sender)"
+            )
         checks = [
             f"{'PASS' if abs(d50) <= 0.5 else 'FAIL'} — the small requests' median TTFB moved "
             f"{d50:+.2f} ms while 100k-token prompts flowed (target: within ±0.5 ms of the baseline); "
@@ -894,28 +1245,36 @@ def run(args: argparse.Namespace) -> int:
         if len(probe_events) != expected_probe:
             notes.append(f"probe events: {len(probe_events)} ≠ {expected_probe} probes sent")
         if len(large_events) != n_large:
-            notes.append(f"large events: {len(large_events)} ≠ {n_large} large requests through pulse "
-                         f"({answered} of them answered)")
+            notes.append(
+                f"large events: {len(large_events)} ≠ {n_large} large requests through pulse "
+                f"({answered} of them answered)"
+            )
         retries = probe.stale_retries + int(done.get("stale_retries", 0))
         if retries:
-            notes.append(f"{retries} request(s) found their idle keep-alive connection closed by "
-                         "the server and were resent once on a fresh one (as HTTP clients do)")
+            notes.append(
+                f"{retries} request(s) found their idle keep-alive connection closed by "
+                "the server and were resent once on a fresh one (as HTTP clients do)"
+            )
         missing = {"pii", "secret"} - set(flags)
         if large_events and missing:
             notes.append(f"risk flags never raised on the large prompts: {sorted(missing)}")
         if "long_prompt" not in flags:
-            notes.append("`long_prompt` is judged on the upstream's `usage.prompt_tokens` when "
-                         "present, and the fast fixed upstream always answers 431: so it does not "
-                         "fire here although prompt_tokens_local is ~100k (the tokenizer still "
-                         "ran on every large prompt: see prompt_tokens_local)")
+            notes.append(
+                "`long_prompt` is judged on the upstream's `usage.prompt_tokens` when "
+                "present, and the fast fixed upstream always answers 431: so it does not "
+                "fire here although prompt_tokens_local is ~100k (the tokenizer still "
+                "ran on every large prompt: see prompt_tokens_local)"
+            )
         if flags.get("jailbreak"):
             examples = "; ".join(f"“…{x}…”" for x in ready.get("jailbreak_sentences", [])[:2])
-            notes.append(f"`jailbreak` was raised on {flags['jailbreak']} of {len(large_events)} large "
-                         f"prompts although no jailbreak text was put in: "
-                         f"{ready.get('jailbreak_count', '?')} of the {ready['pool_sentences']:,} source "
-                         f"sentences (Python's own documentation) trip the detector on their own"
-                         + (f", e.g. {examples}" if examples else "")
-                         + ": a false positive of the lexical detector, worth a look")
+            notes.append(
+                f"`jailbreak` was raised on {flags['jailbreak']} of {len(large_events)} large "
+                f"prompts although no jailbreak text was put in: "
+                f"{ready.get('jailbreak_count', '?')} of the {ready['pool_sentences']:,} source "
+                f"sentences (Python's own documentation) trip the detector on their own"
+                + (f", e.g. {examples}" if examples else "")
+                + ": a false positive of the lexical detector, worth a look"
+            )
         for flag in ("pii", "secret"):
             if large_events and flags.get(flag, 0) not in (0, len(large_events)):
                 notes.append(f"`{flag}` on {flags.get(flag)} of {len(large_events)} large prompts")
@@ -925,12 +1284,16 @@ def run(args: argparse.Namespace) -> int:
             notes.append("pulse-proxy did not exit within 15 s of SIGTERM (killed)")
         stderr_text = p_err.read_text(errors="replace").strip() if p_err.exists() else stderr_text
         if stderr_text:
-            notes.append(f"pulse-proxy stderr ({len(stderr_text)} chars), last lines: "
-                         + " | ".join(stderr_text.splitlines()[-5:])[:600])
-        notes.append("2 cores shared by every process here: the accounting child's CPU for "
-                     "each 100k-token prompt competes with the proxy, upstream and clients "
-                     "for the same cores, so any slowdown of the small requests under load "
-                     "mixes CPU contention with what the request path itself does")
+            notes.append(
+                f"pulse-proxy stderr ({len(stderr_text)} chars), last lines: "
+                + " | ".join(stderr_text.splitlines()[-5:])[:600]
+            )
+        notes.append(
+            "2 cores shared by every process here: the accounting child's CPU for "
+            "each 100k-token prompt competes with the proxy, upstream and clients "
+            "for the same cores, so any slowdown of the small requests under load "
+            "mixes CPU contention with what the request path itself does"
+        )
 
         out += ["", "## Checks", "", *[f"- {c}" for c in checks]]
         if notes:
@@ -940,8 +1303,10 @@ def run(args: argparse.Namespace) -> int:
         print(text)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         cmd = "bench/large_prompt_ttfb.py" + (" --quick" if args.quick else "")
-        OUT_MD.write_text(f"# LLM Pulse: time to first byte with 100,000-token prompts\n\n"
-                          f"Run {stamp} with `.venv/bin/python {cmd}`.\n\n{text}")
+        OUT_MD.write_text(
+            f"# LLM Pulse: time to first byte with 100,000-token prompts\n\n"
+            f"Run {stamp} with `.venv/bin/python {cmd}`.\n\n{text}"
+        )
         print(f"(written to {OUT_MD.relative_to(REPO)})")
         return 0
     except ov.BenchError as exc:
@@ -961,12 +1326,19 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=float, default=10, help="seconds of probes alone (10)")
-    parser.add_argument("--load", type=float, default=20, help="seconds of probes + large prompts (20)")
+    parser.add_argument(
+        "--load", type=float, default=20, help="seconds of probes + large prompts (20)"
+    )
     parser.add_argument("--quick", action="store_true", help="baseline 5 s, load 10 s")
-    parser.add_argument("--large-rate", type=float, default=5.0,
-                        help="large prompts per second through the proxy (5; 0: back to back)")
-    parser.add_argument("--probe-interval-ms", type=float, default=10.0,
-                        help="one small probe every N ms (10)")
+    parser.add_argument(
+        "--large-rate",
+        type=float,
+        default=5.0,
+        help="large prompts per second through the proxy (5; 0: back to back)",
+    )
+    parser.add_argument(
+        "--probe-interval-ms", type=float, default=10.0, help="one small probe every N ms (10)"
+    )
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--_sender", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -107,8 +107,24 @@ USAGE = {
 }
 # 18 content deltas; with the role chunk and the finish chunk: 20 chat.completion.chunk.
 STREAM_PIECES = (
-    "Latency", " at", " the", " proxy", " is", " measured", " against", " a", " fast",
-    " fixed", " upstream", " so", " that", " only", " the", " overhead", " remains", ".",
+    "Latency",
+    " at",
+    " the",
+    " proxy",
+    " is",
+    " measured",
+    " against",
+    " a",
+    " fast",
+    " fixed",
+    " upstream",
+    " so",
+    " that",
+    " only",
+    " the",
+    " overhead",
+    " remains",
+    ".",
 )
 COMPLETION_TEXT = "".join(STREAM_PIECES)
 
@@ -132,8 +148,11 @@ def make_request_body(stream: bool, include_usage: bool = False) -> bytes:
         payload: dict[str, Any] = {
             "model": MODEL,
             "messages": [
-                {"role": "system", "content": "You are a concise assistant for an engineering team. "
-                 "Answer in plain English and keep answers short."},
+                {
+                    "role": "system",
+                    "content": "You are a concise assistant for an engineering team. "
+                    "Answer in plain English and keep answers short.",
+                },
                 {"role": "user", "content": " ".join(user)},
             ],
             "max_tokens": 256,
@@ -214,14 +233,14 @@ SSE_RESPONSE = (
     b"Transfer-Encoding: chunked\r\n"
     b"Cache-Control: no-cache\r\n"
     b"openai-processing-ms: 1\r\n"
-    b"\r\n"
-    + b"".join(b"%x\r\n%s\r\n" % (len(frame), frame) for frame in SSE_FRAMES)
-    + b"0\r\n\r\n"
+    b"\r\n" + b"".join(b"%x\r\n%s\r\n" % (len(frame), frame) for frame in SSE_FRAMES) + b"0\r\n\r\n"
 )
 _HEALTH_BODY = b'{"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":0,"owned_by":"bench"}]}'
 GET_RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-    + str(len(_HEALTH_BODY)).encode() + b"\r\n\r\n" + _HEALTH_BODY
+    + str(len(_HEALTH_BODY)).encode()
+    + b"\r\n\r\n"
+    + _HEALTH_BODY
 )
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 _STREAM_FLAG = re.compile(rb'"stream"\s*:\s*true')
@@ -313,8 +332,17 @@ def serve_upstream(port: int) -> None:
 # --------------------------------------------------------------------------------------
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the client library recomputes.
-_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
-        b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+}
 _REQUEST_DROP = _HOP | {b"host", b"content-length"}
 _RESPONSE_DROP = _HOP
 
@@ -354,17 +382,34 @@ def make_bare_app(upstream_base: str, client: str) -> Any:
             await state.pop("client").aclose()
 
     async def bad_gateway(send: Any, exc: BaseException) -> None:
-        body = json.dumps({"error": {"message": f"bare: {type(exc).__name__}", "type": "bare",
-                                     "param": None, "code": "upstream_connection_error"}}).encode()
-        await send({"type": "http.response.start", "status": 502,
-                    "headers": [(b"content-type", b"application/json")]})
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"bare: {type(exc).__name__}",
+                    "type": "bare",
+                    "param": None,
+                    "code": "upstream_connection_error",
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 502,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
-    async def via_aiohttp(method: str, url: str, headers: list[tuple[str, str]], body: bytes,
-                          send: Any) -> None:
+    async def via_aiohttp(
+        method: str, url: str, headers: list[tuple[str, str]], body: bytes, send: Any
+    ) -> None:
         try:
             response = await state["session"].request(
-                method, URL(url, encoded=True), data=body or None, headers=headers,
+                method,
+                URL(url, encoded=True),
+                data=body or None,
+                headers=headers,
                 allow_redirects=False,
             )
         except aiohttp.ClientError as exc:
@@ -379,8 +424,9 @@ def make_bare_app(upstream_base: str, client: str) -> Any:
         finally:
             response.release()
 
-    async def via_httpx(method: str, url: str, headers: list[tuple[str, str]], body: bytes,
-                        send: Any) -> None:
+    async def via_httpx(
+        method: str, url: str, headers: list[tuple[str, str]], body: bytes, send: Any
+    ) -> None:
         import httpx
 
         http_client: httpx.AsyncClient = state["client"]
@@ -392,8 +438,9 @@ def make_bare_app(upstream_base: str, client: str) -> Any:
             return
         try:
             out = [(k, v) for k, v in response.headers.raw if k.lower() not in _RESPONSE_DROP]
-            await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": out})
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": out}
+            )
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -417,8 +464,13 @@ def make_bare_app(upstream_base: str, client: str) -> Any:
         if kind != "http":
             return
         if scope["path"] == "/healthz":
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
             await send({"type": "http.response.body", "body": b'{"status":"ok"}'})
             return
         chunks = []
@@ -435,8 +487,11 @@ def make_bare_app(upstream_base: str, client: str) -> Any:
         url = upstream_base + raw_path.decode("latin-1")
         if query:
             url += "?" + query.decode("latin-1")
-        headers = [(k.decode("latin-1"), v.decode("latin-1"))
-                   for k, v in scope["headers"] if k.lower() not in _REQUEST_DROP]
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k.lower() not in _REQUEST_DROP
+        ]
         await forward(scope["method"], url, headers, body, send)
 
     return app
@@ -471,16 +526,19 @@ def run_python_loadgen(url: str, body_file: str, connections: int, duration: flo
     import uvloop
 
     body = Path(body_file).read_bytes()
-    headers = {"Content-Type": "application/json",
-               "Authorization": "Bearer sk-bench-not-a-real-key"}
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": "Bearer sk-bench-not-a-real-key",
+    }
 
     async def main() -> dict[str, Any]:
         latencies: list[float] = []
         counts = collections.Counter()
         connector = aiohttp.TCPConnector(limit=connections, force_close=False)
         timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                         auto_decompress=False) as session:
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False
+        ) as session:
             started = time.perf_counter()
             deadline = started + duration
 
@@ -542,14 +600,18 @@ class Processes:
     def __init__(self) -> None:
         self.children: list[subprocess.Popen[bytes]] = []
 
-    def start(self, argv: list[str], *, stdout: Any = subprocess.DEVNULL,
-              stderr: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    def start(
+        self, argv: list[str], *, stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL
+    ) -> subprocess.Popen[bytes]:
         """stdout/stderr: a Path (written by the child), PIPE or DEVNULL."""
         with contextlib.ExitStack() as files:
             out = files.enter_context(stdout.open("wb")) if isinstance(stdout, Path) else stdout
             err = files.enter_context(stderr.open("wb")) if isinstance(stderr, Path) else stderr
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
                 start_new_session=True,  # a terminal Ctrl-C reaches only us; we stop them
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509 - prctl only
                 cwd=REPO,
@@ -589,18 +651,32 @@ def free_port() -> int:
 
 def bare_argv(port: int, upstream_port: int, client: str = "aiohttp") -> list[str]:
     """The bare pass-through (served by this same file) on ``port``."""
-    return [sys.executable, str(Path(__file__).resolve()), "--_bare", str(port),
-            f"http://127.0.0.1:{upstream_port}", client]
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--_bare",
+        str(port),
+        f"http://127.0.0.1:{upstream_port}",
+        client,
+    ]
 
 
 def pulse_argv(pulse_cli: Path, port: int, upstream_port: int) -> list[str]:
     """The full proxy on ``port``, in front of the fast upstream."""
-    return [str(pulse_cli), "--host", "127.0.0.1", "--port", str(port),
-            "--upstream", f"http://127.0.0.1:{upstream_port}/v1"]
+    return [
+        str(pulse_cli),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--upstream",
+        f"http://127.0.0.1:{upstream_port}/v1",
+    ]
 
 
-def http_request(port: int, method: str, path: str, body: bytes | None = None,
-                 timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def http_request(
+    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 5.0
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         headers = {"Authorization": "Bearer sk-bench-not-a-real-key"}
@@ -614,8 +690,14 @@ def http_request(port: int, method: str, path: str, body: bytes | None = None,
         conn.close()
 
 
-def wait_ready(port: int, path: str, proc: subprocess.Popen[bytes] | None, name: str,
-               timeout: float = 30.0, stderr_file: Path | None = None) -> None:
+def wait_ready(
+    port: int,
+    path: str,
+    proc: subprocess.Popen[bytes] | None,
+    name: str,
+    timeout: float = 30.0,
+    stderr_file: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -630,8 +712,10 @@ def wait_ready(port: int, path: str, proc: subprocess.Popen[bytes] | None, name:
         except OSError as exc:
             last = type(exc).__name__
         time.sleep(0.05)
-    raise BenchError(f"{name} not ready on 127.0.0.1:{port}{path} after {timeout:.0f} s ({last})"
-                     f"{_tail(stderr_file)}")
+    raise BenchError(
+        f"{name} not ready on 127.0.0.1:{port}{path} after {timeout:.0f} s ({last})"
+        f"{_tail(stderr_file)}"
+    )
 
 
 def _tail(path: Path | None, lines: int = 15) -> str:
@@ -650,6 +734,7 @@ def rss_mb(pid: int) -> float | None:
 
 
 # ---- the sinks' receivers (pulse-sinks) ----------------------------------------------
+
 
 class SinkReceivers:
     """Stand-ins for a DogStatsD agent (a UDP socket drained by a thread) and for a
@@ -701,8 +786,12 @@ class SinkReceivers:
         self.http.daemon_threads = True
         self._threads = [
             threading.Thread(target=self._drain_udp, name="bench-statsd", daemon=True),
-            threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2},
-                             name="bench-webhook", daemon=True),
+            threading.Thread(
+                target=self.http.serve_forever,
+                kwargs={"poll_interval": 0.2},
+                name="bench-webhook",
+                daemon=True,
+            ),
         ]
         for thread in self._threads:
             thread.start()
@@ -743,10 +832,16 @@ class SinkReceivers:
     def snapshot(self) -> dict[str, Any]:
         drops = self.kernel_drops()
         with self.lock:
-            return {"datagrams": self.datagrams, "statsd_bytes": self.statsd_bytes,
-                    "statsd_lines": self.statsd_lines, "posts": self.posts, "drops": drops,
-                    "drain_cpu_s": self.drain_cpu_s,
-                    "post_paths": dict(self.post_paths), "post_events": dict(self.post_events)}
+            return {
+                "datagrams": self.datagrams,
+                "statsd_bytes": self.statsd_bytes,
+                "statsd_lines": self.statsd_lines,
+                "posts": self.posts,
+                "drops": drops,
+                "drain_cpu_s": self.drain_cpu_s,
+                "post_paths": dict(self.post_paths),
+                "post_events": dict(self.post_events),
+            }
 
     def close(self) -> None:
         self._stop.set()
@@ -780,6 +875,7 @@ def write_sinks_config(path: Path, statsd_port: int, webhook_port: int) -> Path:
 
 # ---- load generators -----------------------------------------------------------------
 
+
 @dataclass
 class Measurement:
     rps: float
@@ -812,7 +908,9 @@ def parse_wrk(output: str) -> Measurement:
         raise BenchError(f"unexpected wrk output:\n{output}")
     p50 = re.search(r"^\s+50%\s+(\S+)\s*$", output, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)\s*$", output, re.M)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    sock = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return Measurement(
         rps=float(rps.group(1)),
@@ -832,7 +930,10 @@ class LoadGen:
         self.procs = procs
         self.scripts: dict[str, Path] = {}
         self.bodies: dict[str, Path] = {}
-        for name, body in (("plain", make_request_body(False)), ("stream", make_request_body(True))):
+        for name, body in (
+            ("plain", make_request_body(False)),
+            ("stream", make_request_body(True)),
+        ):
             body_path = workdir / f"body-{name}.json"
             body_path.write_bytes(body)
             self.bodies[name] = body_path
@@ -841,29 +942,50 @@ class LoadGen:
                 'wrk.method = "POST"\n'
                 'wrk.headers["Content-Type"] = "application/json"\n'
                 'wrk.headers["Authorization"] = "Bearer sk-bench-not-a-real-key"\n'
-                f"local f = assert(io.open([==[{body_path}]==], \"rb\"))\n"
-                "wrk.body = f:read(\"*a\")\n"
+                f'local f = assert(io.open([==[{body_path}]==], "rb"))\n'
+                'wrk.body = f:read("*a")\n'
                 "f:close()\n"
             )
             self.scripts[name] = script
 
     def describe(self) -> str:
         if self.kind == "wrk":
-            version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False)
+            version = subprocess.run(
+                ["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False
+            )
             first = (version.stdout + version.stderr).strip().splitlines()
             return f"wrk ({first[0] if first else 'unknown version'}), 1 thread"
         why = "forced by --loadgen python" if shutil.which("wrk") else "fallback: wrk not installed"
-        return (f"Python aiohttp load generator ({why}) in its own process; "
-                "it saturates well before the servers do")
+        return (
+            f"Python aiohttp load generator ({why}) in its own process; "
+            "it saturates well before the servers do"
+        )
 
     def run(self, port: int, kind: str, connections: int, seconds: int) -> Measurement:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         if self.kind == "wrk":
-            argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-                    "--timeout", "5s", "-s", str(self.scripts[kind]), url]
+            argv = [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "--timeout",
+                "5s",
+                "-s",
+                str(self.scripts[kind]),
+                url,
+            ]
         else:
-            argv = [sys.executable, str(Path(__file__).resolve()), "--_loadgen", url,
-                    str(self.bodies[kind]), str(connections), str(seconds)]
+            argv = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--_loadgen",
+                url,
+                str(self.bodies[kind]),
+                str(connections),
+                str(seconds),
+            ]
         proc = self.procs.start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             out, err = proc.communicate(timeout=seconds + 30)
@@ -875,17 +997,26 @@ class LoadGen:
                 self.procs.children.remove(proc)
         text = out.decode(errors="replace")
         if proc.returncode != 0:
-            raise BenchError(f"load generator exited {proc.returncode}: "
-                             f"{err.decode(errors='replace').strip()[-2000:]}")
+            raise BenchError(
+                f"load generator exited {proc.returncode}: "
+                f"{err.decode(errors='replace').strip()[-2000:]}"
+            )
         if self.kind == "wrk":
             return parse_wrk(text)
         data = json.loads(text.strip().splitlines()[-1])
-        return Measurement(rps=data["rps"], p50_ms=data["p50_ms"], p99_ms=data["p99_ms"],
-                           requests=data["requests"], socket_errors=data["socket_errors"],
-                           non2xx=data["non2xx"], raw=text)
+        return Measurement(
+            rps=data["rps"],
+            p50_ms=data["p50_ms"],
+            p99_ms=data["p99_ms"],
+            requests=data["requests"],
+            socket_errors=data["socket_errors"],
+            non2xx=data["non2xx"],
+            raw=text,
+        )
 
 
 # ---- the pulse event log -------------------------------------------------------------
+
 
 @dataclass
 class EventTally:
@@ -945,7 +1076,9 @@ class EventLog:
             if event.get("outcome") == "success":
                 tally.token_sources[str(event.get("token_source"))] += 1
                 if (event.get("prompt_tokens"), event.get("completion_tokens")) != (
-                        USAGE["prompt_tokens"], USAGE["completion_tokens"]):
+                    USAGE["prompt_tokens"],
+                    USAGE["completion_tokens"],
+                ):
                     tally.usage_mismatch += 1
             if isinstance(event.get("overhead_ms"), (int, float)):
                 tally.overhead_ms.append(float(event["overhead_ms"]))
@@ -973,6 +1106,7 @@ class EventLog:
 
 # ---- checks of the canned bodies -----------------------------------------------------
 
+
 def check_canned_bodies() -> list[str]:
     """The stream body is valid SSE and the proxy's own parsers read usage from it."""
     notes: list[str] = []
@@ -981,12 +1115,15 @@ def check_canned_bodies() -> list[str]:
     assert frames[-1] == b"", "SSE body must end with a blank line"
     chunks = frames[:-1]
     assert chunks[-1] == b"data: [DONE]"
-    objects = [json.loads(frame[len(b"data: "):]) for frame in chunks[:-1]]
+    objects = [json.loads(frame[len(b"data: ") :]) for frame in chunks[:-1]]
     assert all(frame.startswith(b"data: {") for frame in chunks[:-1])
     assert all(obj["object"] == "chat.completion.chunk" for obj in objects)
     content_chunks = [o for o in objects if o["choices"]]
     assert objects[-1]["choices"] == [] and objects[-1]["usage"] == USAGE
-    assert "".join(o["choices"][0]["delta"].get("content", "") for o in content_chunks) == COMPLETION_TEXT
+    assert (
+        "".join(o["choices"][0]["delta"].get("content", "") for o in content_chunks)
+        == COMPLETION_TEXT
+    )
     plain = json.loads(PLAIN_BODY)
     assert plain["usage"] == USAGE and plain["object"] == "chat.completion"
 
@@ -994,26 +1131,35 @@ def check_canned_bodies() -> list[str]:
     try:
         from pulse_proxy.accounting.usage import facts_from_json, facts_from_sse
     except Exception as exc:  # noqa: BLE001 - the package may be mid-edit; don't block the bench
-        notes.append(f"could not import pulse_proxy.accounting.usage to check the canned bodies: {exc!r}")
+        notes.append(
+            f"could not import pulse_proxy.accounting.usage to check the canned bodies: {exc!r}"
+        )
         return notes
-    pieces = [SSE_BODY[i:i + 37] for i in range(0, len(SSE_BODY), 37)]
+    pieces = [SSE_BODY[i : i + 37] for i in range(0, len(SSE_BODY), 37)]
     try:  # the text is collected only on request (for the local count when usage is missing)
         facts = facts_from_sse(pieces, collect_text=True)
     except TypeError:
         facts = facts_from_sse(pieces)
     problems = []
-    if facts.usage is None or (facts.usage.prompt_tokens, facts.usage.completion_tokens,
-                               facts.usage.total_tokens) != (USAGE["prompt_tokens"],
-                                                             USAGE["completion_tokens"],
-                                                             USAGE["total_tokens"]):
+    if facts.usage is None or (
+        facts.usage.prompt_tokens,
+        facts.usage.completion_tokens,
+        facts.usage.total_tokens,
+    ) != (USAGE["prompt_tokens"], USAGE["completion_tokens"], USAGE["total_tokens"]):
         problems.append(f"stream usage read as {facts.usage}")
     elif facts.usage.cached_tokens != USAGE["prompt_tokens_details"]["cached_tokens"]:
         problems.append(f"stream cached_tokens read as {facts.usage.cached_tokens}")
     if "".join(facts.completion_text) != COMPLETION_TEXT:
         problems.append("stream completion text differs")
-    if not facts.completed or facts.finish_reason != "stop" or facts.response_model != RESPONSE_MODEL:
-        problems.append(f"stream completed={facts.completed} finish={facts.finish_reason} "
-                        f"model={facts.response_model}")
+    if (
+        not facts.completed
+        or facts.finish_reason != "stop"
+        or facts.response_model != RESPONSE_MODEL
+    ):
+        problems.append(
+            f"stream completed={facts.completed} finish={facts.finish_reason} "
+            f"model={facts.response_model}"
+        )
     pfacts = facts_from_json(PLAIN_BODY)
     if pfacts.usage is None or pfacts.usage.total_tokens != USAGE["total_tokens"]:
         problems.append(f"plain usage read as {pfacts.usage}")
@@ -1022,13 +1168,17 @@ def check_canned_bodies() -> list[str]:
 
         hidden = [f for f in SSE_FRAMES if _is_hidden_usage_frame(f)]
         if hidden != [SSE_FRAMES[-2]]:
-            problems.append(f"the proxy would hide {len(hidden)} frame(s), expected the usage chunk only")
+            problems.append(
+                f"the proxy would hide {len(hidden)} frame(s), expected the usage chunk only"
+            )
     if problems:
         notes.append("the proxy's parsers disagree with the canned bodies: " + "; ".join(problems))
     else:
-        notes.append(f"canned bodies checked: SSE of {len(objects) - 1} chat.completion.chunk events + "
-                     "usage chunk + [DONE] is read by pulse_proxy.accounting.usage.facts_from_sse "
-                     "(usage incl. cached tokens, text, finish_reason, [DONE]); plain by facts_from_json")
+        notes.append(
+            f"canned bodies checked: SSE of {len(objects) - 1} chat.completion.chunk events + "
+            "usage chunk + [DONE] is read by pulse_proxy.accounting.usage.facts_from_sse "
+            "(usage incl. cached tokens, text, finish_reason, [DONE]); plain by facts_from_json"
+        )
     return notes
 
 
@@ -1039,9 +1189,14 @@ def sanity_check(name: str, port: int) -> tuple[list[str], list[float]]:
     the target serves, so a cold-start stall (lazy loading on the event loop) shows here."""
     problems = []
     latencies: list[float] = []
-    checks = [("plain", make_request_body(False), PLAIN_BODY),
-              ("stream", make_request_body(True),
-               SSE_BODY_NO_USAGE if name in PULSE_TARGETS else SSE_BODY)]
+    checks = [
+        ("plain", make_request_body(False), PLAIN_BODY),
+        (
+            "stream",
+            make_request_body(True),
+            SSE_BODY_NO_USAGE if name in PULSE_TARGETS else SSE_BODY,
+        ),
+    ]
     if name in PULSE_TARGETS:  # a client that asked for usage gets the usage chunk
         checks.append(("stream+include_usage", make_request_body(True, True), SSE_BODY))
     for label, body, expected in checks:
@@ -1055,13 +1210,16 @@ def sanity_check(name: str, port: int) -> tuple[list[str], list[float]]:
         if status != 200:
             problems.append(f"{label}: status {status}: {data[:200]!r}")
         elif data != expected:
-            problems.append(f"{label}: body differs from the upstream's ({len(data)} vs {len(expected)} B)")
+            problems.append(
+                f"{label}: body differs from the upstream's ({len(data)} vs {len(expected)} B)"
+            )
         if name in PULSE_TARGETS and "x-request-id" not in headers:
             problems.append(f"{label}: no X-Request-ID")
     return problems, latencies
 
 
 # ---- running the matrix --------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -1095,8 +1253,11 @@ def machine_facts(loadgen: LoadGen) -> list[tuple[str, str]]:
         ("libraries", ", ".join(versions)),
         ("load generator", loadgen.describe()),
         ("load average at start", f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"),
-        ("sharing", "load generator, target and upstream all share these cores "
-                    "(3 processes at a time; no pinning)"),
+        (
+            "sharing",
+            "load generator, target and upstream all share these cores "
+            "(3 processes at a time; no pinning)",
+        ),
     ]
 
 
@@ -1146,8 +1307,16 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def run_paired(rounds: int, seconds: int, loadgen: LoadGen, procs: Processes, uport: int,
-               pulse_cli: Path, workdir: Path, sinks_config: Path | None = None) -> list[Paired]:
+def run_paired(
+    rounds: int,
+    seconds: int,
+    loadgen: LoadGen,
+    procs: Processes,
+    uport: int,
+    pulse_cli: Path,
+    workdir: Path,
+    sinks_config: Path | None = None,
+) -> list[Paired]:
     """bare-aiohttp and pulse up side by side, measured in turn, ``rounds`` times per kind;
     with ``sinks_config``, pulse-sinks too, in the same rotation.
 
@@ -1156,12 +1325,18 @@ def run_paired(rounds: int, seconds: int, loadgen: LoadGen, procs: Processes, up
     alternating every few seconds lets each round's ratio see the same machine."""
     bare_port, pulse_port, sinks_port = free_port(), free_port(), free_port()
     bare = procs.start(bare_argv(bare_port, uport), stderr=workdir / "paired-bare.stderr")
-    pulse = procs.start(pulse_argv(pulse_cli, pulse_port, uport),
-                        stdout=workdir / "paired-pulse.stdout", stderr=workdir / "paired-pulse.stderr")
+    pulse = procs.start(
+        pulse_argv(pulse_cli, pulse_port, uport),
+        stdout=workdir / "paired-pulse.stdout",
+        stderr=workdir / "paired-pulse.stderr",
+    )
     sinks = None
     if sinks_config is not None:
-        sinks = procs.start([*pulse_argv(pulse_cli, sinks_port, uport), "--config", str(sinks_config)],
-                            stdout=workdir / "paired-sinks.stdout", stderr=workdir / "paired-sinks.stderr")
+        sinks = procs.start(
+            [*pulse_argv(pulse_cli, sinks_port, uport), "--config", str(sinks_config)],
+            stdout=workdir / "paired-sinks.stdout",
+            stderr=workdir / "paired-sinks.stderr",
+        )
     try:
         wait_ready(bare_port, "/healthz", bare, "bare-aiohttp (paired)")
         wait_ready(pulse_port, "/healthz", pulse, "pulse (paired)")
@@ -1170,7 +1345,11 @@ def run_paired(rounds: int, seconds: int, loadgen: LoadGen, procs: Processes, up
         results = []
         for kind in KINDS:
             pair = Paired(kind)
-            ports = (bare_port, pulse_port, sinks_port) if sinks is not None else (bare_port, pulse_port)
+            ports = (
+                (bare_port, pulse_port, sinks_port)
+                if sinks is not None
+                else (bare_port, pulse_port)
+            )
             for port in ports:
                 loadgen.run(port, kind, 32, 1)  # warm-up
             for _ in range(rounds):
@@ -1183,9 +1362,11 @@ def run_paired(rounds: int, seconds: int, loadgen: LoadGen, procs: Processes, up
                 if bare_one is not None and pulse_one is not None:
                     pair.bare_p50.append(bare_one)
                     pair.pulse_p50.append(pulse_one)
-            line = (f"  paired {kind:<6} c=32: pulse/bare per round "
-                    + ", ".join(f"{100 * r:.0f} %" for r in pair.ratios)
-                    + f"; median {100 * pair.median:.0f} %")
+            line = (
+                f"  paired {kind:<6} c=32: pulse/bare per round "
+                + ", ".join(f"{100 * r:.0f} %" for r in pair.ratios)
+                + f"; median {100 * pair.median:.0f} %"
+            )
             if pair.sinks:
                 line += f"; pulse-sinks/pulse median {100 * pair.sinks_median:.0f} %"
             if pair.added_p50:
@@ -1200,8 +1381,14 @@ def run_paired(rounds: int, seconds: int, loadgen: LoadGen, procs: Processes, up
             procs.stop(sinks)
 
 
-def render(rows: list[Row], facts: list[tuple[str, str]], verdicts: list[str], notes: list[str],
-           args: argparse.Namespace, paired: list[Paired] | None = None) -> str:
+def render(
+    rows: list[Row],
+    facts: list[tuple[str, str]],
+    verdicts: list[str],
+    notes: list[str],
+    args: argparse.Namespace,
+    paired: list[Paired] | None = None,
+) -> str:
     by_key = {(r.target, r.kind, r.connections): r for r in rows}
     out = [
         "## Machine",
@@ -1220,8 +1407,11 @@ def render(rows: list[Row], facts: list[tuple[str, str]], verdicts: list[str], n
     ]
     for row in rows:
         direct = by_key.get(("direct", row.kind, row.connections))
-        bares = [by_key[(t, row.kind, row.connections)] for t in BARE_TARGETS
-                 if (t, row.kind, row.connections) in by_key]
+        bares = [
+            by_key[(t, row.kind, row.connections)]
+            for t in BARE_TARGETS
+            if (t, row.kind, row.connections) in by_key
+        ]
         best = max((b.m.rps for b in bares), default=None)
         added50 = added99 = None
         if direct is not None and row.target != "direct":
@@ -1283,8 +1473,9 @@ def render(rows: list[Row], facts: list[tuple[str, str]], verdicts: list[str], n
     return "\n".join(out) + "\n"
 
 
-def verdict_lines(rows: list[Row], sinks: dict[str, Any] | None = None,
-                  paired: list[Paired] | None = None) -> list[str]:
+def verdict_lines(
+    rows: list[Row], sinks: dict[str, Any] | None = None, paired: list[Paired] | None = None
+) -> list[str]:
     by_key = {(r.target, r.kind, r.connections): r for r in rows}
     lines = []
     for pair in paired or ():
@@ -1297,8 +1488,10 @@ def verdict_lines(rows: list[Row], sinks: dict[str, Any] | None = None,
         )
     for kind in KINDS:
         if any(pair.kind == kind for pair in paired or ()):
-            pulse, bares = by_key.get(("pulse", kind, 32)), [
-                by_key[(t, kind, 32)] for t in BARE_TARGETS if (t, kind, 32) in by_key]
+            pulse, bares = (
+                by_key.get(("pulse", kind, 32)),
+                [by_key[(t, kind, 32)] for t in BARE_TARGETS if (t, kind, 32) in by_key],
+            )
             if pulse and bares:
                 best = max(bares, key=lambda r: r.m.rps)
                 lines.append(
@@ -1322,8 +1515,11 @@ def verdict_lines(rows: list[Row], sinks: dict[str, Any] | None = None,
             lines.append(f"n/a — {kind}, 32 connections: pulse or bare row missing")
     for kind in KINDS:
         pulse = by_key.get(("pulse", kind, 1))
-        bares = [by_key[(t, kind, 1)] for t in BARE_TARGETS
-                 if (t, kind, 1) in by_key and by_key[(t, kind, 1)].m.p50_ms is not None]
+        bares = [
+            by_key[(t, kind, 1)]
+            for t in BARE_TARGETS
+            if (t, kind, 1) in by_key and by_key[(t, kind, 1)].m.p50_ms is not None
+        ]
         pair = next((p for p in paired or () if p.kind == kind and p.added_p50), None)
         if pair is not None:
             ok = pair.added_p50_median <= TARGET_ADDED_P50_MS
@@ -1423,15 +1619,16 @@ def run_bench(args: argparse.Namespace) -> int:
                 import httpx_aiohttp  # noqa: F401
             except ImportError as exc:
                 targets.remove("bare-httpx-aiohttp")
-                notes.append(f"bare-httpx-aiohttp skipped: {exc} "
-                             "(install with `.venv/bin/pip install httpx-aiohttp`)")
+                notes.append(
+                    f"bare-httpx-aiohttp skipped: {exc} "
+                    "(install with `.venv/bin/pip install httpx-aiohttp`)"
+                )
                 print(f"* {notes[-1]}")
 
         # The fast fixed upstream, up for the whole run.
         uport = free_port()
         up_err = workdir / "upstream.stderr"
-        upstream = procs.start([sys.executable, here, "--_upstream", str(uport)],
-                               stderr=up_err)
+        upstream = procs.start([sys.executable, here, "--_upstream", str(uport)], stderr=up_err)
         wait_ready(uport, "/healthz", upstream, "upstream", stderr_file=up_err)
 
         pulse_cli = REPO / ".venv" / "bin" / "pulse-proxy"
@@ -1457,14 +1654,22 @@ def run_bench(args: argparse.Namespace) -> int:
                     argv = pulse_argv(pulse_cli, port, uport)
                     if target == "pulse-sinks":
                         receivers = SinkReceivers()
-                        config = write_sinks_config(workdir / "sinks.yaml", receivers.statsd_port,
-                                                    receivers.webhook_port)
-                        checked = subprocess.run([str(pulse_cli), "check-config", str(config)],
-                                                 capture_output=True, text=True, timeout=60,
-                                                 cwd=REPO, check=False)
+                        config = write_sinks_config(
+                            workdir / "sinks.yaml", receivers.statsd_port, receivers.webhook_port
+                        )
+                        checked = subprocess.run(
+                            [str(pulse_cli), "check-config", str(config)],
+                            capture_output=True,
+                            text=True,
+                            timeout=60,
+                            cwd=REPO,
+                            check=False,
+                        )
                         if checked.returncode != 0:
-                            notes.append(f"pulse-sinks skipped: check-config rejected the sinks "
-                                         f"config: {(checked.stderr or checked.stdout).strip()[-400:]}")
+                            notes.append(
+                                f"pulse-sinks skipped: check-config rejected the sinks "
+                                f"config: {(checked.stderr or checked.stdout).strip()[-400:]}"
+                            )
                             print(f"* {notes[-1]}")
                             receivers.close()
                             receivers = None
@@ -1484,9 +1689,12 @@ def run_bench(args: argparse.Namespace) -> int:
                     continue
             problems, first = sanity_check(target, port)
             if first and max(first) > 50:
-                notes.append(f"{target}: cold start: its first sequential requests took "
-                             + ", ".join(f"{ms:.1f}" for ms in first) + " ms (the warm-up "
-                             "absorbs this before measuring)")
+                notes.append(
+                    f"{target}: cold start: its first sequential requests took "
+                    + ", ".join(f"{ms:.1f}" for ms in first)
+                    + " ms (the warm-up "
+                    "absorbs this before measuring)"
+                )
                 print(f"* {notes[-1]}")
             if problems:
                 notes.append(f"{target}: sanity requests: " + "; ".join(problems))
@@ -1497,8 +1705,11 @@ def run_bench(args: argparse.Namespace) -> int:
             for kind in KINDS:
                 for connections in CONNECTIONS:
                     label = f"{target:<19} {kind:<6} c={connections:<3}"
-                    print(f"  {label} warm-up {args.warmup} s, measure {args.duration} s ...",
-                          end="", flush=True)
+                    print(
+                        f"  {label} warm-up {args.warmup} s, measure {args.duration} s ...",
+                        end="",
+                        flush=True,
+                    )
                     warm = loadgen.run(port, kind, connections, args.warmup)
                     if events is not None:
                         sent += warm.requests
@@ -1513,28 +1724,40 @@ def run_bench(args: argparse.Namespace) -> int:
                         extra = f", events {got}/{sent}"
                         if lag is not None and lag > 0.5:
                             extra += f", event backlog drained {lag:.1f} s after the load stopped"
-                            pulse_runs.append(f"{kind} c={connections}: the last llm.request event "
-                                              f"appeared {lag:.1f} s after the load stopped")
+                            pulse_runs.append(
+                                f"{kind} c={connections}: the last llm.request event "
+                                f"appeared {lag:.1f} s after the load stopped"
+                            )
                     if proc is not None and proc.poll() is not None:
-                        raise BenchError(f"{target} died during the load (exit {proc.returncode})"
-                                         f"{_tail(err_file)}")
-                    print(f" {m.rps:,.0f} req/s, p50 {fmt(m.p50_ms)} ms, p99 {fmt(m.p99_ms)} ms"
-                          f"{', ERRORS ' + str(m.errors) if m.errors else ''}{extra}", flush=True)
+                        raise BenchError(
+                            f"{target} died during the load (exit {proc.returncode})"
+                            f"{_tail(err_file)}"
+                        )
+                    print(
+                        f" {m.rps:,.0f} req/s, p50 {fmt(m.p50_ms)} ms, p99 {fmt(m.p99_ms)} ms"
+                        f"{', ERRORS ' + str(m.errors) if m.errors else ''}{extra}",
+                        flush=True,
+                    )
                     if m.errors:
-                        notes.append(f"{target} {kind} c={connections}: {m.socket_errors} socket "
-                                     f"errors, {m.non2xx} non-2xx responses")
+                        notes.append(
+                            f"{target} {kind} c={connections}: {m.socket_errors} socket "
+                            f"errors, {m.non2xx} non-2xx responses"
+                        )
             if proc is not None:
                 rss_after = rss_mb(proc.pid)
                 alive = False
                 with contextlib.suppress(OSError):
                     alive = http_request(port, "GET", "/healthz", timeout=5)[0] == 200
                 took, killed = procs.stop(proc, grace=15.0)
-                shutdown = (f"stopped by SIGTERM in {took:.1f} s" if not killed
-                            else "did NOT exit within 15 s of SIGTERM (killed)")
+                shutdown = (
+                    f"stopped by SIGTERM in {took:.1f} s"
+                    if not killed
+                    else "did NOT exit within 15 s of SIGTERM (killed)"
+                )
                 if target in PULSE_TARGETS and events is not None:
                     events.read()
                     t = events.tally
-                    overhead = (statistics.median(t.overhead_ms) if t.overhead_ms else None)
+                    overhead = statistics.median(t.overhead_ms) if t.overhead_ms else None
                     notes.append(
                         f"{target}: {sent} requests completed by the load generator, {t.requests} "
                         f"llm.request events (wrk drops in-flight requests at the end of a run, so "
@@ -1566,35 +1789,57 @@ def run_bench(args: argparse.Namespace) -> int:
                         f"{sinks_seen['post_events']}); the receivers ran as threads of the bench "
                         "process, on the same 2 cores (a cost the pulse rows do not carry)"
                     )
-                stderr_text = err_file.read_text(errors="replace").strip() if err_file.exists() else ""
+                stderr_text = (
+                    err_file.read_text(errors="replace").strip() if err_file.exists() else ""
+                )
                 if stderr_text:
                     tail = " | ".join(stderr_text.splitlines()[-5:])
-                    notes.append(f"{target}: stderr was not empty ({len(stderr_text)} chars), "
-                                 f"last lines: {tail[:600]}")
+                    notes.append(
+                        f"{target}: stderr was not empty ({len(stderr_text)} chars), "
+                        f"last lines: {tail[:600]}"
+                    )
 
         paired: list[Paired] = []
         if args.paired and "bare-aiohttp" in targets and "pulse" in targets and pulse_cli.exists():
-            print(f"\nPaired rounds: bare-aiohttp and pulse alternating, {args.paired} × "
-                  f"{args.paired_seconds} s per kind at 32 connections", flush=True)
+            print(
+                f"\nPaired rounds: bare-aiohttp and pulse alternating, {args.paired} × "
+                f"{args.paired_seconds} s per kind at 32 connections",
+                flush=True,
+            )
             # pulse-sinks joins the rotation when it ran above, with fresh receivers.
             sinks_config = None
             if "pulse-sinks" in targets and sinks_seen is not None:
                 receivers = SinkReceivers()
-                sinks_config = write_sinks_config(workdir / "paired-sinks.yaml", receivers.statsd_port,
-                                                  receivers.webhook_port)
-            paired = run_paired(args.paired, args.paired_seconds, loadgen, procs, uport, pulse_cli,
-                                workdir, sinks_config)
+                sinks_config = write_sinks_config(
+                    workdir / "paired-sinks.yaml", receivers.statsd_port, receivers.webhook_port
+                )
+            paired = run_paired(
+                args.paired,
+                args.paired_seconds,
+                loadgen,
+                procs,
+                uport,
+                pulse_cli,
+                workdir,
+                sinks_config,
+            )
         procs.stop(upstream)
         verdicts = verdict_lines(rows, sinks_seen, paired)
         if loadgen.kind == "python":
-            notes.append("Python load generator: req/s are capped by the generator itself; "
-                         "install wrk for meaningful ceilings")
-        notes.append("stream requests carry `\"stream\": true` without `stream_options`, as most "
-                     "clients send them: pulse injects `include_usage` (appended to the client's bytes) and "
-                     "cuts the usage chunk out of the relayed stream; direct and bare relay the "
-                     "upstream's bytes untouched")
-        notes.append("2 cores shared by load generator, target and upstream: the numbers are "
-                     "relative (same machine, same run), not absolute capacity")
+            notes.append(
+                "Python load generator: req/s are capped by the generator itself; "
+                "install wrk for meaningful ceilings"
+            )
+        notes.append(
+            'stream requests carry `"stream": true` without `stream_options`, as most '
+            "clients send them: pulse injects `include_usage` (appended to the client's bytes) and "
+            "cuts the usage chunk out of the relayed stream; direct and bare relay the "
+            "upstream's bytes untouched"
+        )
+        notes.append(
+            "2 cores shared by load generator, target and upstream: the numbers are "
+            "relative (same machine, same run), not absolute capacity"
+        )
         table = render(rows, facts, verdicts, notes, args, paired)
         print()
         print(table)
@@ -1623,28 +1868,51 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (10)")
     parser.add_argument("--quick", action="store_true", help="3 s per measurement, 1 s warm-up")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds (2; 1 with --quick)")
-    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
-                        help="wrk if installed (auto), or force one")
-    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS),
-                        help="subset of targets (default: all)")
-    parser.add_argument("--paired", type=int, default=None,
-                        help="alternating bare/pulse rounds per kind at 32 connections, which "
-                             "decide the throughput target (5; 3 with --quick; 0 to skip)")
-    parser.add_argument("--paired-seconds", type=int, default=None,
-                        help="seconds per paired measurement (4; 2 with --quick)")
-    parser.add_argument("--results", default=None,
-                        help="Markdown file to write (default: bench/results.md)")
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="warm-up seconds (2; 1 with --quick)"
+    )
+    parser.add_argument(
+        "--loadgen",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="wrk if installed (auto), or force one",
+    )
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        choices=TARGETS,
+        default=list(TARGETS),
+        help="subset of targets (default: all)",
+    )
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=None,
+        help="alternating bare/pulse rounds per kind at 32 connections, which "
+        "decide the throughput target (5; 3 with --quick; 0 to skip)",
+    )
+    parser.add_argument(
+        "--paired-seconds",
+        type=int,
+        default=None,
+        help="seconds per paired measurement (4; 2 with --quick)",
+    )
+    parser.add_argument(
+        "--results", default=None, help="Markdown file to write (default: bench/results.md)"
+    )
     # Internal roles of this same file, run as child processes.
     parser.add_argument("--_upstream", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--_bare", nargs=3, metavar=("PORT", "UPSTREAM", "CLIENT"),
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--_loadgen", nargs=4, metavar=("URL", "BODY", "CONNS", "SECONDS"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--_bare", nargs=3, metavar=("PORT", "UPSTREAM", "CLIENT"), help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--_loadgen", nargs=4, metavar=("URL", "BODY", "CONNS", "SECONDS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
 
     if args._upstream is not None:

@@ -197,7 +197,9 @@ class PulseApp:
         self.otel: OtelSink | None = None
         if settings.otel.enabled:
             self.otel = OtelSink.from_settings(
-                settings.otel, upstream_url=upstream_url, max_label_values=settings.metrics.max_label_values
+                settings.otel,
+                upstream_url=upstream_url,
+                max_label_values=settings.metrics.max_label_values,
             )
             sinks.append(self.otel)
         self.webhooks: WebhookSink | None = None
@@ -221,8 +223,13 @@ class PulseApp:
         )
         self.screen = Screen(settings.risk)
         self.forwarder = Forwarder(
-            settings, self._get_session, self.dispatcher.submit, self.upstream_url, self.screen,
-            clock=clock, identity=self.identity,
+            settings,
+            self._get_session,
+            self.dispatcher.submit,
+            self.upstream_url,
+            self.screen,
+            clock=clock,
+            identity=self.identity,
         )
         self.admin = Starlette(
             routes=[
@@ -291,7 +298,9 @@ class PulseApp:
         if self.settings.accounting.mode == "inline" or self.screen:
             # Counting happens in this process: load both vocabularies now (~1 s, in a
             # thread), since loading them on first use would stall the event loop.
-            await asyncio.gather(*(asyncio.to_thread(tokens.get_encoding, n) for n in tokens.ENCODING_NAMES))
+            await asyncio.gather(
+                *(asyncio.to_thread(tokens.get_encoding, n) for n in tokens.ENCODING_NAMES)
+            )
         self._session = open_upstream_session(self.settings)
         await self.dispatcher.start()
         for sink in (self.statsd, self.webhooks, self.otel):
@@ -323,7 +332,11 @@ class PulseApp:
                     await closing.aclose()
             await self._session.close()
             self._session = None
-            self.log.info("pulse.stopped", processed=self.dispatcher.processed, dropped=self.dispatcher.dropped)
+            self.log.info(
+                "pulse.stopped",
+                processed=self.dispatcher.processed,
+                dropped=self.dispatcher.dropped,
+            )
             if self._writer is not None:
                 self._writer.close()
 
@@ -386,19 +399,24 @@ class PulseApp:
             async with self._get_session().get(
                 self.upstream.url_for("/models"),
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=min(5.0, self.settings.upstream.probe_interval_s)),
+                timeout=aiohttp.ClientTimeout(
+                    total=min(5.0, self.settings.upstream.probe_interval_s)
+                ),
             ) as response:
                 await response.read()
                 if response.status == 508:
                     self.readiness.set(
-                        False, "upstream answered 508: request loop, the upstream URL leads back to this proxy"
+                        False,
+                        "upstream answered 508: request loop, the upstream URL leads back to this proxy",
                     )
                 elif response.status < 500:
                     self.readiness.set(True, f"upstream answered {response.status}")
                 else:
                     self.readiness.set(False, f"upstream answered {response.status}")
         except (TimeoutError, aiohttp.ClientError) as exc:
-            self.readiness.set(False, f"upstream unreachable: {self.upstream.address} ({upstream_failure(exc)})")
+            self.readiness.set(
+                False, f"upstream unreachable: {self.upstream.address} ({upstream_failure(exc)})"
+            )
 
     # -- admin routes -----------------------------------------------------------------
 
@@ -408,7 +426,9 @@ class PulseApp:
     async def readyz(self, _: Request) -> Response:
         if self.readiness.ready:
             return JSONResponse({"status": "ready", "reason": self.readiness.reason})
-        return JSONResponse({"status": "not_ready", "reason": self.readiness.reason}, status_code=503)
+        return JSONResponse(
+            {"status": "not_ready", "reason": self.readiness.reason}, status_code=503
+        )
 
     async def metrics(self, _: Request) -> Response:
         # With every label at its bound the exposition is megabytes and takes a second
@@ -459,14 +479,18 @@ class PulseApp:
     async def dashboard_asset(self, request: Request) -> Response:
         return dashboard_file(request.path_params["name"])
 
-    def guarded(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def guarded(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
         """Demand ``Authorization: Bearer <admin_token>`` when one is configured."""
         token = self.settings.server.admin_token
 
         async def check(request: Request) -> Response:
             if token and not admin_token_matches(request.headers.get("authorization", ""), token):
                 return Response(
-                    openai_error_body("A valid admin token is required.", "unauthorized", status=401),
+                    openai_error_body(
+                        "A valid admin token is required.", "unauthorized", status=401
+                    ),
                     status_code=401,
                     media_type="application/json",
                     headers={"WWW-Authenticate": "Bearer"},

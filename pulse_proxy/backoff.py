@@ -16,10 +16,10 @@ from collections.abc import Callable
 class Backoff:
     """Delays before successive restarts.  Example::
 
-        backoff = Backoff(first_s=0.1, max_s=10.0, healthy_s=30.0)
-        backoff.started()           # the child is up
-        ...                         # it dies
-        await asyncio.sleep(backoff.next_delay())
+    backoff = Backoff(first_s=0.1, max_s=10.0, healthy_s=30.0)
+    backoff.started()           # the child is up
+    ...                         # it dies
+    await asyncio.sleep(backoff.next_delay())
     """
 
     def __init__(

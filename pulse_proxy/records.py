@@ -135,10 +135,14 @@ def round_timings(ex: Exchange) -> None:
 
 # Fields of an exchange that are not event fields (text rides along only when asked).
 _NOT_EVENT = frozenset({"ended_at", "prompt_text", "completion_text"})
-_event_getters: dict[type[Exchange], tuple[tuple[str, ...], Callable[[Exchange], tuple[Any, ...]]]] = {}
+_event_getters: dict[
+    type[Exchange], tuple[tuple[str, ...], Callable[[Exchange], tuple[Any, ...]]]
+] = {}
 
 
-def _event_getter(kind: type[Exchange]) -> tuple[tuple[str, ...], Callable[[Exchange], tuple[Any, ...]]]:
+def _event_getter(
+    kind: type[Exchange],
+) -> tuple[tuple[str, ...], Callable[[Exchange], tuple[Any, ...]]]:
     """The event's field names and an attrgetter reading them all in one C call, per
     class (so that a subclass's own fields are event fields too)."""
     found = _event_getters.get(kind)
@@ -267,7 +271,9 @@ class Codec:
             captures.append(capture)
         return captures
 
-    def encode_captures(self, seq: BatchKey, captures: Sequence[Capture]) -> tuple[bytes, list[int], list[bytes]]:
+    def encode_captures(
+        self, seq: BatchKey, captures: Sequence[Capture]
+    ) -> tuple[bytes, list[int], list[bytes]]:
         """The fields frame, the bodies' sizes and the bodies, for :meth:`decode_captures`."""
         packed, sizes, bodies = self.pack_captures(captures)
         return self._encode((seq, packed, sizes)), sizes, bodies

@@ -79,7 +79,9 @@ class JsonLinesProcess:
     """A subprocess whose stdout is one JSON event per line, read as the lines come."""
 
     def __init__(self, argv: Sequence[str], **popen: Any) -> None:
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
+        )
         self.lines: list[dict[str, Any]] = []
         self.raw: list[bytes] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -116,8 +118,12 @@ class ProxyProcess(JsonLinesProcess):
 
     def wait_started(self, timeout: float = 30) -> None:
         """Wait for ``pulse.started``; fail at once, with its stderr, if it exited."""
-        wait_until(lambda: bool(self.events("pulse.started")) or self.process.poll() is not None, timeout)
-        assert self.process.poll() is None, self.process.stderr.read() if self.process.stderr else ""
+        wait_until(
+            lambda: bool(self.events("pulse.started")) or self.process.poll() is not None, timeout
+        )
+        assert self.process.poll() is None, (
+            self.process.stderr.read() if self.process.stderr else ""
+        )
 
     def stop(self) -> tuple[int, bytes]:
         self.process.send_signal(signal.SIGTERM)
@@ -170,7 +176,9 @@ def child_processes(parent: int) -> dict[int, str]:
 def accounting_child(parent: int) -> int:
     """The pid of a proxy's accounting process: forked from the proxy, it has the
     proxy's command line, so it is the child that is not the bundled mock."""
-    others = [pid for pid, cmdline in child_processes(parent).items() if "mock_upstream" not in cmdline]
+    others = [
+        pid for pid, cmdline in child_processes(parent).items() if "mock_upstream" not in cmdline
+    ]
     assert len(others) == 1, others
     return others[0]
 
@@ -197,8 +205,13 @@ class Recorder:
             }
         )
         body = b'{"object": "list", "data": []}'
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     def for_request(self, request_id: str) -> list[dict[str, Any]]:

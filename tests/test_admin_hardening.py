@@ -70,10 +70,15 @@ def test_utf8_user_and_tags_are_decoded_as_utf8(mock_url: str) -> None:
     """``X-Pulse-User: josé`` sent as UTF-8 bytes is josé in the event and the breakdown;
     bytes that are not UTF-8 are read as latin-1 rather than garbled."""
     with start_proxy(mock_url + "/v1") as proxy, httpx.Client() as client:
-        utf8 = [(b"X-Pulse-User", "josé".encode()), (b"X-Pulse-Tags", "équipe=recherche-ü".encode())]
+        utf8 = [
+            (b"X-Pulse-User", "josé".encode()),
+            (b"X-Pulse-Tags", "équipe=recherche-ü".encode()),
+        ]
         assert client.post(proxy.base_url + "/chat/completions", json=CHAT, headers=utf8).is_success
         latin1 = [(b"X-Pulse-User", "zoë".encode("latin-1"))]
-        assert client.post(proxy.base_url + "/chat/completions", json=CHAT, headers=latin1).is_success
+        assert client.post(
+            proxy.base_url + "/chat/completions", json=CHAT, headers=latin1
+        ).is_success
         first, second = proxy.wait_for(2)
         breakdown = client.get(proxy.url + "/pulse/stats").json()["breakdown"]["5m"]
     assert first.user == "josé"
@@ -89,8 +94,12 @@ def hostile_upstream(request_id: bytes) -> Iterator[str]:
     """An upstream answering every request 200 with ``X-Request-ID: request_id`` (raw bytes)."""
     body = b'{"object":"list","data":[]}'
     response = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Request-ID: " + request_id
-        + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Request-ID: "
+        + request_id
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: close\r\n\r\n"
+        + body
     )
 
     def answer(conn: socket.socket) -> None:
@@ -126,17 +135,44 @@ def test_report_escapes_control_characters_from_forged_lines() -> None:
     ``pulse-proxy report``: every field it prints is escaped."""
     forged = "\x1b[2J\x1b]0;pwned\x07\x9b31m"
     lines = [
-        {"event": "llm.request", "timestamp": "2026-11-29T03:00:00.000Z", "model": f"gpt{forged}",
-         "request_id": f"r{forged}", "user": forged, "outcome": f"success{forged}", "latency_ms": 120.0,
-         "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "cost_usd": 0.0001},
-        {"event": "alert.fired", "timestamp": "2026-11-29T03:00:01.000Z", "alert": f"a{forged}",
-         "severity": forged, "metric": forged, "stat": forged, "value": 1.0, "threshold": 0.5,
-         "fired_at": "2026-11-29T03:00:01.000Z"},
+        {
+            "event": "llm.request",
+            "timestamp": "2026-11-29T03:00:00.000Z",
+            "model": f"gpt{forged}",
+            "request_id": f"r{forged}",
+            "user": forged,
+            "outcome": f"success{forged}",
+            "latency_ms": 120.0,
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "total_tokens": 15,
+            "cost_usd": 0.0001,
+        },
+        {
+            "event": "alert.fired",
+            "timestamp": "2026-11-29T03:00:01.000Z",
+            "alert": f"a{forged}",
+            "severity": forged,
+            "metric": forged,
+            "stat": forged,
+            "value": 1.0,
+            "threshold": 0.5,
+            "fired_at": "2026-11-29T03:00:01.000Z",
+        },
     ]
     env = clean_env()
     result = subprocess.run(
-        [sys.executable, "-m", "pulse_proxy", "report", "-", ],
-        input=b"\n".join(orjson.dumps(line) for line in lines), capture_output=True, env=env, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pulse_proxy",
+            "report",
+            "-",
+        ],
+        input=b"\n".join(orjson.dumps(line) for line in lines),
+        capture_output=True,
+        env=env,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout.decode()

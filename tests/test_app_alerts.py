@@ -69,12 +69,20 @@ def _proxy_for(rule: str, mock_url: str, receiver_url: str, clock: FakeClock, na
     return start_proxy(mock_url + "/v1", config, clock=clock)
 
 
-def _send(proxy: RunningProxy, count: int, *, headers: dict[str, str] | None = None,
-          content: str = "Say hello", parallel: bool = False) -> None:
+def _send(
+    proxy: RunningProxy,
+    count: int,
+    *,
+    headers: dict[str, str] | None = None,
+    content: str = "Say hello",
+    parallel: bool = False,
+) -> None:
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]}
 
     def one() -> None:
-        httpx.post(proxy.base_url + "/chat/completions", json=body, headers=headers or {}, timeout=30)
+        httpx.post(
+            proxy.base_url + "/chat/completions", json=body, headers=headers or {}, timeout=30
+        )
 
     if parallel:
         threads = [threading.Thread(target=one) for _ in range(count)]
@@ -95,7 +103,9 @@ def _transitions(proxy: RunningProxy, rule: str) -> list[Any]:
     return [a for a in proxy.sink.alerts if a.alert == rule]
 
 
-def _run_incident(proxy: RunningProxy, clock: FakeClock, rule: str, crossing: Any, normal: Any) -> list[Any]:
+def _run_incident(
+    proxy: RunningProxy, clock: FakeClock, rule: str, crossing: Any, normal: Any
+) -> list[Any]:
     """Normal → crossing → back to normal, evaluating as the clock moves."""
     app = proxy.app
     sent = normal(0)
@@ -137,8 +147,12 @@ def test_high_latency(mock_url: str, receiver: tuple[Receiver, str]) -> None:
     clock = FakeClock()
     with _proxy_for("high_latency", mock_url, url, clock, "latency") as proxy:
         transitions = _run_incident(
-            proxy, clock, "high_latency",
-            crossing=lambda: _send(proxy, 12, headers={"X-Mock-Latency-Ms": "2100"}, parallel=True) or 12,
+            proxy,
+            clock,
+            "high_latency",
+            crossing=lambda: (
+                _send(proxy, 12, headers={"X-Mock-Latency-Ms": "2100"}, parallel=True) or 12
+            ),
             normal=lambda _: _send(proxy, 12) or 12,
         )
         fired = transitions[0]
@@ -156,7 +170,9 @@ def test_error_rate(mock_url: str, receiver: tuple[Receiver, str]) -> None:
     clock = FakeClock()
     with _proxy_for("error_rate", mock_url, url, clock, "errors") as proxy:
         transitions = _run_incident(
-            proxy, clock, "error_rate",
+            proxy,
+            clock,
+            "error_rate",
             crossing=lambda: _send(proxy, 25, headers={"X-Mock-Status": "500"}) or 25,
             normal=lambda _: _send(proxy, 25) or 25,
         )
@@ -170,12 +186,18 @@ def test_token_spike(mock_url: str, receiver: tuple[Receiver, str]) -> None:
     clock = FakeClock()
     with _proxy_for("token_spike", mock_url, url, clock, "tokens") as proxy:
         transitions = _run_incident(
-            proxy, clock, "token_spike",
+            proxy,
+            clock,
+            "token_spike",
             crossing=lambda: _send(proxy, 15, headers={"X-Mock-Completion-Tokens": "2500"}) or 15,
             normal=lambda _: _send(proxy, 10) or 10,
         )
         fired = transitions[0]
-        assert fired.value is not None and fired.threshold is not None and fired.value > fired.threshold >= 5000
+        assert (
+            fired.value is not None
+            and fired.threshold is not None
+            and fired.value > fired.threshold >= 5000
+        )
         _webhooks_got_both(rec, "tokens", "token_spike")
 
 
@@ -186,7 +208,9 @@ def test_prompt_length_spike(mock_url: str, receiver: tuple[Receiver, str]) -> N
     long_prompt = "lorem ipsum dolor sit amet " * 600
     with _proxy_for("prompt_length_spike", mock_url, url, clock, "prompts") as proxy:
         transitions = _run_incident(
-            proxy, clock, "prompt_length_spike",
+            proxy,
+            clock,
+            "prompt_length_spike",
             crossing=lambda: _send(proxy, 12, content=long_prompt) or 12,
             normal=lambda _: _send(proxy, 12) or 12,
         )
@@ -199,14 +223,22 @@ def test_prompt_length_spike(mock_url: str, receiver: tuple[Receiver, str]) -> N
 def test_alerts_endpoint_and_gauge(mock_url: str) -> None:
     """/pulse/alerts shows rules and state, and llm_alert_firing follows it."""
     clock = FakeClock()
-    config = {"alerts": {"evaluation_interval_s": 3600, "rules": [r.model_dump() for r in default_rules()]}}
+    config = {
+        "alerts": {
+            "evaluation_interval_s": 3600,
+            "rules": [r.model_dump() for r in default_rules()],
+        }
+    }
     with start_proxy(mock_url + "/v1", config, clock=clock) as proxy:
         _send(proxy, 25, headers={"X-Mock-Status": "503"})
         _settle(proxy, 25)
         proxy.app.evaluate_alerts()
         state = httpx.get(proxy.url + "/pulse/alerts").json()
         assert {rule["name"] for rule in state["rules"]} == {
-            "high_latency", "token_spike", "error_rate", "prompt_length_spike"
+            "high_latency",
+            "token_spike",
+            "error_rate",
+            "prompt_length_spike",
         }
         assert [a["alert"] for a in state["active"]] == ["error_rate"]
         metrics = httpx.get(proxy.url + "/metrics").text

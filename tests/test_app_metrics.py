@@ -44,8 +44,11 @@ def test_metrics_exposition_has_spec_names_types_and_labels(proxy: RunningProxy)
     tokens = {s.labels["token_type"] for s in families["llm_tokens"].samples}  # type: ignore[attr-defined]
     assert {"prompt", "completion"} <= tokens
     buckets = sorted(
-        float(s.labels["le"]) for s in families["llm_request_duration_seconds"].samples  # type: ignore[attr-defined]
-        if s.name.endswith("_bucket") and s.labels["status_class"] == "2xx" and s.labels["stream"] == "false"
+        float(s.labels["le"])
+        for s in families["llm_request_duration_seconds"].samples  # type: ignore[attr-defined]
+        if s.name.endswith("_bucket")
+        and s.labels["status_class"] == "2xx"
+        and s.labels["stream"] == "false"
     )
     assert buckets[:3] == [0.01, 0.02, 0.04] and buckets[-2] == 81.92
 
@@ -55,7 +58,9 @@ def test_distinct_model_names_fold_into_other(mock_url: str) -> None:
     with start_proxy(mock_url + "/v1", {"metrics": {"max_label_values": 20}}) as proxy:
         with httpx.Client() as client:
             for i in range(300):
-                client.post(proxy.base_url + "/chat/completions", json={**CHAT, "model": f"junk-{i}"})
+                client.post(
+                    proxy.base_url + "/chat/completions", json={**CHAT, "model": f"junk-{i}"}
+                )
         proxy.wait_for(300)
         text = httpx.get(proxy.url + "/metrics").text
         families = _families(text)
@@ -122,8 +127,16 @@ def test_admin_token_guards_metrics_and_pulse(mock_url: str) -> None:
         for path in ("/metrics", "/pulse/stats", "/pulse/alerts"):
             denied = httpx.get(proxy.url + path)
             assert denied.status_code == 401 and denied.json()["error"]["code"] == "unauthorized"
-            assert httpx.get(proxy.url + path, headers={"Authorization": "Bearer wrong"}).status_code == 401
-            assert httpx.get(proxy.url + path, headers={"Authorization": "Bearer s3cret-admin"}).status_code == 200
+            assert (
+                httpx.get(proxy.url + path, headers={"Authorization": "Bearer wrong"}).status_code
+                == 401
+            )
+            assert (
+                httpx.get(
+                    proxy.url + path, headers={"Authorization": "Bearer s3cret-admin"}
+                ).status_code
+                == 200
+            )
         assert httpx.get(proxy.url + "/healthz").status_code == 200
         assert httpx.post(proxy.base_url + "/chat/completions", json=CHAT).status_code == 200
         proxy.wait_for(1)

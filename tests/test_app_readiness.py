@@ -29,7 +29,9 @@ def test_each_readiness_change_logs_one_line() -> None:
     # A probe can also time out (a loaded machine, or a pooled connection being
     # closed): the cause may vary, the address and the flip may not.
     unreachable = f"upstream unreachable: 127.0.0.1:{port} ("
-    with start_proxy(f"http://127.0.0.1:{port}/v1", {"upstream": {"probe_interval_s": 0.2}}) as proxy:
+    with start_proxy(
+        f"http://127.0.0.1:{port}/v1", {"upstream": {"probe_interval_s": 0.2}}
+    ) as proxy:
         wait_until(lambda: _ready_is(proxy, 503) and _readiness_lines(proxy))
         time.sleep(1)  # about five more probes, each with the same verdict
         assert _ready_is(proxy, 503)

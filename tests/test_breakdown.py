@@ -71,14 +71,20 @@ def test_running_windows_match_summing_the_buckets() -> None:
         now[0] += rng.choice([0.0, 0.5, 3.0, 11.0, 70.0, 400.0])
         ended = now[0] - rng.choice([0.0, 0.0, 5.0, 60.0, 290.0, 3590.0, 4000.0])
         tally = BreakdownTally()
-        tally.rows[("user", f"u{rng.randrange(8)}")] = {int(ended // 10) * 10: [1.0, 1.0, 3.0, 2.0, 5.0, 0.1]}
+        tally.rows[("user", f"u{rng.randrange(8)}")] = {
+            int(ended // 10) * 10: [1.0, 1.0, 3.0, 2.0, 5.0, 0.1]
+        }
         breakdown.merge(tally)
         if rng.random() < 0.05:
             for seconds in breakdown.windows:
-                expected = {key: [round(v, 6) for v in totals]
-                            for key, totals in breakdown._sum_buckets(now[0] - seconds).items()}
-                running = {key: [round(v, 6) for v in totals]
-                           for key, totals in breakdown._running[seconds].totals.items()}
+                expected = {
+                    key: [round(v, 6) for v in totals]
+                    for key, totals in breakdown._sum_buckets(now[0] - seconds).items()
+                }
+                running = {
+                    key: [round(v, 6) for v in totals]
+                    for key, totals in breakdown._running[seconds].totals.items()
+                }
                 assert running == expected, seconds
     assert breakdown.window(300) is not None
 
@@ -91,8 +97,14 @@ def test_client_invented_tag_keys_fold_through_a_real_proxy(mock_url: str) -> No
     with start_proxy(mock_url + "/v1") as proxy, httpx.Client() as client:
         for i in range(requests):
             tags = ",".join(f"k{i}-{j}=v{j}" for j in range(tags_each))
-            headers = {"X-Pulse-Tags": tags, "X-Pulse-User": f"user-{i}", "Authorization": f"Bearer sk-{i}"}
-            assert client.post(proxy.base_url + "/chat/completions", json=CHAT, headers=headers).is_success
+            headers = {
+                "X-Pulse-Tags": tags,
+                "X-Pulse-User": f"user-{i}",
+                "Authorization": f"Bearer sk-{i}",
+            }
+            assert client.post(
+                proxy.base_url + "/chat/completions", json=CHAT, headers=headers
+            ).is_success
         proxy.wait_for(requests, timeout=60)
         response = client.get(proxy.url + "/pulse/stats")
     assert response.status_code == 200

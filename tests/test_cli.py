@@ -17,8 +17,12 @@ def test_serve_starts_the_bundled_mock_and_says_so(running: ProxyProcess) -> Non
     first = running.lines[0]
     assert first["event"] == "pulse.started" and first["mock"] is True
     assert {"timestamp", "level", "schema"} <= set(first) and first["schema"] == "pulse.v1"
-    client = openai.OpenAI(base_url=running.url + "/v1", api_key="sk-cli-test-key-123", max_retries=0)
-    completion = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    client = openai.OpenAI(
+        base_url=running.url + "/v1", api_key="sk-cli-test-key-123", max_retries=0
+    )
+    completion = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+    )
     wait_until(lambda: bool(running.events("llm.request")))
     assert httpx.get(running.url + "/readyz").status_code == 200
     code, stderr = running.stop()
@@ -33,16 +37,45 @@ def test_serve_starts_the_bundled_mock_and_says_so(running: ProxyProcess) -> Non
 
 def test_every_spec_field_is_in_the_event(running: ProxyProcess) -> None:
     """An llm.request line carries every field SPEC lists, null where not applicable."""
-    httpx.post(running.url + "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "hi"})
+    httpx.post(
+        running.url + "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "hi"}
+    )
     wait_until(lambda: bool(running.events("llm.request")))
     running.stop()
     (event,) = running.events("llm.request")
     spec_fields = [
-        "request_id", "method", "path", "endpoint", "model", "response_model", "upstream",
-        "status_code", "outcome", "stream", "latency_ms", "ttft_ms", "upstream_ms", "overhead_ms",
-        "prompt_tokens", "completion_tokens", "total_tokens", "token_source", "prompt_tokens_local",
-        "prompt_chars", "messages", "max_tokens", "finish_reason", "tokens_per_second", "cost_usd",
-        "risk_flags", "user", "tags", "api_key_hash", "error_type", "error_message", "bytes_in",
+        "request_id",
+        "method",
+        "path",
+        "endpoint",
+        "model",
+        "response_model",
+        "upstream",
+        "status_code",
+        "outcome",
+        "stream",
+        "latency_ms",
+        "ttft_ms",
+        "upstream_ms",
+        "overhead_ms",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "token_source",
+        "prompt_tokens_local",
+        "prompt_chars",
+        "messages",
+        "max_tokens",
+        "finish_reason",
+        "tokens_per_second",
+        "cost_usd",
+        "risk_flags",
+        "user",
+        "tags",
+        "api_key_hash",
+        "error_type",
+        "error_message",
+        "bytes_in",
         "bytes_out",
     ]
     missing = [f for f in ["event", "timestamp", "level", "schema", *spec_fields] if f not in event]
@@ -54,16 +87,24 @@ def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
     """check-config prints the effective config, or exits non-zero naming the bad key."""
     good = tmp_path / "good.yaml"
     good.write_text("upstream:\n  url: https://api.openai.com/v1\n  api_key: sk-hidden-value\n")
-    ok = subprocess.run([sys.executable, "-m", "pulse_proxy", "check-config", str(good)],
-                        capture_output=True, env=clean_env(), check=False)
+    ok = subprocess.run(
+        [sys.executable, "-m", "pulse_proxy", "check-config", str(good)],
+        capture_output=True,
+        env=clean_env(),
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     shown = orjson.loads(ok.stdout)
     assert shown["upstream"]["url"] == "https://api.openai.com/v1"
     assert b"sk-hidden-value" not in ok.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("server:\n  prot: 80\n")
-    failed = subprocess.run([sys.executable, "-m", "pulse_proxy", "check-config", str(bad)],
-                            capture_output=True, env=clean_env(), check=False)
+    failed = subprocess.run(
+        [sys.executable, "-m", "pulse_proxy", "check-config", str(bad)],
+        capture_output=True,
+        env=clean_env(),
+        check=False,
+    )
     assert failed.returncode != 0
     assert b"server.prot" in failed.stderr
 
@@ -77,7 +118,9 @@ def test_console_log_format_is_for_humans_and_still_one_line_per_event() -> None
 
     stream = io.BytesIO()
     logger, writer = make_logger(stream, "console")
-    LogSink(logger, writer).on_exchange(Exchange(request_id="r1", method="POST", path="/v1/x", model="evil\nmodel"))
+    LogSink(logger, writer).on_exchange(
+        Exchange(request_id="r1", method="POST", path="/v1/x", model="evil\nmodel")
+    )
     writer.close()
     lines = stream.getvalue().decode().splitlines()
     assert len(lines) == 1
@@ -87,23 +130,49 @@ def test_console_log_format_is_for_humans_and_still_one_line_per_event() -> None
 def test_report_reads_events_from_stdin(tmp_path: Path) -> None:
     """pulse-proxy report - summarises piped llm.request lines and skips garbage."""
     lines = [
-        orjson.dumps({"event": "llm.request", "timestamp": "2026-11-29T03:00:00.000Z", "model": "gpt-4o",
-                      "latency_ms": 120.0 + i, "ttft_ms": None, "prompt_tokens": 10, "completion_tokens": 5,
-                      "total_tokens": 15, "outcome": "success", "cost_usd": 0.0001, "status_code": 200,
-                      "stream": False, "request_id": f"r{i}"}).decode()
+        orjson.dumps(
+            {
+                "event": "llm.request",
+                "timestamp": "2026-11-29T03:00:00.000Z",
+                "model": "gpt-4o",
+                "latency_ms": 120.0 + i,
+                "ttft_ms": None,
+                "prompt_tokens": 10,
+                "completion_tokens": 5,
+                "total_tokens": 15,
+                "outcome": "success",
+                "cost_usd": 0.0001,
+                "status_code": 200,
+                "stream": False,
+                "request_id": f"r{i}",
+            }
+        ).decode()
         for i in range(20)
     ] + ["not json", '{"event": "something.else"}']
-    result = subprocess.run([sys.executable, "-m", "pulse_proxy", "report", "-"], input="\n".join(lines).encode(),
-                            capture_output=True, env=clean_env(), check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pulse_proxy", "report", "-"],
+        input="\n".join(lines).encode(),
+        capture_output=True,
+        env=clean_env(),
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout.decode()
     assert "gpt-4o" in out and "20" in out
     assert "malformed" in out.lower() or "skipped" in out.lower()
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "pulse_proxy", *args], input=stdin, capture_output=True,
-                          env=env or clean_env(), check=False, timeout=60)
+def _cli(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "pulse_proxy", *args],
+        input=stdin,
+        capture_output=True,
+        env=env or clean_env(),
+        check=False,
+        timeout=60,
+    )
 
 
 def test_check_config_applies_the_environment_and_names_the_variable(tmp_path: Path) -> None:
@@ -125,14 +194,24 @@ def test_check_config_applies_the_environment_and_names_the_variable(tmp_path: P
 def test_report_of_a_missing_file_is_one_clear_line() -> None:
     result = _cli("report", "/nonexistent/pulse.log")
     assert result.returncode == 2
-    assert result.stderr.decode().strip() == "pulse-proxy: cannot read /nonexistent/pulse.log: No such file or directory"
+    assert (
+        result.stderr.decode().strip()
+        == "pulse-proxy: cannot read /nonexistent/pulse.log: No such file or directory"
+    )
 
 
 def test_report_into_a_closed_pipe_exits_quietly() -> None:
     """``pulse-proxy report big.log | head`` must not end in a BrokenPipeError traceback."""
-    line = orjson.dumps({"event": "llm.request", "model": "m", "latency_ms": 1.0, "outcome": "success"})
-    proc = subprocess.Popen([sys.executable, "-m", "pulse_proxy", "report", "-"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
+    line = orjson.dumps(
+        {"event": "llm.request", "model": "m", "latency_ms": 1.0, "outcome": "success"}
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pulse_proxy", "report", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
     assert proc.stdout is not None and proc.stdin is not None
     proc.stdout.close()  # the reader is gone before the report is written
     _, err = proc.communicate(b"\n".join([line] * 2000), timeout=60)
@@ -143,7 +222,9 @@ def test_report_into_a_closed_pipe_exits_quietly() -> None:
 def test_subcommand_help_describes_the_argument() -> None:
     """Both commands that read a file say what FILE is and that - is standard input."""
     report_help = _cli("report", "--help").stdout
-    assert b"FILE" in report_help and b"a file of JSON lines, or - for standard input" in report_help
+    assert (
+        b"FILE" in report_help and b"a file of JSON lines, or - for standard input" in report_help
+    )
     check_help = _cli("check-config", "--help").stdout
     assert b"PULSE_* variables" in check_help
     assert b"FILE" in check_help and b"a YAML config file, or - for standard input" in check_help
@@ -164,12 +245,23 @@ def test_report_prints_long_model_names_whole() -> None:
     differ only in their last character."""
     stem = "ft:gpt-4o-mini-2024-07-18:acme-research:customer-support-summaries:9abcDEF"
     lines = [
-        orjson.dumps({"event": "llm.request", "timestamp": "2026-11-29T03:00:00.000Z", "model": stem + tail,
-                      "latency_ms": 100.0, "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
-                      "outcome": "success"})
+        orjson.dumps(
+            {
+                "event": "llm.request",
+                "timestamp": "2026-11-29T03:00:00.000Z",
+                "model": stem + tail,
+                "latency_ms": 100.0,
+                "prompt_tokens": 10,
+                "completion_tokens": 5,
+                "total_tokens": 15,
+                "outcome": "success",
+            }
+        )
         for tail in "ab"
     ]
     result = _cli("report", "-", stdin=b"\n".join(lines))
     assert result.returncode == 0, result.stderr
-    rows = [line.split()[0] for line in result.stdout.decode().splitlines() if line.startswith(stem)]
+    rows = [
+        line.split()[0] for line in result.stdout.decode().splitlines() if line.startswith(stem)
+    ]
     assert rows == [stem + "a", stem + "b"] * 3, result.stdout.decode()

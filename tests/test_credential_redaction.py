@@ -36,7 +36,11 @@ PATH_KEY = "sk-proj-" + "Zx9Qw2Lm4Np6Rt8Vb1Cd3Fg5Hj7Kl0Mn2Pq4Rs6Tu8Wx0Yz"
 CASES: dict[str, dict[str, Any]] = {
     "azure_bearer": {"headers": {"authorization": f"Bearer {AZURE_KEY}"}, "raw": [AZURE_KEY]},
     "azure_api_key": {
-        "headers": {"api-key": AZURE_KEY_2, "x-pulse-user": AZURE_KEY_2, "x-pulse-tags": f"team={AZURE_KEY_2}"},
+        "headers": {
+            "api-key": AZURE_KEY_2,
+            "x-pulse-user": AZURE_KEY_2,
+            "x-pulse-tags": f"team={AZURE_KEY_2}",
+        },
         "raw": [AZURE_KEY_2],
     },
     "basic": {
@@ -78,16 +82,22 @@ def upstream() -> Iterator[tuple[str, list[bytes]]]:
         message, request_id = _echo(request)
         status = int(request.headers.get("x-echo-status", "401"))
         error_type = "invalid_request_error" if status == 401 else "server_error"
-        body = httpx.Response(200, json={"error": {"message": message, "type": error_type, "code": None}}).content
+        body = httpx.Response(
+            200, json={"error": {"message": message, "type": error_type, "code": None}}
+        ).content
         sent.append(body)
-        return Response(body, status, media_type="application/json", headers={"x-request-id": request_id})
+        return Response(
+            body, status, media_type="application/json", headers={"x-request-id": request_id}
+        )
 
     app = Starlette(routes=[Route("/v1/{rest:path}", echo, methods=["GET", "POST"])])
     with run_server(app) as url:
         yield url, sent
 
 
-def test_every_credential_the_request_carried_is_redacted_by_value(upstream: tuple[str, list[bytes]]) -> None:
+def test_every_credential_the_request_carried_is_redacted_by_value(
+    upstream: tuple[str, list[bytes]],
+) -> None:
     """Azure keys in Authorization and api-key, Basic credentials (encoded and decoded), sig and access_token query values and a key in the path, echoed by the upstream into 401 and 500 bodies, appear in no log line, while the client gets the upstream's body untouched."""
     url, sent = upstream
     answers: list[tuple[str, int, bytes, bytes]] = []
@@ -123,7 +133,9 @@ def test_every_credential_the_request_carried_is_redacted_by_value(upstream: tup
         events.setdefault(event["status_code"], []).append(event)
     assert len(events[401]) == len(events[500]) == len(CASES)
     for status, group in events.items():
-        for (name, _, _, _), event in zip([a for a in answers if a[1] == status], group, strict=True):
+        for (name, _, _, _), event in zip(
+            [a for a in answers if a[1] == status], group, strict=True
+        ):
             assert "[SECRET]" in event["error_message"], (name, event["error_message"])
             if name == "path":
                 assert event["path"] == "/v1/models/[SECRET]"
@@ -140,7 +152,9 @@ def test_short_values_are_left_alone_and_longer_ones_in_every_form() -> None:
     from pulse_proxy.accounting.redaction import credential_values, value_redactor
 
     secrets = credential_values(
-        f"Bearer short\nBasic {BASIC}", b"key=1234&client_secret=a%2Fb%2Bc%3Dd-long&page=2", ["sk-configured-key-1"]
+        f"Bearer short\nBasic {BASIC}",
+        b"key=1234&client_secret=a%2Fb%2Bc%3Dd-long&page=2",
+        ["sk-configured-key-1"],
     )
     redact = value_redactor(secrets)
     assert redact("short page 1234") == "short page 1234"

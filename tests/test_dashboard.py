@@ -518,19 +518,27 @@ def test_dashboard_stays_legible_with_one_huge_prompt_and_an_empty_window(
     with start_proxy(mock_url + "/v1", HARD_CAP, clock=clock) as running:
         with httpx.Client(base_url=running.base_url, timeout=60) as client:
             for i in range(60):
-                body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"Tag {i}"}]}
+                body = {
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": f"Tag {i}"}],
+                }
                 assert client.post("/chat/completions", json=body).status_code == 200
             huge = "lorem ipsum dolor sit amet, consectetur adipiscing elit " * 12_300
             body = {"model": "gpt-4o", "messages": [{"role": "user", "content": huge}]}
             long_answer = {"X-Mock-Completion-Tokens": "20000"}
-            assert client.post("/chat/completions", json=body, headers=long_answer).status_code == 200
+            assert (
+                client.post("/chat/completions", json=body, headers=long_answer).status_code == 200
+            )
         running.wait_for(61, timeout=30)
         largest = stats(running)["windows"]["5m"]["overall"]["prompt_tokens"]["max"]
         assert 100_000 < largest < 131_072
         browser.get(running.url + "/pulse/")
         rendered(browser, "5m")
         dirs = output_dirs(tmp_path)
-        for name, width, height, mobile in (("laptop", 1366, 900, False), ("phone", 390, 844, True)):
+        for name, width, height, mobile in (
+            ("laptop", 1366, 900, False),
+            ("phone", 390, 844, True),
+        ):
             viewport(browser, width=width, height=height, mobile=mobile)
             assert_sub_lines_fit(browser)
             assert_axes_legible(browser)
@@ -546,7 +554,7 @@ def test_dashboard_stays_legible_with_one_huge_prompt_and_an_empty_window(
                 "const most = Math.max(...bars.map((b) => Number(b.dataset.height || b.getAttribute('height'))));"
                 "return big.map((b) => [Number(b.dataset.count), Number(b.getAttribute('height')), most])"
             )
-            (count, height_px, tallest), = lone
+            ((count, height_px, tallest),) = lone
             assert count == 1 and height_px >= 0.1 * tallest and height_px >= 10, lone
             scales = chart_data(browser, "prompt")
             assert (scales.get("xScale"), scales.get("yScale")) == ("log", "log")

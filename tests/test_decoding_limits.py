@@ -106,7 +106,9 @@ def upstream(bombs: dict[str, bytes]) -> Iterator[str]:
         if coding is None:
             body = b'{"object":"chat.completion","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}'
             return Response(body, media_type="application/json")
-        return Response(bombs[coding], media_type="application/json", headers={"content-encoding": coding})
+        return Response(
+            bombs[coding], media_type="application/json", headers={"content-encoding": coding}
+        )
 
     app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
     with run_server(app) as url:
@@ -134,7 +136,9 @@ def test_a_decompression_bomb_is_decoded_no_further_than_the_limit(
             assert client.post("/chat/completions", json=request).status_code == 200
             wait_until(lambda: len(proc.events("llm.request")) == 1, timeout=30)
             before = _peak_rss(child)
-            with client.stream("POST", "/chat/completions", params={"bomb": coding}, json=request) as response:
+            with client.stream(
+                "POST", "/chat/completions", params={"bomb": coding}, json=request
+            ) as response:
                 raw = b"".join(response.iter_raw())
                 assert response.headers["content-encoding"] == coding
         assert raw == bombs[coding]
@@ -148,9 +152,14 @@ def test_a_decompression_bomb_is_decoded_no_further_than_the_limit(
     assert len(events) == 2
     event = events[1]
     assert event["status_code"] == 200 and event["outcome"] == "success"
-    expected = "max_decoded_bytes" if coding == "gzip" or _brotli_decodes() else "unsupported_encoding"
+    expected = (
+        "max_decoded_bytes" if coding == "gzip" or _brotli_decodes() else "unsupported_encoding"
+    )
     assert event["usage_unread"] == expected
-    assert event["token_source"] == "tiktoken" and event["prompt_tokens"] == event["prompt_tokens_local"]
+    assert (
+        event["token_source"] == "tiktoken"
+        and event["prompt_tokens"] == event["prompt_tokens_local"]
+    )
     assert event["bytes_out"] == len(bombs[coding])
     assert events[0]["usage_unread"] is None and events[0]["token_source"] == "upstream"
 

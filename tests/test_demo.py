@@ -52,13 +52,17 @@ def test_demo_fires_and_resolves_every_default_alert(mock_url: str) -> None:
     with start_proxy(mock_url + "/v1", config, clock=clock) as proxy:
         clock.offset = 15 * 60
         started = time.monotonic()
-        result = run_cli("--proxy", proxy.url, "--speed", str(SPEED), "--max-minutes", "25", timeout=90)
+        result = run_cli(
+            "--proxy", proxy.url, "--speed", str(SPEED), "--max-minutes", "25", timeout=90
+        )
         took = time.monotonic() - started
         assert result.returncode == 0, result.stderr + result.stdout
         assert "all 4 alerts fired and resolved" in result.stdout
 
         transitions = Counter((a.alert, a.event) for a in proxy.sink.alerts)
-        assert transitions == {(rule, event): 1 for rule in RULES for event in ("alert.fired", "alert.resolved")}
+        assert transitions == {
+            (rule, event): 1 for rule in RULES for event in ("alert.fired", "alert.resolved")
+        }
         logged = [line for line in proxy.log_lines() if line["event"].startswith("alert.")]
         assert len(logged) == 8
 
@@ -126,7 +130,9 @@ def test_demo_refuses_an_upstream_that_is_not_the_mock(mock_url: str) -> None:
     from starlette.routing import Route
 
     async def models(_: object) -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [{"id": "gpt-4o", "object": "model", "owned_by": "openai"}]})
+        return JSONResponse(
+            {"object": "list", "data": [{"id": "gpt-4o", "object": "model", "owned_by": "openai"}]}
+        )
 
     real_looking = Starlette(routes=[Route("/v1/models", models)])
     with run_server(real_looking) as upstream, start_proxy(upstream + "/v1") as proxy:

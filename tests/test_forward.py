@@ -67,7 +67,9 @@ def test_request_reaches_upstream_byte_for_byte(proxy: RunningProxy, mock_url: s
 def test_configured_key_is_injected_only_when_client_sends_none(mock_url: str) -> None:
     """PULSE_UPSTREAM_API_KEY fills in a missing Authorization but never replaces one."""
     with start_proxy(mock_url + "/v1", {"upstream": {"api_key": "sk-operator"}}) as proxy:
-        httpx.post(proxy.base_url + "/chat/completions", json=CHAT, headers={"X-Request-ID": "inject-1"})
+        httpx.post(
+            proxy.base_url + "/chat/completions", json=CHAT, headers={"X-Request-ID": "inject-1"}
+        )
         httpx.post(
             proxy.base_url + "/chat/completions",
             json=CHAT,
@@ -78,10 +80,16 @@ def test_configured_key_is_injected_only_when_client_sends_none(mock_url: str) -
             json=CHAT,
             headers={"X-Request-ID": "inject-3", "Authorization": ""},
         )
-        assert header_values(mock_request(mock_url, "inject-1"), "authorization") == ["Bearer sk-operator"]
-        assert header_values(mock_request(mock_url, "inject-2"), "authorization") == ["Bearer sk-own"]
+        assert header_values(mock_request(mock_url, "inject-1"), "authorization") == [
+            "Bearer sk-operator"
+        ]
+        assert header_values(mock_request(mock_url, "inject-2"), "authorization") == [
+            "Bearer sk-own"
+        ]
         # An empty header counts as none, and is replaced rather than sent alongside.
-        assert header_values(mock_request(mock_url, "inject-3"), "authorization") == ["Bearer sk-operator"]
+        assert header_values(mock_request(mock_url, "inject-3"), "authorization") == [
+            "Bearer sk-operator"
+        ]
         proxy.wait_for(3)
 
 
@@ -119,11 +127,17 @@ def test_compressed_body_stays_compressed_and_is_still_accounted(proxy: RunningP
     assert event.completion_tokens == body["usage"]["completion_tokens"]
 
 
-def test_first_event_arrives_while_upstream_holds_the_second(proxy: RunningProxy, mock_url: str) -> None:
+def test_first_event_arrives_while_upstream_holds_the_second(
+    proxy: RunningProxy, mock_url: str
+) -> None:
     """SSE is relayed chunk by chunk: the client reads the first event before the upstream sends the next."""
     body = {**CHAT, "stream": True}
     with httpx.stream(
-        "POST", proxy.base_url + "/chat/completions", json=body, headers={"X-Mock-Gate": "relay-1"}, timeout=10
+        "POST",
+        proxy.base_url + "/chat/completions",
+        json=body,
+        headers={"X-Mock-Gate": "relay-1"},
+        timeout=10,
     ) as response:
         lines = response.iter_lines()
         first = next(line for line in lines if line.startswith("data:"))
@@ -140,18 +154,26 @@ def test_injected_usage_chunk_is_hidden_but_counted(proxy: RunningProxy) -> None
     """A client that did not ask for stream usage does not get the usage chunk, yet the event has exact tokens."""
     body = {**CHAT, "stream": True}
     response = httpx.post(proxy.base_url + "/chat/completions", json=body)
-    chunks = [orjson.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    chunks = [
+        orjson.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")
+    ]
     assert all(chunk["choices"] for chunk in chunks), "usage-only chunk leaked to the client"
     asked = httpx.post(
-        proxy.base_url + "/chat/completions", json={**body, "stream_options": {"include_usage": True}}
+        proxy.base_url + "/chat/completions",
+        json={**body, "stream_options": {"include_usage": True}},
     )
-    asked_chunks = [orjson.loads(line[6:]) for line in asked.text.splitlines() if line.startswith("data: {")]
+    asked_chunks = [
+        orjson.loads(line[6:]) for line in asked.text.splitlines() if line.startswith("data: {")
+    ]
     usage = asked_chunks[-1]["usage"]
     assert asked_chunks[-1]["choices"] == []
     hidden, shown = proxy.wait_for(2)
     for event in (hidden, shown):
         assert event.token_source == "upstream"
-        assert (event.prompt_tokens, event.completion_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
+        assert (event.prompt_tokens, event.completion_tokens) == (
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+        )
 
 
 def test_request_id_is_kept_generated_or_replaced(proxy: RunningProxy) -> None:
@@ -163,7 +185,9 @@ def test_request_id_is_kept_generated_or_replaced(proxy: RunningProxy) -> None:
     events = proxy.wait_for(3)
     assert events[0].request_id == "my-id-42"
     assert generated.headers["x-request-id"] == events[1].request_id != "my-id-42"
-    assert len(events[2].request_id) == 32 and unsafe.headers["x-request-id"] == events[2].request_id
+    assert (
+        len(events[2].request_id) == 32 and unsafe.headers["x-request-id"] == events[2].request_id
+    )
 
 
 # -- failures ------------------------------------------------------------------------
@@ -203,11 +227,15 @@ def test_unresolvable_upstream_is_named_as_a_dns_failure() -> None:
     and a client's own Host header or path never takes the upstream's place."""
     with start_proxy("http://pulse-test-upstream.invalid:8443/v1") as proxy:
         response = httpx.post(
-            proxy.base_url + "/chat/completions", json=CHAT, headers={"Host": "client-chosen.example:1"}
+            proxy.base_url + "/chat/completions",
+            json=CHAT,
+            headers={"Host": "client-chosen.example:1"},
         )
         assert response.status_code == 502
         message = response.json()["error"]["message"]
-        assert message == "Upstream unreachable: pulse-test-upstream.invalid:8443 (DNS lookup failed)."
+        assert (
+            message == "Upstream unreachable: pulse-test-upstream.invalid:8443 (DNS lookup failed)."
+        )
         (event,) = proxy.wait_for(1)
         assert event.error_message == message
 
@@ -231,12 +259,15 @@ def test_slow_upstream_gives_504(mock_url: str) -> None:
 def test_stream_that_stalls_mid_way_is_a_timeout(mock_url: str) -> None:
     """An upstream that goes silent mid-stream ends the client's stream and records a timeout."""
     with start_proxy(mock_url + "/v1", {"upstream": {"read_timeout_s": 0.5}}) as proxy:
-        with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
-            "POST",
-            proxy.base_url + "/chat/completions",
-            json={**CHAT, "stream": True},
-            headers={"X-Mock-Gate": "stall-1"},
-        ) as response:
+        with (
+            pytest.raises(httpx.RemoteProtocolError),
+            httpx.stream(
+                "POST",
+                proxy.base_url + "/chat/completions",
+                json={**CHAT, "stream": True},
+                headers={"X-Mock-Gate": "stall-1"},
+            ) as response,
+        ):
             for _ in response.iter_raw():
                 pass
         (event,) = proxy.wait_for(1)
@@ -246,12 +277,15 @@ def test_stream_that_stalls_mid_way_is_a_timeout(mock_url: str) -> None:
 def test_upstream_dropping_mid_stream_drops_the_client_too(proxy: RunningProxy) -> None:
     """A broken upstream stream reaches the client as an incomplete read, and is recorded."""
     received: list[bytes] = []
-    with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
-        "POST",
-        proxy.base_url + "/chat/completions",
-        json={**CHAT, "stream": True},
-        headers={"X-Mock-Drop-After-Chunks": "2"},
-    ) as response:
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST",
+            proxy.base_url + "/chat/completions",
+            json={**CHAT, "stream": True},
+            headers={"X-Mock-Drop-After-Chunks": "2"},
+        ) as response,
+    ):
         received.extend(response.iter_raw())  # keeps what arrived before the break
     assert b"data:" in b"".join(received)
     (event,) = proxy.wait_for(1)
@@ -264,13 +298,19 @@ def test_upstream_dropping_mid_stream_drops_the_client_too(proxy: RunningProxy) 
     assert httpx.get(proxy.url + "/healthz").status_code == 200
 
 
-def test_client_disconnect_mid_stream_closes_the_upstream(proxy: RunningProxy, mock_url: str) -> None:
+def test_client_disconnect_mid_stream_closes_the_upstream(
+    proxy: RunningProxy, mock_url: str
+) -> None:
     """A client hanging up mid-stream closes the upstream request and records client_disconnected."""
     with httpx.stream(
         "POST",
         proxy.base_url + "/chat/completions",
         json={**CHAT, "stream": True},
-        headers={"X-Request-ID": "hangup-1", "X-Mock-Tokens-Per-Second": "5", "X-Mock-Completion-Tokens": "200"},
+        headers={
+            "X-Request-ID": "hangup-1",
+            "X-Mock-Tokens-Per-Second": "5",
+            "X-Mock-Completion-Tokens": "200",
+        },
     ) as response:
         lines = response.iter_lines()
         next(line for line in lines if line.startswith("data:"))
@@ -312,13 +352,22 @@ def test_body_over_the_limit_gets_413(mock_url: str) -> None:
 
 def test_malformed_and_non_utf8_bodies_get_the_upstreams_answer(proxy: RunningProxy) -> None:
     """Bodies the proxy cannot parse are forwarded as-is; the upstream answers and one event records it."""
-    bad_json = httpx.post(proxy.base_url + "/chat/completions", content=b'{"model": "gpt-4o", "messages": [',
-                          headers={"Content-Type": "application/json"})
+    bad_json = httpx.post(
+        proxy.base_url + "/chat/completions",
+        content=b'{"model": "gpt-4o", "messages": [',
+        headers={"Content-Type": "application/json"},
+    )
     assert bad_json.status_code == 400 and "error" in bad_json.json()
-    binary = httpx.post(proxy.base_url + "/chat/completions", content=b"\xff\xfe\x00garbage\x80",
-                        headers={"Content-Type": "application/json"})
+    binary = httpx.post(
+        proxy.base_url + "/chat/completions",
+        content=b"\xff\xfe\x00garbage\x80",
+        headers={"Content-Type": "application/json"},
+    )
     assert binary.status_code == 400
-    raw = _raw_request(proxy.url, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n\xff\xff")
+    raw = _raw_request(
+        proxy.url,
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n\xff\xff",
+    )
     assert raw.startswith(b"HTTP/1.1 400")
     events = proxy.wait_for(3)
     assert {e.outcome for e in events} == {"client_error"}
@@ -357,8 +406,11 @@ def test_many_concurrent_requests_each_give_one_event(proxy: RunningProxy) -> No
     ids = [f"conc-{i}" for i in range(40)]
 
     def call(request_id: str) -> None:
-        httpx.post(proxy.base_url + "/chat/completions", json={**CHAT, "stream": request_id.endswith("1")},
-                   headers={"X-Request-ID": request_id})
+        httpx.post(
+            proxy.base_url + "/chat/completions",
+            json={**CHAT, "stream": request_id.endswith("1")},
+            headers={"X-Request-ID": request_id},
+        )
 
     threads = [threading.Thread(target=call, args=(i,)) for i in ids]
     for thread in threads:
@@ -403,7 +455,11 @@ def test_usage_filter_finds_the_usage_chunk_wherever_it_is_split() -> None:
             expected = expected.replace(b',"usage":null}', b"}")
         for cut in range(1, len(stream)):
             usage_filter = UsageChunkFilter()
-            out = usage_filter.feed(stream[:cut]) + usage_filter.feed(stream[cut:]) + usage_filter.flush()
+            out = (
+                usage_filter.feed(stream[:cut])
+                + usage_filter.feed(stream[cut:])
+                + usage_filter.flush()
+            )
             assert out == expected, (ending, cut)
 
 
@@ -434,7 +490,12 @@ def test_stream_usage_injection_keeps_the_clients_bytes() -> None:
     assert orjson.loads(injected)["stream_options"] == {"include_usage": True}
     assert orjson.loads(injected)["messages"] == orjson.loads(body)["messages"]
     merged = _inject_stream_usage(b'{"stream": true, "stream_options": {"foo": 1}}')
-    assert merged is not None and orjson.loads(merged)["stream_options"] == {"foo": 1, "include_usage": True}
-    assert _inject_stream_usage(b'{"stream": true, "stream_options": {"include_usage": true}}') is None
+    assert merged is not None and orjson.loads(merged)["stream_options"] == {
+        "foo": 1,
+        "include_usage": True,
+    }
+    assert (
+        _inject_stream_usage(b'{"stream": true, "stream_options": {"include_usage": true}}') is None
+    )
     assert _inject_stream_usage(b'{"stream": false}') is None
     assert _inject_stream_usage(b'{"stream": tru') is None

@@ -54,10 +54,18 @@ def _unavailable(reason: str) -> None:
 
 
 def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False,
-                          timeout=timeout, env=_BUILD_ENV)
+    done = subprocess.run(
+        ["docker", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=_BUILD_ENV,
+    )
     if check:
-        assert done.returncode == 0, f"docker {' '.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        assert done.returncode == 0, (
+            f"docker {' '.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return done
 
 
@@ -65,8 +73,13 @@ def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Co
 def engine() -> None:
     if shutil.which("docker") is None:
         _unavailable("no docker command (Debian package docker.io; .ci/run installs it as root)")
-    info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
-                          text=True, check=False, timeout=30)
+    info = subprocess.run(
+        ["docker", "info", "--format", "{{.ServerVersion}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
     if info.returncode != 0:
         _unavailable(f"the Docker engine does not answer: {info.stderr.strip()[-300:]}")
 
@@ -93,8 +106,16 @@ class Container:
     def __init__(self, image: str, *flags: str, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = ["run", "-d", "-p", f"127.0.0.1:{self.port}:8080", "--health-interval", "1s",
-                "--health-start-period", "30s"]
+        argv = [
+            "run",
+            "-d",
+            "-p",
+            f"127.0.0.1:{self.port}:8080",
+            "--health-interval",
+            "1s",
+            "--health-start-period",
+            "30s",
+        ]
         for key, value in {"PULSE_UPSTREAM_URL": "mock", **env}.items():
             argv += ["-e", f"{key}={value}"]
         self.id = docker(*argv, *flags, image).stdout.strip()
@@ -111,8 +132,11 @@ class Container:
         return [line for line in self.lines() if line.get("event") == name]
 
     def wait_healthy(self) -> None:
-        wait_until(lambda: self.inspect("{{.State.Health.Status}}") in ("healthy", "unhealthy"),
-                   timeout=90, interval=0.5)
+        wait_until(
+            lambda: self.inspect("{{.State.Health.Status}}") in ("healthy", "unhealthy"),
+            timeout=90,
+            interval=0.5,
+        )
         status = self.inspect("{{.State.Health.Status}}")
         assert status == "healthy", (status, self.inspect("{{json .State.Health.Log}}"))
 
@@ -133,12 +157,24 @@ def run(image: str) -> Iterator[Any]:
         container.remove()
 
 
-def _stream(url: str, request_id: str, first: threading.Event | None = None, **headers: str) -> tuple[int, bytes]:
-    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+def _stream(
+    url: str, request_id: str, first: threading.Event | None = None, **headers: str
+) -> tuple[int, bytes]:
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "messages": [{"role": "user", "content": "hello"}],
+    }
     received = b""
-    with httpx.Client(timeout=60) as client, client.stream(
-        "POST", url + "/v1/chat/completions", json=body, headers={"X-Request-ID": request_id, **headers}
-    ) as response:
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream(
+            "POST",
+            url + "/v1/chat/completions",
+            json=body,
+            headers={"X-Request-ID": request_id, **headers},
+        ) as response,
+    ):
         for chunk in response.iter_raw():
             received += chunk
             if first is not None:
@@ -162,8 +198,11 @@ def test_the_image_serves_a_stream_logs_its_event_and_reports_healthy(run: Any) 
     stream through the bundled mock arrives whole, its llm.request event is in docker
     logs, and the image's own HEALTHCHECK command turns the container healthy."""
     box = run()
-    wait_until(lambda: box.inspect("{{.State.Running}}") == "true" and bool(box.events("pulse.started")),
-               timeout=60, interval=0.5)
+    wait_until(
+        lambda: box.inspect("{{.State.Running}}") == "true" and bool(box.events("pulse.started")),
+        timeout=60,
+        interval=0.5,
+    )
     status = docker("exec", box.id, "cat", "/proc/1/status").stdout
     (uids,) = [line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")]
     assert set(uids) == {"10001"}, uids
@@ -223,8 +262,15 @@ def test_docker_stop_mid_stream_finishes_the_stream_and_flushes_its_event(run: A
 def test_read_only_root_without_capabilities_goes_healthy_and_serves(run: Any) -> None:
     """--read-only --cap-drop ALL --user 10001 --security-opt no-new-privileges: nothing
     in the image needs to write or a capability, so it serves and turns healthy."""
-    box = run("--read-only", "--cap-drop", "ALL", "--user", "10001",
-              "--security-opt", "no-new-privileges:true")
+    box = run(
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--user",
+        "10001",
+        "--security-opt",
+        "no-new-privileges:true",
+    )
     box.wait_healthy()
     code, raw = _stream(box.url, "read-only")
     assert code == 200 and _sse_done(raw)
@@ -235,7 +281,12 @@ def test_read_only_root_without_capabilities_goes_healthy_and_serves(run: Any) -
 
 def _compose() -> list[str] | None:
     """Compose v2 (the docker plugin) or v1 (Debian bookworm's docker-compose)."""
-    if subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0:
+    if (
+        subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False
+        ).returncode
+        == 0
+    ):
         return ["docker", "compose"]
     return ["docker-compose"] if shutil.which("docker-compose") else None
 
@@ -258,7 +309,9 @@ def test_the_compose_example_runs_end_to_end(image: str) -> None:
     argv = [*compose, "-p", project, "-f", str(DEPLOY / "docker-compose.yml")]
 
     def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([*argv, *args], capture_output=True, text=True, env=env, check=False, timeout=timeout)
+        done = subprocess.run(
+            [*argv, *args], capture_output=True, text=True, env=env, check=False, timeout=timeout
+        )
         assert done.returncode == 0, f"{args}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         return done
 
@@ -276,12 +329,20 @@ def test_the_compose_example_runs_end_to_end(image: str) -> None:
         lines = docker("logs", pulse_id).stdout.splitlines()
         assert docker("inspect", "--format", "{{.State.ExitCode}}", pulse_id).stdout.strip() == "0"
     finally:
-        subprocess.run([*argv, "down", "--remove-orphans"], capture_output=True, env=env, check=False, timeout=300)
+        subprocess.run(
+            [*argv, "down", "--remove-orphans"],
+            capture_output=True,
+            env=env,
+            check=False,
+            timeout=300,
+        )
         if not had_local:
             docker("image", "rm", "-f", "llm-pulse:local", check=False)
 
     records = [orjson.loads(line) for line in lines if line.startswith("{")]
     events = [r for r in records if r.get("event") == "llm.request"]
     assert {e["stream"] for e in events[:2]} == {False, True}, events
-    assert all(e["outcome"] == "success" and e["tags"] == {"app": "example"} for e in events), events
+    assert all(e["outcome"] == "success" and e["tags"] == {"app": "example"} for e in events), (
+        events
+    )
     assert records[-1]["event"] == "pulse.stopped" and records[-1]["dropped"] == 0, records[-1]

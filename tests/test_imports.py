@@ -163,7 +163,9 @@ def test_package_has_no_import_cycles(deferred: bool) -> None:
     through an import deferred into a function or kept for type checkers only."""
     root = Path(pulse_proxy.__file__).parent
     graph = import_graph(_modules(root, "pulse_proxy"), deferred=deferred)
-    assert graph["pulse_proxy.proxy.forward"] and graph["pulse_proxy.settings"]  # the walk saw imports
+    assert (
+        graph["pulse_proxy.proxy.forward"] and graph["pulse_proxy.settings"]
+    )  # the walk saw imports
     assert cycles(graph) == []
 
 

@@ -24,7 +24,12 @@ from pulse_proxy.sinks import ListSink
 
 # A loop that is not stopped exhausts a small pool and then times out in seconds,
 # so that on code without loop detection these tests fail instead of hanging.
-BOUNDED = {"max_connections": 20, "connect_timeout_s": 3, "read_timeout_s": 10, "probe_interval_s": 3600}
+BOUNDED = {
+    "max_connections": 20,
+    "connect_timeout_s": 3,
+    "read_timeout_s": 10,
+    "probe_interval_s": 3600,
+}
 
 
 def bound_socket() -> socket.socket:
@@ -37,7 +42,9 @@ def bound_socket() -> socket.socket:
 
 
 def looping_app(upstream_port: int) -> tuple[PulseApp, ListSink]:
-    settings = build_settings({"upstream": {"url": f"http://127.0.0.1:{upstream_port}/v1", **BOUNDED}})
+    settings = build_settings(
+        {"upstream": {"url": f"http://127.0.0.1:{upstream_port}/v1", **BOUNDED}}
+    )
     sink = ListSink()
     return create_app(settings, sinks=[sink], log_stream=io.BytesIO()), sink
 
@@ -45,6 +52,7 @@ def looping_app(upstream_port: int) -> tuple[PulseApp, ListSink]:
 def settle(sinks: list[ListSink], expected: list[int], quiet: float = 1.0) -> None:
     """Wait for ``expected`` events in each sink, then until none arrives for
     ``quiet`` seconds: a loop that was not stopped keeps adding events."""
+
     def counts() -> list[int]:
         return [len(sink.exchanges) for sink in sinks]
 
@@ -68,7 +76,9 @@ def test_upstream_request_carries_via_after_the_clients_own(recorder: tuple[Reco
     """RFC 9110 §7.6.3: the client's Via entries are kept, ours is appended."""
     seen, url = recorder
     with start_proxy(url + "/v1") as proxy:
-        httpx.get(proxy.base_url + "/models", headers={"X-Request-ID": "via-1", "Via": "1.0 corp-gw"})
+        httpx.get(
+            proxy.base_url + "/models", headers={"X-Request-ID": "via-1", "Via": "1.0 corp-gw"}
+        )
         httpx.get(proxy.base_url + "/models", headers={"X-Request-ID": "via-2"})
         ours = f"1.1 {proxy.app.identity}"
         (first,) = seen.for_request("via-1")
@@ -88,12 +98,17 @@ def test_proxy_whose_upstream_is_itself_answers_508_once() -> None:
         # The probe: one request that came back once (one event), reported as a loop.
         settle([sink], [1])
         assert len(sink.exchanges) == 1
-        response = httpx.get(url + "/v1/models", headers={"X-Request-ID": "self-loop-1"}, timeout=30)
+        response = httpx.get(
+            url + "/v1/models", headers={"X-Request-ID": "self-loop-1"}, timeout=30
+        )
         assert response.status_code == 508
         assert response.json()["error"]["code"] == "loop_detected"
         settle([sink], [3])
         events = by_id(sink, "self-loop-1")
-        assert sorted((e.status_code, e.outcome) for e in events) == [(508, "rejected"), (508, "upstream_error")]
+        assert sorted((e.status_code, e.outcome) for e in events) == [
+            (508, "rejected"),
+            (508, "upstream_error"),
+        ]
         assert len(sink.exchanges) == 3
         ready = httpx.get(url + "/readyz")
         assert ready.status_code == 503 and "loop" in ready.json()["reason"]
@@ -110,18 +125,28 @@ def test_two_proxies_pointing_at_each_other_stop_after_one_round() -> None:
         run_server(app_b, sock=sock_b, **UVICORN_OPTIONS),
     ):
         for app in (app_a, app_b):
-            wait_until(lambda app=app: app.readiness.reason != "upstream not probed yet", timeout=30)
+            wait_until(
+                lambda app=app: app.readiness.reason != "upstream not probed yet", timeout=30
+            )
         settle([sink_a, sink_b], [2, 2])
         # Each probe went round once: one event on each proxy per probe.
         assert (len(sink_a.exchanges), len(sink_b.exchanges)) == (2, 2)
-        response = httpx.post(url_a + "/v1/chat/completions", json={"model": "gpt-4o", "messages": []},
-                              headers={"X-Request-ID": "ring-1"}, timeout=30)
+        response = httpx.post(
+            url_a + "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": []},
+            headers={"X-Request-ID": "ring-1"},
+            timeout=30,
+        )
         assert response.status_code == 508
         assert response.json()["error"]["code"] == "loop_detected"
         settle([sink_a, sink_b], [4, 3])
         assert sorted((e.status_code, e.outcome) for e in by_id(sink_a, "ring-1")) == [
-            (508, "rejected"), (508, "upstream_error")]
-        assert [(e.status_code, e.outcome) for e in by_id(sink_b, "ring-1")] == [(508, "upstream_error")]
+            (508, "rejected"),
+            (508, "upstream_error"),
+        ]
+        assert [(e.status_code, e.outcome) for e in by_id(sink_b, "ring-1")] == [
+            (508, "upstream_error")
+        ]
         assert (len(sink_a.exchanges), len(sink_b.exchanges)) == (4, 3)
         for app in (app_a, app_b):
             assert not app.readiness.ready and "loop" in app.readiness.reason
@@ -131,8 +156,19 @@ def test_two_proxies_pointing_at_each_other_stop_after_one_round() -> None:
 def test_serve_refuses_its_own_address_as_upstream(host: str) -> None:
     port = free_port()
     result = subprocess.run(
-        [sys.executable, "-m", "pulse_proxy", "--port", str(port), "--upstream", f"http://{host}:{port}/v1"],
-        env=clean_env(), capture_output=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pulse_proxy",
+            "--port",
+            str(port),
+            "--upstream",
+            f"http://{host}:{port}/v1",
+        ],
+        env=clean_env(),
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     message = result.stderr.decode()

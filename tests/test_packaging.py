@@ -69,7 +69,9 @@ def _copy_context(builder: containerfile.Stage, context: Path) -> None:
             origin = ROOT / source
             target = context / dest / origin.name if dest.endswith("/") else context / dest
             if origin.is_dir():
-                shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                shutil.copytree(
+                    origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                )
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(origin, target)
@@ -91,11 +93,19 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     started = time.monotonic()
     for instruction in builder.all("RUN"):
         command = instruction.args.replace("/opt/venv", str(venv)).replace("/tmp/dist", str(dist))
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=context, env=env,
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command],
+            cwd=context,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0 and _OFFLINE.search(done.stdout + done.stderr):
             last = (done.stderr.strip().splitlines() or ["?"])[-1]
-            pytest.skip(f"cannot install requirements.lock, the package index looks unreachable: {last}")
+            pytest.skip(
+                f"cannot install requirements.lock, the package index looks unreachable: {last}"
+            )
         assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     (wheel,) = dist.glob("llm_pulse-*.whl")
     return Installed(venv, wheel, time.monotonic() - started)
@@ -105,13 +115,20 @@ def _runtime_env(installed: Installed, home: Path, tmp: Path, **overrides: str) 
     """The final stage's ENV, /opt/venv mapped, PATH otherwise free of this repo's venv."""
     (final,) = [s for s in containerfile.stages() if s.name is None]
     repo_bins = {str(Path(sys.executable).parent), str(ROOT / ".venv" / "bin")}
-    system_path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p not in repo_bins)
+    system_path = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if p not in repo_bins
+    )
     env = final.env({"PATH": system_path, "LANG": "C.UTF-8"})
     env = {k: v.replace("/opt/venv", str(installed.venv)) for k, v in env.items()}
     env.update(
-        HOME=str(home), TMPDIR=str(tmp),
-        HTTP_PROXY=_DEAD_PROXY, HTTPS_PROXY=_DEAD_PROXY, http_proxy=_DEAD_PROXY, https_proxy=_DEAD_PROXY,
-        NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
+        HOME=str(home),
+        TMPDIR=str(tmp),
+        HTTP_PROXY=_DEAD_PROXY,
+        HTTPS_PROXY=_DEAD_PROXY,
+        http_proxy=_DEAD_PROXY,
+        https_proxy=_DEAD_PROXY,
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
     )
     env.update(overrides)
     return env
@@ -120,18 +137,23 @@ def _runtime_env(installed: Installed, home: Path, tmp: Path, **overrides: str) 
 class ImageProcess(JsonLinesProcess):
     """The final stage's CMD (or another command), run as the container would run it."""
 
-    def __init__(self, installed: Installed, workdir: Path, argv: list[str] | None = None, **env: str) -> None:
+    def __init__(
+        self, installed: Installed, workdir: Path, argv: list[str] | None = None, **env: str
+    ) -> None:
         (final,) = [s for s in containerfile.stages() if s.name is None]
         self.home, self.tmp = workdir / "home", workdir / "tmp"
         self.home.mkdir(exist_ok=True)
         self.tmp.mkdir(exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = _runtime_env(installed, self.home, self.tmp, PULSE_HOST="127.0.0.1",
-                                PULSE_PORT=str(self.port), **env)
+        self.env = _runtime_env(
+            installed, self.home, self.tmp, PULSE_HOST="127.0.0.1", PULSE_PORT=str(self.port), **env
+        )
         argv = argv or final.all("CMD")[-1].exec_form()
         executable = shutil.which(argv[0], path=self.env["PATH"])
-        assert executable is not None and Path(executable).parent == installed.venv / "bin", executable
+        assert executable is not None and Path(executable).parent == installed.venv / "bin", (
+            executable
+        )
         self.cwd = workdir
         super().__init__([executable, *argv[1:]], cwd=workdir, env=self.env)
 
@@ -158,8 +180,19 @@ def external_mock(installed: Installed, workdir: Path) -> Iterator[str]:
     (workdir / "mock").mkdir()
     env = _runtime_env(installed, workdir / "mock", workdir / "mock")
     process = subprocess.Popen(
-        [str(installed.venv / "bin" / "pulse-mock"), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=workdir / "mock", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(installed.venv / "bin" / "pulse-mock"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=workdir / "mock",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -215,12 +248,18 @@ def test_the_wheel_carries_the_vocabularies_and_no_repository_files(installed: I
             data = wheel.read(f"pulse_proxy/_vocab/{name}.tiktoken")
             assert hashlib.sha256(data).hexdigest() == expected_hash
     top = {n.split("/")[0] for n in names}
-    assert top == {"pulse_proxy", "mock_upstream", f"llm_pulse-{pulse_proxy.__version__}.dist-info"}, top
+    assert top == {
+        "pulse_proxy",
+        "mock_upstream",
+        f"llm_pulse-{pulse_proxy.__version__}.dist-info",
+    }, top
     assert "pulse_proxy/data/pricing.yaml" in names
 
 
 @pytest.mark.slow
-def test_the_installed_wheel_counts_tokens_offline_and_writes_nothing(installed: Installed, workdir: Path) -> None:
+def test_the_installed_wheel_counts_tokens_offline_and_writes_nothing(
+    installed: Installed, workdir: Path
+) -> None:
     """From the fresh environment, in the image's ENV: the package is the installed one,
     counting uses the bundled vocabularies with downloads impossible, and no file is written."""
     env = _runtime_env(installed, workdir / "home", workdir / "tmp")
@@ -232,8 +271,15 @@ def test_the_installed_wheel_counts_tokens_offline_and_writes_nothing(installed:
         "print(len(tokens.get_encoding('o200k_base').encode('hello world')),"
         " len(tokens.get_encoding('cl100k_base').encode('hello world')))"
     )
-    done = subprocess.run([str(installed.venv / "bin" / "python"), "-c", script], cwd=workdir, env=env,
-                          capture_output=True, text=True, check=False, timeout=120)
+    done = subprocess.run(
+        [str(installed.venv / "bin" / "python"), "-c", script],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     package, mock, counts = done.stdout.splitlines()
     site = installed.venv / "lib"
@@ -253,26 +299,39 @@ def test_sigterm_mid_stream_finishes_every_request_and_flushes_every_event(
     try:
         wait_until(lambda: bool(proxy.events("pulse.started")), timeout=60)
         wait_until(lambda: _answers(proxy.url + "/readyz"), timeout=30)
-        (healthcheck,) = next(s for s in containerfile.stages() if s.name is None).all("HEALTHCHECK")
+        (healthcheck,) = next(s for s in containerfile.stages() if s.name is None).all(
+            "HEALTHCHECK"
+        )
         check_argv = healthcheck.args.split(" CMD ", 1)[1]
         check = containerfile.Instruction("CMD", check_argv).exec_form()
         resolved = shutil.which(check[0], path=proxy.env["PATH"])
         assert resolved is not None and Path(resolved).parent == installed.venv / "bin", resolved
         check[0] = resolved
-        assert subprocess.run(check, env=proxy.env, cwd=workdir, check=False, timeout=30).returncode == 0
+        assert (
+            subprocess.run(check, env=proxy.env, cwd=workdir, check=False, timeout=30).returncode
+            == 0
+        )
 
         # ~2.7 s per stream (40 tokens at 15/s) and 2.5 s per plain answer.
         slow_stream = {"X-Mock-Completion-Tokens": "40", "X-Mock-Tokens-Per-Second": "15"}
         slow_plain = {"X-Mock-Completion-Tokens": "40", "X-Mock-Latency-Ms": "2500"}
-        requests = [(f"sigterm-{i}", stream, f"question number {i}") for i, stream in
-                    enumerate([True, True, True, False, False])]
+        requests = [
+            (f"sigterm-{i}", stream, f"question number {i}")
+            for i, stream in enumerate([True, True, True, False, False])
+        ]
         first_bytes = {rid: threading.Event() for rid, _, _ in requests}
 
         def call(rid: str, stream: bool, question: str) -> tuple[int, bytes]:
             headers = {"X-Request-ID": rid, **(slow_stream if stream else slow_plain)}
-            with httpx.Client(timeout=30) as client, client.stream(
-                "POST", proxy.url + "/v1/chat/completions", json=_chat(stream, question), headers=headers
-            ) as response:
+            with (
+                httpx.Client(timeout=30) as client,
+                client.stream(
+                    "POST",
+                    proxy.url + "/v1/chat/completions",
+                    json=_chat(stream, question),
+                    headers=headers,
+                ) as response,
+            ):
                 body = b""
                 for chunk in response.iter_raw():
                     body += chunk
@@ -282,14 +341,18 @@ def test_sigterm_mid_stream_finishes_every_request_and_flushes_every_event(
         with ThreadPoolExecutor(len(requests)) as pool:
             futures = {rid: pool.submit(call, rid, stream, q) for rid, stream, q in requests}
             for rid, _, _ in requests:  # every request has reached the upstream
-                wait_until(lambda rid=rid: _answers(f"{external_mock}/_mock/requests/{rid}"), timeout=10)
+                wait_until(
+                    lambda rid=rid: _answers(f"{external_mock}/_mock/requests/{rid}"), timeout=10
+                )
             for rid, stream, _ in requests:
                 if stream:
                     assert first_bytes[rid].wait(10)
             proxy.process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             wait_until(lambda: _refuses(proxy.port), timeout=2, interval=0.02)
-            assert not any(f.done() for f in futures.values()), "requests ended before the listener closed"
+            assert not any(f.done() for f in futures.values()), (
+                "requests ended before the listener closed"
+            )
             with pytest.raises(httpx.ConnectError):
                 httpx.get(proxy.url + "/healthz", timeout=2)
             results = {rid: future.result(timeout=30) for rid, future in futures.items()}
@@ -299,8 +362,12 @@ def test_sigterm_mid_stream_finishes_every_request_and_flushes_every_event(
         assert code == 0, stderr
         assert elapsed < 10, f"shutdown took {elapsed:.1f} s"
         assert "Traceback" not in stderr, stderr
-        assert subprocess.run(check, env=proxy.env, cwd=workdir, check=False, timeout=30,
-                              capture_output=True).returncode == 1
+        assert (
+            subprocess.run(
+                check, env=proxy.env, cwd=workdir, check=False, timeout=30, capture_output=True
+            ).returncode
+            == 1
+        )
     finally:
         proxy.kill()
 
@@ -309,9 +376,12 @@ def test_sigterm_mid_stream_finishes_every_request_and_flushes_every_event(
         assert status == 200, body
         # Intact: the same bytes' content the upstream gives for the same request directly.
         headers = slow_stream if stream else slow_plain
-        direct = httpx.post(external_mock + "/v1/chat/completions", json=_chat(stream, question),
-                            headers={**headers, "X-Mock-Tokens-Per-Second": "1000", "X-Mock-Latency-Ms": "0"},
-                            timeout=30)
+        direct = httpx.post(
+            external_mock + "/v1/chat/completions",
+            json=_chat(stream, question),
+            headers={**headers, "X-Mock-Tokens-Per-Second": "1000", "X-Mock-Latency-Ms": "0"},
+            timeout=30,
+        )
         if stream:
             content, done = _sse_content(body)
             assert done, f"{rid}: the stream did not end with [DONE]"
@@ -336,7 +406,9 @@ def test_sigterm_mid_stream_finishes_every_request_and_flushes_every_event(
 
 
 @pytest.mark.slow
-def test_a_stream_longer_than_the_grace_period_is_cut_and_still_recorded(installed: Installed, workdir: Path) -> None:
+def test_a_stream_longer_than_the_grace_period_is_cut_and_still_recorded(
+    installed: Installed, workdir: Path
+) -> None:
     """With the image's defaults (the bundled mock) and a 1.5 s grace, a 6 s stream is cut
     1.5 s after SIGTERM: the client sees a broken stream (no [DONE]), the event says so
     (outcome timeout, error_type shutdown_grace_exceeded, the bytes sent), and the exit is clean."""
@@ -346,12 +418,21 @@ def test_a_stream_longer_than_the_grace_period_is_cut_and_still_recorded(install
     outcome: list[BaseException | None] = []
 
     def call() -> None:
-        headers = {"X-Request-ID": "cut-by-shutdown", "X-Mock-Completion-Tokens": "60",
-                   "X-Mock-Tokens-Per-Second": "10"}
+        headers = {
+            "X-Request-ID": "cut-by-shutdown",
+            "X-Mock-Completion-Tokens": "60",
+            "X-Mock-Tokens-Per-Second": "10",
+        }
         try:
-            with httpx.Client(timeout=30) as client, client.stream(
-                "POST", proxy.url + "/v1/chat/completions", json=_chat(True, "a long story"), headers=headers
-            ) as response:
+            with (
+                httpx.Client(timeout=30) as client,
+                client.stream(
+                    "POST",
+                    proxy.url + "/v1/chat/completions",
+                    json=_chat(True, "a long story"),
+                    headers=headers,
+                ) as response,
+            ):
                 for chunk in response.iter_raw():
                     received.extend(chunk)
                     first.set()
@@ -378,7 +459,9 @@ def test_a_stream_longer_than_the_grace_period_is_cut_and_still_recorded(install
     assert 1.3 < cut_after < 6, cut_after
     assert exited_after < 10, exited_after
     (error,) = outcome
-    assert isinstance(error, httpx.RemoteProtocolError), error  # an incomplete read, not a clean end
+    assert isinstance(error, httpx.RemoteProtocolError), (
+        error
+    )  # an incomplete read, not a clean end
     content, done = _sse_content(bytes(received).rsplit(b"\n\n", 1)[0])
     assert not done and content
     assert "Traceback" not in stderr, stderr
@@ -398,4 +481,6 @@ def test_lock_files_carry_no_machine_index_settings() -> None:
         assert options == [], f"{name} carries {options}"
     recipe = (ROOT / "Makefile").read_text()
     compiles = [line for line in recipe.splitlines() if "pip-compile" in line and "-o " in line]
-    assert compiles and all("--no-emit-index-url" in c and "--no-emit-find-links" in c for c in compiles)
+    assert compiles and all(
+        "--no-emit-index-url" in c and "--no-emit-find-links" in c for c in compiles
+    )

@@ -37,7 +37,9 @@ class Canary(SocketServer):
         conn.settimeout(2)
         try:
             self.connections.append(conn.recv(65536))
-            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\nconnection: close\r\n\r\ninternal secret")
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\nconnection: close\r\n\r\ninternal secret"
+            )
         except OSError:
             self.connections.append(b"")
 
@@ -50,7 +52,9 @@ def canary() -> Iterator[Canary]:
 
 
 @pytest.fixture(scope="module", params=["bare", "prefixed"])
-def form(request: pytest.FixtureRequest, recorder: tuple[Recorder, str]) -> Iterator[tuple[str, RunningProxy]]:
+def form(
+    request: pytest.FixtureRequest, recorder: tuple[Recorder, str]
+) -> Iterator[tuple[str, RunningProxy]]:
     """A proxy whose upstream URL has no path, or the path prefix ``/tenant-a/v1``
     (with an operator key injected, which must only ever go below that prefix)."""
     _, url = recorder
@@ -99,7 +103,11 @@ REFUSED = [
 
 @pytest.mark.parametrize(("method", "path"), REFUSED, ids=[p for _, p in REFUSED])
 def test_path_leaving_v1_or_naming_a_host_is_refused(
-    form: tuple[str, RunningProxy], recorder: tuple[Recorder, str], canary: Canary, method: str, path: str
+    form: tuple[str, RunningProxy],
+    recorder: tuple[Recorder, str],
+    canary: Canary,
+    method: str,
+    path: str,
 ) -> None:
     """400 invalid_path in OpenAI's shape, one `rejected` event, nothing upstream and
     nothing at the canary host, with either form of upstream URL."""
@@ -128,10 +136,16 @@ ACCEPTED = [
 ]
 
 
-@pytest.mark.parametrize(("path", "upstream_path", "query"), ACCEPTED, ids=[p for p, _, _ in ACCEPTED])
+@pytest.mark.parametrize(
+    ("path", "upstream_path", "query"), ACCEPTED, ids=[p for p, _, _ in ACCEPTED]
+)
 def test_paths_that_stay_below_v1_reach_the_configured_base_normalised(
-    form: tuple[str, RunningProxy], recorder: tuple[Recorder, str], canary: Canary,
-    path: str, upstream_path: str, query: str,
+    form: tuple[str, RunningProxy],
+    recorder: tuple[Recorder, str],
+    canary: Canary,
+    path: str,
+    upstream_path: str,
+    query: str,
 ) -> None:
     """Dot segments inside /v1 are resolved; every other percent-encoding, and the
     query, reach the upstream's request line exactly as the client sent them."""
@@ -181,15 +195,25 @@ def test_unexpected_exception_before_the_answer_gives_500_and_a_failed_event(moc
         assert error["code"] == "internal_error" and "RuntimeError" in error["message"]
         assert "sk-must-not-leak" not in response.text
         (event,) = proxy.wait_for(1)
-        assert (event.status_code, event.outcome, event.error_type) == (500, "upstream_error", "internal_error")
+        assert (event.status_code, event.outcome, event.error_type) == (
+            500,
+            "upstream_error",
+            "internal_error",
+        )
         assert "sk-must-not-leak" not in json.dumps(event.to_event())
 
 
-def test_unexpected_exception_mid_response_cuts_the_client_and_fails_the_event(mock_url: str) -> None:
+def test_unexpected_exception_mid_response_cuts_the_client_and_fails_the_event(
+    mock_url: str,
+) -> None:
     """Once the status line is out, the only honest signal is an incomplete body."""
     with start_proxy(mock_url + "/v1") as proxy:
         proxy.app.forwarder._capture_limit = None  # the first kept chunk raises TypeError
         with pytest.raises(httpx.HTTPError):
             httpx.get(proxy.base_url + "/models", headers={"X-Request-ID": "boom-2"}).read()
         (event,) = proxy.wait_for(1)
-        assert (event.status_code, event.outcome, event.error_type) == (200, "upstream_error", "internal_error")
+        assert (event.status_code, event.outcome, event.error_type) == (
+            200,
+            "upstream_error",
+            "internal_error",
+        )

@@ -60,7 +60,9 @@ class Proxy(ProxyProcess):
         text = httpx.get(self.url + "/metrics").text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     return float(sample.value)
         return None
 
@@ -112,7 +114,8 @@ def test_a_stalled_accounting_process_costs_accuracy_not_memory(start: type[Prox
     once the child resumes each request has exactly one event."""
     max_bytes = 4 * 1024 * 1024
     proxy = start(
-        PULSE_ACCOUNTING__MAX_PENDING_REQUESTS="50", PULSE_ACCOUNTING__MAX_PENDING_BYTES=str(max_bytes)
+        PULSE_ACCOUNTING__MAX_PENDING_REQUESTS="50",
+        PULSE_ACCOUNTING__MAX_PENDING_BYTES=str(max_bytes),
     )
     big = {**CHAT, "metadata": {"pad": PAD}}
     sent: list[str] = []
@@ -166,7 +169,8 @@ def test_a_batch_that_kills_the_accounting_process_is_quarantined(start: type[Pr
             sent.extend(ids)
             assert list(pool.map(lambda rid: post(client, rid).status_code, ids)) == [200] * 4
             wait_until(
-                lambda n=round_: len(proxy.events("pulse.accounting_batch_quarantined")) > n, timeout=60
+                lambda n=round_: len(proxy.events("pulse.accounting_batch_quarantined")) > n,
+                timeout=60,
             )
             for i in range(5):  # served while the child is down or backing off
                 sent.append(f"ok-{round_}-{i}")
@@ -293,7 +297,9 @@ def test_backoff_stays_at_its_cap_however_often_the_child_dies() -> None:
     assert delays[:3] == [0.1, 0.2, 0.4] and set(delays[-4000:]) == {10.0}
 
 
-def test_a_proxy_stopping_while_the_accounting_child_is_down_finishes_at_once(mock_url: str) -> None:
+def test_a_proxy_stopping_while_the_accounting_child_is_down_finishes_at_once(
+    mock_url: str,
+) -> None:
     """Shutdown during a restart back-off accounts the backlog in-process instead of
     waiting for a child that is not there, so every request still has its event."""
     with start_proxy(mock_url + "/v1", CHILD_ACCOUNTING) as proxy:

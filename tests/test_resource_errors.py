@@ -33,35 +33,67 @@ GEN = payloads.generate(7, 4)
 
 def fine_tuning_job() -> dict[str, Any]:
     return {
-        "object": "fine_tuning.job", "id": "ftjob-abc123", "model": "gpt-4o-mini-2024-07-18",
-        "created_at": CREATED, "finished_at": None, "fine_tuned_model": None,
-        "organization_id": "org-123", "result_files": [], "status": "failed",
-        "validation_file": None, "training_file": "file-abc123",
-        "hyperparameters": {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"},
-        "trained_tokens": None, "seed": 42,
-        "error": {"code": "invalid_training_file", "param": "training_file",
-                  "message": "The training file has too few examples."},
+        "object": "fine_tuning.job",
+        "id": "ftjob-abc123",
+        "model": "gpt-4o-mini-2024-07-18",
+        "created_at": CREATED,
+        "finished_at": None,
+        "fine_tuned_model": None,
+        "organization_id": "org-123",
+        "result_files": [],
+        "status": "failed",
+        "validation_file": None,
+        "training_file": "file-abc123",
+        "hyperparameters": {
+            "n_epochs": "auto",
+            "batch_size": "auto",
+            "learning_rate_multiplier": "auto",
+        },
+        "trained_tokens": None,
+        "seed": 42,
+        "error": {
+            "code": "invalid_training_file",
+            "param": "training_file",
+            "message": "The training file has too few examples.",
+        },
     }
 
 
 def eval_run() -> dict[str, Any]:
     return {
-        "object": "eval.run", "id": "evalrun_abc", "eval_id": "eval_abc", "status": "failed",
-        "model": "gpt-4o-mini", "name": "nightly", "created_at": CREATED,
+        "object": "eval.run",
+        "id": "evalrun_abc",
+        "eval_id": "eval_abc",
+        "status": "failed",
+        "model": "gpt-4o-mini",
+        "name": "nightly",
+        "created_at": CREATED,
         "report_url": "https://platform.openai.com/evaluations/eval_abc?run_id=evalrun_abc",
         "result_counts": {"total": 0, "errored": 0, "failed": 0, "passed": 0},
-        "per_model_usage": [], "per_testing_criteria_results": [],
+        "per_model_usage": [],
+        "per_testing_criteria_results": [],
         "data_source": {"type": "jsonl", "source": {"type": "file_id", "id": "file-abc"}},
         "metadata": {},
-        "error": {"code": "internal_error", "message": "The eval run failed due to an internal error."},
+        "error": {
+            "code": "internal_error",
+            "message": "The eval run failed due to an internal error.",
+        },
     }
 
 
 def video_job() -> dict[str, Any]:
     return {
-        "id": "video_abc", "object": "video", "model": "sora-2", "status": "failed",
-        "progress": 0, "created_at": CREATED, "completed_at": None, "expires_at": None,
-        "prompt": "A calm lake", "size": "1280x720", "seconds": "4",
+        "id": "video_abc",
+        "object": "video",
+        "model": "sora-2",
+        "status": "failed",
+        "progress": 0,
+        "created_at": CREATED,
+        "completed_at": None,
+        "expires_at": None,
+        "prompt": "A calm lake",
+        "size": "1280x720",
+        "seconds": "4",
         "remixed_from_video_id": None,
         "error": {"code": "moderation_blocked", "message": "The prompt was blocked."},
     }
@@ -69,12 +101,26 @@ def video_job() -> dict[str, Any]:
 
 def failed_batch() -> dict[str, Any]:
     return {
-        "id": "batch_abc", "object": "batch", "endpoint": "/v1/chat/completions",
-        "model": "gpt-4o-mini", "input_file_id": "file-abc", "completion_window": "24h",
-        "status": "failed", "created_at": CREATED, "failed_at": CREATED + 5,
-        "errors": {"object": "list", "data": [
-            {"code": "invalid_json_line", "message": "Line 3 is not valid JSON.", "param": None, "line": 3}
-        ]},
+        "id": "batch_abc",
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "model": "gpt-4o-mini",
+        "input_file_id": "file-abc",
+        "completion_window": "24h",
+        "status": "failed",
+        "created_at": CREATED,
+        "failed_at": CREATED + 5,
+        "errors": {
+            "object": "list",
+            "data": [
+                {
+                    "code": "invalid_json_line",
+                    "message": "Line 3 is not valid JSON.",
+                    "param": None,
+                    "line": 3,
+                }
+            ],
+        },
         "request_counts": {"total": 0, "completed": 0, "failed": 0},
     }
 
@@ -88,8 +134,12 @@ def failed_response() -> dict[str, Any]:
 def chat_with_error() -> dict[str, Any]:
     """A 200 chat completion that says the generation failed (as some gateways send it)."""
     body = payloads.chat_completion("chatcmpl-abc", "gpt-4o", GEN, None)
-    body["error"] = {"message": "Upstream provider failed.", "type": "server_error",
-                     "param": None, "code": "provider_error"}
+    body["error"] = {
+        "message": "Upstream provider failed.",
+        "type": "server_error",
+        "param": None,
+        "code": "provider_error",
+    }
     return body
 
 
@@ -131,7 +181,9 @@ async def serve(request: Request) -> Response:
 
 @pytest.fixture(scope="module")
 def upstream_url() -> Iterator[str]:
-    with run_server(Starlette(routes=[Route("/{path:path}", serve, methods=["GET", "POST"])])) as url:
+    with run_server(
+        Starlette(routes=[Route("/{path:path}", serve, methods=["GET", "POST"])])
+    ) as url:
         yield url
 
 
@@ -164,8 +216,10 @@ def test_a_resource_error_is_not_a_failed_request(proxy: RunningProxy) -> None:
     assert batch.errors is not None
     events = proxy.wait_for(4)
     assert [(e.status_code, e.outcome, e.error_type, e.error_message) for e in events] == [
-        (200, "success", None, None), (200, "success", None, None),
-        (200, "success", None, None), (201, "success", None, None),
+        (200, "success", None, None),
+        (200, "success", None, None),
+        (200, "success", None, None),
+        (201, "success", None, None),
     ]
     metrics = httpx.get(proxy.url + "/metrics").text
     assert "llm_request_errors_total{" not in metrics

@@ -58,12 +58,17 @@ def test_chat_streamed_with_usage(client: openai.OpenAI, proxy: RunningProxy) ->
     usage = chunks[-1].usage
     assert usage is not None
     (event,) = proxy.wait_for(1)
-    assert (event.prompt_tokens, event.completion_tokens) == (usage.prompt_tokens, usage.completion_tokens)
+    assert (event.prompt_tokens, event.completion_tokens) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
 
 
 def test_completions(client: openai.OpenAI, proxy: RunningProxy) -> None:
     """Legacy completions are forwarded and counted."""
-    completion = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Once upon a time", max_tokens=5)
+    completion = client.completions.create(
+        model="gpt-3.5-turbo-instruct", prompt="Once upon a time", max_tokens=5
+    )
     (event,) = proxy.wait_for(1)
     assert completion.usage is not None
     assert event.endpoint == "completions"
@@ -74,7 +79,9 @@ def test_completions(client: openai.OpenAI, proxy: RunningProxy) -> None:
 
 def test_embeddings(client: openai.OpenAI, proxy: RunningProxy) -> None:
     """Embeddings are forwarded and their prompt tokens counted."""
-    result = client.embeddings.create(model="text-embedding-3-small", input=["hello world", "good night"])
+    result = client.embeddings.create(
+        model="text-embedding-3-small", input=["hello world", "good night"]
+    )
     (event,) = proxy.wait_for(1)
     assert len(result.data) == 2
     assert event.endpoint == "embeddings"
@@ -114,8 +121,12 @@ def test_responses_streamed(client: openai.OpenAI, proxy: RunningProxy) -> None:
 def test_sdk_raises_its_usual_errors(client: openai.OpenAI, proxy: RunningProxy) -> None:
     """Upstream errors pass through, so the SDK raises its usual exception classes."""
     with pytest.raises(openai.RateLimitError):
-        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_headers={"X-Mock-Status": "429"})
+        client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, extra_headers={"X-Mock-Status": "429"}
+        )
     with pytest.raises(openai.InternalServerError):
-        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_headers={"X-Mock-Status": "500"})
+        client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, extra_headers={"X-Mock-Status": "500"}
+        )
     outcomes = [e.outcome for e in proxy.wait_for(2)]
     assert outcomes == ["upstream_error", "upstream_error"]

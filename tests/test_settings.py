@@ -22,7 +22,9 @@ def test_defaults_match_spec() -> None:
 def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
     """Variables override the file and flags override variables."""
     config = tmp_path / "pulse.yaml"
-    config.write_text("server:\n  port: 9000\n  host: 0.0.0.0\nupstream:\n  url: http://a.example/v1\n")
+    config.write_text(
+        "server:\n  port: 9000\n  host: 0.0.0.0\nupstream:\n  url: http://a.example/v1\n"
+    )
     env = {"PULSE_CONFIG": str(config), "PULSE_PORT": "9100", "PULSE_UPSTREAM__READ_TIMEOUT_S": "5"}
     settings = load_settings(environ=env, overrides={"server": {"host": "127.0.0.2"}})
     assert settings.server.port == 9100
@@ -49,7 +51,9 @@ def test_bad_value_is_named() -> None:
 
 def test_redacted_never_shows_secrets() -> None:
     """The printed effective config hides the API key and admin token."""
-    settings = load_settings(environ={"PULSE_UPSTREAM_API_KEY": "sk-secret-123", "PULSE_ADMIN_TOKEN": "tok-9"})
+    settings = load_settings(
+        environ={"PULSE_UPSTREAM_API_KEY": "sk-secret-123", "PULSE_ADMIN_TOKEN": "tok-9"}
+    )
     shown = str(redacted(settings))
     assert "sk-secret-123" not in shown and "tok-9" not in shown
     assert settings.upstream.api_key == "sk-secret-123"
@@ -91,7 +95,9 @@ def test_variables_for_unknown_keys_are_named() -> None:
     and the error names the variable when it set the offending key."""
     with pytest.raises(ConfigError, match=r"^invalid configuration: foo: Extra inputs"):
         load_settings(environ={"PULSE_FOO__BAR": "1"})
-    with pytest.raises(ConfigError, match=r"risk\.policy\.nope\.\[key\] \(from PULSE_RISK__POLICY__NOPE\)"):
+    with pytest.raises(
+        ConfigError, match=r"risk\.policy\.nope\.\[key\] \(from PULSE_RISK__POLICY__NOPE\)"
+    ):
         load_settings(environ={"PULSE_RISK__POLICY__NOPE": "block"})
 
 

@@ -35,7 +35,9 @@ def test_the_fields_read_and_written_are_the_ones_add_keeps() -> None:
     """``add`` files values in ``_store``/``_negative_store``/``_zero_count`` and keeps
     ``_count``, ``_sum``, ``_min``, ``_max``: the very fields ``sketch_state`` reads."""
     sketch = _filled(VALUES)
-    assert isinstance(sketch._store, SparseStore) and isinstance(sketch._negative_store, SparseStore)
+    assert isinstance(sketch._store, SparseStore) and isinstance(
+        sketch._negative_store, SparseStore
+    )
     assert sketch._store.count == 5 and sketch._negative_store.count == 2
     assert sketch._zero_count == 2
     assert sketch._count == len(VALUES) == sketch.count
@@ -67,7 +69,11 @@ def test_folding_a_state_in_is_the_librarys_own_merge() -> None:
     merge_sketch_state(ours, state)
 
     assert (ours.count, ours.sum, ours.avg) == (theirs.count, theirs.sum, theirs.avg)
-    assert (ours._min, ours._max, ours._zero_count) == (theirs._min, theirs._max, theirs._zero_count)
+    assert (ours._min, ours._max, ours._zero_count) == (
+        theirs._min,
+        theirs._max,
+        theirs._zero_count,
+    )
     for q in (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0):
         assert ours.get_quantile_value(q) == theirs.get_quantile_value(q), q
 

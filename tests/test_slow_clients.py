@@ -24,7 +24,9 @@ CUT_WITHIN_S = TIMEOUT_S + 6.0
 
 class SlowProxy(ProxyProcess):
     def __init__(self, **server: str) -> None:
-        super().__init__(env={f"PULSE_SERVER__{key.upper()}": value for key, value in server.items()})
+        super().__init__(
+            env={f"PULSE_SERVER__{key.upper()}": value for key, value in server.items()}
+        )
         self.wait_started()
 
     def connect(self) -> socket.socket:
@@ -97,7 +99,9 @@ def _timeout_events(proxy: SlowProxy) -> list[dict]:
     return [e for e in proxy.events("llm.request") if e["error_type"] == "client_timeout"]
 
 
-def test_headers_sent_one_byte_at_a_time_are_cut_at_the_header_timeout(slow_proxy: SlowProxy) -> None:
+def test_headers_sent_one_byte_at_a_time_are_cut_at_the_header_timeout(
+    slow_proxy: SlowProxy,
+) -> None:
     """A request whose headers trickle in is answered 408 (or closed) near the header timeout, while others are served."""
     request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n"
     with slow_proxy.connect() as sock:
@@ -157,7 +161,9 @@ def test_a_chunked_body_that_never_ends_is_cut(slow_proxy: SlowProxy) -> None:
     _assert_408_or_nothing(answer)
     assert answer, "nothing was sent after the body started, so the 408 must arrive"
     assert elapsed < CUT_WITHIN_S
-    wait_until(lambda: any(e["request_id"] == "endless-chunks-1" for e in _timeout_events(slow_proxy)))
+    wait_until(
+        lambda: any(e["request_id"] == "endless-chunks-1" for e in _timeout_events(slow_proxy))
+    )
 
 
 def test_a_body_that_keeps_dripping_is_cut_by_the_minimum_rate(slow_proxy: SlowProxy) -> None:
@@ -230,27 +236,41 @@ def _read_until_closed(sock: socket.socket, limit: float) -> tuple[float, bytes]
     return time.monotonic() - started, answer
 
 
-SHORT_LIMITS = {"server": {"request_header_timeout_s": TIMEOUT_S, "request_body_timeout_s": TIMEOUT_S}}
+SHORT_LIMITS = {
+    "server": {"request_header_timeout_s": TIMEOUT_S, "request_body_timeout_s": TIMEOUT_S}
+}
 
 
 def test_the_tests_in_process_server_applies_the_limits_too(mock_url: str) -> None:
     """start_proxy serves with the guarded protocol: a stalled body becomes one exchange, a client timeout with 408."""
-    with start_proxy(mock_url + "/v1", SHORT_LIMITS) as running, socket.create_connection(
-        ("127.0.0.1", int(running.url.rsplit(":", 1)[1])), timeout=10
-    ) as sock:
+    with (
+        start_proxy(mock_url + "/v1", SHORT_LIMITS) as running,
+        socket.create_connection(
+            ("127.0.0.1", int(running.url.rsplit(":", 1)[1])), timeout=10
+        ) as sock,
+    ):
         sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
         elapsed, answer = _read_until_closed(sock, CUT_WITHIN_S)
         assert answer.startswith(b"HTTP/1.1 408 ") and elapsed < CUT_WITHIN_S
         (exchange,) = running.wait_for(1)
-    assert (exchange.outcome, exchange.error_type, exchange.status_code) == ("client_disconnected", "client_timeout", 408)
+    assert (exchange.outcome, exchange.error_type, exchange.status_code) == (
+        "client_disconnected",
+        "client_timeout",
+        408,
+    )
 
 
 def test_a_response_in_flight_survives_the_next_requests_slow_headers(mock_url: str) -> None:
     """Headers of a pipelined request stalling while the previous answer is still pending: that answer completes, then the connection closes."""
-    with start_proxy(mock_url + "/v1", SHORT_LIMITS) as running, socket.create_connection(
-        ("127.0.0.1", int(running.url.rsplit(":", 1)[1])), timeout=10
-    ) as sock:
-        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Mock-Latency-Ms: 2500\r\n\r\nGET /v1/mo")
+    with (
+        start_proxy(mock_url + "/v1", SHORT_LIMITS) as running,
+        socket.create_connection(
+            ("127.0.0.1", int(running.url.rsplit(":", 1)[1])), timeout=10
+        ) as sock,
+    ):
+        sock.sendall(
+            b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Mock-Latency-Ms: 2500\r\n\r\nGET /v1/mo"
+        )
         _, answer = _read_until_closed(sock, 2.5 + CUT_WITHIN_S)
         (exchange,) = running.wait_for(1)
     head, _, body = answer.partition(b"\r\n\r\n")

@@ -6,10 +6,8 @@ from pulse_proxy.proxy.sse import SSEFramer, iter_events, parse_frame
 
 STREAM = (
     b'data: {"a": 1}\n\n'
-    b"event: response.created\r\ndata: {\"b\":\r\ndata: 2}\r\n\r\n"
-    b": keepalive comment\n\n"
-    + "data: caf\u00e9 \u2603\n\n".encode()
-    + b"data: [DONE]\n\n"
+    b'event: response.created\r\ndata: {"b":\r\ndata: 2}\r\n\r\n'
+    b": keepalive comment\n\n" + "data: caf\u00e9 \u2603\n\n".encode() + b"data: [DONE]\n\n"
 )
 
 

@@ -41,7 +41,12 @@ def varied_exchanges(n: int, seed: int = 7) -> list:
     """Many models (more than the label bound), outcomes, streams, users, tags, flags,
     missing figures, and records late enough to land in closed buckets."""
     rng = random.Random(seed)
-    outcomes = ["success"] * 6 + ["upstream_error", "timeout", "client_error", "client_disconnected"]
+    outcomes = ["success"] * 6 + [
+        "upstream_error",
+        "timeout",
+        "client_error",
+        "client_disconnected",
+    ]
     exchanges = []
     for i in range(n):
         stream = rng.random() < 0.4
@@ -49,18 +54,24 @@ def varied_exchanges(n: int, seed: int = 7) -> list:
         prompt = rng.choice([None, rng.randint(1, 200_000)])
         exchanges.append(
             make_exchange(
-                model=rng.choice([None, "gpt-4o", "gpt-4o-mini", "o3", f"junk-{rng.randint(0, 40)}"]),
+                model=rng.choice(
+                    [None, "gpt-4o", "gpt-4o-mini", "o3", f"junk-{rng.randint(0, 40)}"]
+                ),
                 response_model=rng.choice([None, "gpt-4o-2024-08-06"]),
                 upstream=rng.choice(["mock", "azure", f"up-{rng.randint(0, 30)}"]),
                 endpoint=rng.choice(["chat", "completions", "embeddings", "models"]),
                 status_code=rng.choice([None, 200, 400, 429, 500]),
                 outcome=outcome,
-                error_type=None if outcome == "success" else rng.choice([None, "rate_limited", f"e{i % 60}"]),
+                error_type=None
+                if outcome == "success"
+                else rng.choice([None, "rate_limited", f"e{i % 60}"]),
                 stream=stream,
                 latency_ms=rng.choice([None, rng.uniform(0.5, 90_000)]),
                 ttft_ms=rng.uniform(1, 5000) if stream else None,
                 prompt_tokens=prompt,
-                prompt_tokens_local=None if prompt is None else max(0, prompt + rng.randint(-300, 300)),
+                prompt_tokens_local=None
+                if prompt is None
+                else max(0, prompt + rng.randint(-300, 300)),
                 token_source=rng.choice(["upstream", "tiktoken"]),
                 completion_tokens=rng.choice([None, 0, rng.randint(1, 4000)]),
                 total_tokens=rng.choice([None, rng.randint(1, 200_000)]),
@@ -69,10 +80,15 @@ def varied_exchanges(n: int, seed: int = 7) -> list:
                 cost_usd=rng.choice([None, 0.0, rng.uniform(0, 2)]),
                 user=rng.choice([None, "alice", "bob", f"user-{rng.randint(0, 80)}"]),
                 api_key_hash=rng.choice([None, "k-1", "k-2"]),
-                tags=rng.choice([{}, {"team": rng.choice(["a", "b"])}, {"env": f"e{rng.randint(0, 70)}"}]),
-                risk_flags=rng.sample(["jailbreak", "pii_email", "secret_key", f"f{i % 30}"], rng.randint(0, 2)),
+                tags=rng.choice(
+                    [{}, {"team": rng.choice(["a", "b"])}, {"env": f"e{rng.randint(0, 70)}"}]
+                ),
+                risk_flags=rng.sample(
+                    ["jailbreak", "pii_email", "secret_key", f"f{i % 30}"], rng.randint(0, 2)
+                ),
                 # Mostly recent, some from closed fine buckets, a few older than the hour.
-                ended_at=NOW - rng.choice([rng.uniform(0, 30), rng.uniform(30, 900), rng.uniform(3500, 4000)]),
+                ended_at=NOW
+                - rng.choice([rng.uniform(0, 30), rng.uniform(30, 900), rng.uniform(3500, 4000)]),
             )
         )
     return exchanges
@@ -123,7 +139,9 @@ def test_merged_batches_equal_adding_one_by_one() -> None:
     position = 0
     while position < len(exchanges):
         size = rng.choice([1, 2, 7, 30, 200])
-        tally = pickle.loads(pickle.dumps(Tally.of(exchanges[position : position + size]), protocol=5))
+        tally = pickle.loads(
+            pickle.dumps(Tally.of(exchanges[position : position + size]), protocol=5)
+        )
         batch_stats.merge(tally.stats)
         batch_breakdown.merge(tally.breakdown)
         batch_prometheus.merge(tally.prometheus)

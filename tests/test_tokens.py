@@ -13,18 +13,46 @@ from pulse_proxy.accounting import tokens
 # OpenAI Cookbook, "How to count tokens with tiktoken": the API reported 129 prompt
 # tokens for gpt-4 / gpt-3.5-turbo and 124 for gpt-4o / gpt-4o-mini.
 COOKBOOK_MESSAGES = [
-    {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
-    {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
-    {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
-    {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
-    {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
-    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
+    {
+        "role": "system",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English.",
+    },
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "New synergies will help drive top-line growth.",
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Things working well together will increase revenue.",
+    },
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Let's talk later when we're less busy about how to do better.",
+    },
+    {
+        "role": "user",
+        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+    },
 ]
 
 
 @pytest.mark.parametrize(
     ("model", "expected"),
-    [("gpt-4", 129), ("gpt-3.5-turbo", 129), ("gpt-4-0613", 129), ("gpt-4o", 124), ("gpt-4o-mini", 124)],
+    [
+        ("gpt-4", 129),
+        ("gpt-3.5-turbo", 129),
+        ("gpt-4-0613", 129),
+        ("gpt-4o", 124),
+        ("gpt-4o-mini", 124),
+    ],
 )
 def test_cookbook_counts(model: str, expected: int) -> None:
     """The Cookbook's example messages count exactly as the API billed them."""
@@ -55,7 +83,9 @@ def test_model_to_encoding(model: str | None, encoding: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["cl100k_base", "o200k_base"])
-def test_bundled_encodings_match_tiktoken_definitions(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bundled_encodings_match_tiktoken_definitions(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Our pattern and special tokens equal tiktoken's own, loaded from bundled files."""
     ours = tokens.get_encoding(name)
     # Only the pattern and the special tokens are compared: no need to load ranks again.
@@ -80,10 +110,24 @@ def test_names_and_tool_calls_are_counted() -> None:
     """A name adds one token; tool calls and tool definitions add their text."""
     base = [{"role": "user", "content": "hi"}]
     named = [{"role": "user", "name": "bob", "content": "hi"}]
-    assert tokens.count_chat_messages(named, "gpt-4o") == tokens.count_chat_messages(base, "gpt-4o") + 1 + tokens.count_text("bob")
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-    assert tokens.count_chat_messages(base, "gpt-4o", tools) > tokens.count_chat_messages(base, "gpt-4o")
-    call = [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}]}]
+    assert tokens.count_chat_messages(named, "gpt-4o") == tokens.count_chat_messages(
+        base, "gpt-4o"
+    ) + 1 + tokens.count_text("bob")
+    tools = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    ]
+    assert tokens.count_chat_messages(base, "gpt-4o", tools) > tokens.count_chat_messages(
+        base, "gpt-4o"
+    )
+    call = [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
+            ],
+        }
+    ]
     assert tokens.count_chat_messages(call, "gpt-4o") > 3 + 3
 
 
@@ -98,5 +142,7 @@ def test_a_loaded_vocabulary_keeps_no_python_copy_of_its_ranks() -> None:
         "gc.collect()\n"
         "print(tracemalloc.get_traced_memory()[0])\n"
     )
-    held = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=120)
+    held = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, check=True, timeout=120
+    )
     assert int(held.stdout) < 4 * 1024 * 1024, held.stdout

@@ -22,8 +22,10 @@ CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}
 def fixed_answer(head_lines: bytes, body: bytes) -> Callable[[socket.socket, bytes], None]:
     def answer(conn: socket.socket, _: bytes) -> None:
         conn.sendall(
-            b"HTTP/1.1 200 OK\r\n" + head_lines
-            + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+            b"HTTP/1.1 200 OK\r\n"
+            + head_lines
+            + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+            + body
         )
 
     return answer
@@ -51,7 +53,9 @@ def test_upstream_header_the_server_cannot_send_is_a_502(header: bytes) -> None:
         assert "a\x01b" not in response.text
         (event,) = proxy.wait_for(1)
         assert (event.status_code, event.outcome, event.error_type) == (
-            502, "upstream_error", "upstream_bad_response",
+            502,
+            "upstream_error",
+            "upstream_bad_response",
         )
         assert event.stream is False
 
@@ -79,7 +83,9 @@ def test_sse_without_event_separators_is_not_held_by_the_usage_filter(ending: st
     with raw_upstream(answer) as upstream, start_proxy(upstream.url) as proxy:
         received = bytearray()
         with httpx.stream(
-            "POST", proxy.base_url + "/chat/completions", json={**CHAT, "stream": True},
+            "POST",
+            proxy.base_url + "/chat/completions",
+            json={**CHAT, "stream": True},
             timeout=httpx.Timeout(20.0),
         ) as response:
             chunks = response.iter_raw()
@@ -124,7 +130,11 @@ def _framing(head: bytes) -> list[bytes]:
         (b"DELETE /v1/files/file-abc HTTP/1.1\r\n", b"", []),
         (b"GET /v1/models HTTP/1.1\r\n", b"", []),
         (b"POST /v1/files/file-abc/cancel HTTP/1.1\r\n", b"", []),
-        (b"DELETE /v1/files/file-abc HTTP/1.1\r\nContent-Length: 0\r\n", b"", [b"content-length:0"]),
+        (
+            b"DELETE /v1/files/file-abc HTTP/1.1\r\nContent-Length: 0\r\n",
+            b"",
+            [b"content-length:0"],
+        ),
         (b"GET /v1/models HTTP/1.1\r\nContent-Length: 0\r\n", b"", [b"content-length:0"]),
         (b"POST /v1/embeddings HTTP/1.1\r\nContent-Length: 2\r\n", b"{}", [b"content-length:2"]),
     ],
@@ -176,12 +186,15 @@ ENDPOINTS = {
     "chat": ("POST", "/chat/completions", CHAT),
     "chat-stream": ("POST", "/chat/completions", {**CHAT, "stream": True}),
     "chat-stream-usage": (
-        "POST", "/chat/completions",
+        "POST",
+        "/chat/completions",
         {**CHAT, "stream": True, "stream_options": {"include_usage": True}},
     ),
     "completions": ("POST", "/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "Hi"}),
     "completions-stream": (
-        "POST", "/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "Hi", "stream": True},
+        "POST",
+        "/completions",
+        {"model": "gpt-3.5-turbo-instruct", "prompt": "Hi", "stream": True},
     ),
     "embeddings": ("POST", "/embeddings", {"model": "text-embedding-3-small", "input": "Hi"}),
     "responses": ("POST", "/responses", {"model": "gpt-4o", "input": "Hi"}),

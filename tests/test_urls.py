@@ -13,7 +13,9 @@ def test_kept_urls_are_the_built_ones_and_the_table_stops_growing() -> None:
 
     for i in range(_MAX_CACHED_PATHS * 2):
         url = base.url_for(f"/files/file-{i}")
-        assert url.raw_path == f"/v1/files/file-{i}" and url.raw_authority == "user:pw@127.0.0.1:8081"
+        assert (
+            url.raw_path == f"/v1/files/file-{i}" and url.raw_authority == "user:pw@127.0.0.1:8081"
+        )
     assert len(base._plain) == _MAX_CACHED_PATHS
 
     with_query = base.url_for("/models", "after=x%26y")

@@ -46,7 +46,12 @@ def test_responses_api_usage_names_are_normalised() -> None:
         }
     )
     assert usage is not None
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens) == (10, 5, 2, 1)
+    assert (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.cached_tokens,
+        usage.reasoning_tokens,
+    ) == (10, 5, 2, 1)
 
 
 def test_embeddings_usage_without_completion_tokens() -> None:
@@ -92,7 +97,10 @@ def test_responses_stream_usage_comes_from_response_completed() -> None:
 def test_stream_without_usage_collects_the_generated_text() -> None:
     """Only when no usage came back is the whole stream decoded for local counting."""
     chunks = _sse(
-        *({"model": "m", "choices": [{"index": 0, "delta": {"content": w}}]} for w in ["a", " b", " c"] * 5),
+        *(
+            {"model": "m", "choices": [{"index": 0, "delta": {"content": w}}]}
+            for w in ["a", " b", " c"] * 5
+        ),
         {"model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
         "[DONE]",
     )
@@ -109,7 +117,9 @@ def test_stream_without_usage_collects_the_generated_text() -> None:
 
 def test_error_body_gives_type_and_message() -> None:
     """An OpenAI error body yields its code and message."""
-    facts = facts_from_json(b'{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}')
+    facts = facts_from_json(
+        b'{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}'
+    )
     assert facts.error_type == "rate_limit_exceeded"
     assert facts.error_message == "Rate limit reached"
 
@@ -120,7 +130,9 @@ def test_only_a_failed_generation_sets_failed() -> None:
     assert facts_from_json(b'{"error":{"message":"m","code":"c"}}').failed
     assert facts_from_json(b'{"object":"chat.completion","choices":[],"error":{"code":"c"}}').failed
     assert facts_from_json(b'{"object":"response","status":"failed","error":{"code":"c"}}').failed
-    job = facts_from_json(b'{"object":"fine_tuning.job","status":"failed","error":{"code":"c","message":"m"}}')
+    job = facts_from_json(
+        b'{"object":"fine_tuning.job","status":"failed","error":{"code":"c","message":"m"}}'
+    )
     assert not job.failed and job.error_type == "c"
     assert not facts_from_json(b'{"object":"response","status":"incomplete","error":null}').failed
     assert facts_from_sse([b'data: {"error":{"message":"m"}}\n\n']).failed

@@ -53,7 +53,12 @@ class Dispatcher:
             )
         else:
             self._accounting = InlineAccounting(
-                settings, self.deliver, accountant, logger=logger, exchanges=exchanges, max_pending=max_pending
+                settings,
+                self.deliver,
+                accountant,
+                logger=logger,
+                exchanges=exchanges,
+                max_pending=max_pending,
             )
         # Bound directly: the request path calls it once per request.
         self.submit: Callable[[Capture], None] = self._accounting.submit
@@ -93,4 +98,3 @@ class Dispatcher:
                 sink=getattr(call, "__qualname__", repr(call)),
                 error_type=type(exc).__name__,
             )
-

@@ -136,7 +136,9 @@ class Accountant:
 
     def key_hash(self, key: str) -> str:
         """Salted and short: an unsalted full hash of a key is itself a credential."""
-        return hashlib.blake2b(key.encode("utf-8", "replace"), key=self._salt, digest_size=6).hexdigest()
+        return hashlib.blake2b(
+            key.encode("utf-8", "replace"), key=self._salt, digest_size=6
+        ).hexdigest()
 
     async def finish(self, capture: Capture) -> Exchange:
         big = len(capture.request_body) > _THREAD_THRESHOLD_BYTES or capture.captured_bytes > (
@@ -173,14 +175,18 @@ class Accountant:
         ex.prompt_chars = request.prompt_chars
         user = capture.user_header or request.user
         ex.user = escape_control(clean(user)[:_MAX_LABEL_CHARS]) if user else None
-        ex.tags = parse_tags(clean(capture.tags_header) if capture.tags_header else None, self._max_tags)
+        ex.tags = parse_tags(
+            clean(capture.tags_header) if capture.tags_header else None, self._max_tags
+        )
         if capture.api_key:
             ex.api_key_hash = self.key_hash(capture.api_key)
             capture.api_key = None
 
         if request.body is not None:
             try:
-                ex.prompt_tokens_local = tokens.count_prompt(request.body, ex.endpoint, request.model)
+                ex.prompt_tokens_local = tokens.count_prompt(
+                    request.body, ex.endpoint, request.model
+                )
             except Exception:  # noqa: BLE001 - a body of unexpected shape must not lose the event
                 ex.prompt_tokens_local = None
 
@@ -234,9 +240,13 @@ class Accountant:
         if request.body is not None:
             from pulse_proxy.risk import extract_text
 
-            ex.prompt_text = escape_control(truncate(mask(extract_text(request.body)), self._content_cap))
+            ex.prompt_text = escape_control(
+                truncate(mask(extract_text(request.body)), self._content_cap)
+            )
         if facts is not None:
-            ex.completion_text = escape_control(truncate(mask("".join(facts.completion_text)), self._content_cap))
+            ex.completion_text = escape_control(
+                truncate(mask("".join(facts.completion_text)), self._content_cap)
+            )
 
     def _response_facts(self, capture: Capture, ex: Exchange) -> ResponseFacts | None:
         if not capture.response_chunks:
@@ -245,7 +255,9 @@ class Accountant:
             return facts_from_sse(capture.response_chunks, collect_text=self._log_content)
         if capture.truncated:
             return None
-        decoded = decode_body(capture.response_chunks, capture.response_content_encoding, self._max_decoded)
+        decoded = decode_body(
+            capture.response_chunks, capture.response_content_encoding, self._max_decoded
+        )
         if decoded.body is None:
             # Unreadable usage: say why, and let the local counts stand in for it.
             ex.usage_unread = decoded.problem
@@ -254,7 +266,9 @@ class Accountant:
             return None
         return facts_from_json(decoded.body)
 
-    def _apply_facts(self, ex: Exchange, facts: ResponseFacts, request: RequestFacts, clean: Redact) -> None:
+    def _apply_facts(
+        self, ex: Exchange, facts: ResponseFacts, request: RequestFacts, clean: Redact
+    ) -> None:
         if facts.response_model:
             ex.response_model = escape_control(clean(facts.response_model)[:_MAX_LABEL_CHARS])
             if ex.model is None:

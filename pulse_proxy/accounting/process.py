@@ -71,7 +71,9 @@ def build_accountant(settings: Settings) -> Accountant:
     from pulse_proxy.accounting.screening import flagger
 
     prices = PriceTable.load(settings.pricing.files)
-    return Accountant(settings, cost=prices.exchange_cost, risk=flagger(settings.risk), redact=risk.mask)
+    return Accountant(
+        settings, cost=prices.exchange_cost, risk=flagger(settings.risk), redact=risk.mask
+    )
 
 
 def finish_all(accountant: Accountant, captures: list[Capture]) -> list[Exchange]:
@@ -98,7 +100,9 @@ class Assembler:
 
     def __init__(self, settings: Settings, *, exchanges: bool) -> None:
         self._renderer = LineRenderer(settings.server.log_format)
-        self._statsd = StatsdLines.from_settings(settings.statsd) if settings.statsd.enabled else None
+        self._statsd = (
+            StatsdLines.from_settings(settings.statsd) if settings.statsd.enabled else None
+        )
         self._exchanges = exchanges
 
     def assemble(self, finished: list[Exchange]) -> Batch:
@@ -114,10 +118,14 @@ class Assembler:
             statsd_lines = []
             for exchange in finished:
                 try:  # noqa: SIM105 - per record, where suppress() costs a context manager
-                    statsd_lines.extend(line.encode("utf-8") for line in self._statsd.render(exchange))
+                    statsd_lines.extend(
+                        line.encode("utf-8") for line in self._statsd.render(exchange)
+                    )
                 except Exception:  # noqa: BLE001, S110 - per record: one bad record must not cost the batch its metrics
                     pass
-        return Batch(lines, unrendered, finished if self._exchanges else [], Tally.of(finished), statsd_lines)
+        return Batch(
+            lines, unrendered, finished if self._exchanges else [], Tally.of(finished), statsd_lines
+        )
 
 
 def drop_bodies(capture: Capture, reason: UsageUnread) -> None:
@@ -159,7 +167,9 @@ def child_main(fd: int, *, crash_on_request_id: str | None = None) -> None:
         except (EOFError, OSError):
             return
         seq, captures = CODEC.decode_captures(data, blob)
-        if crash_on_request_id is not None and any(c.exchange.request_id == crash_on_request_id for c in captures):
+        if crash_on_request_id is not None and any(
+            c.exchange.request_id == crash_on_request_id for c in captures
+        ):
             os._exit(70)
         batch = assembler.assemble(finish_all(accountant, captures))
         conn.send_bytes(CODEC.encode_batch(seq, batch))
@@ -195,7 +205,9 @@ class _ChildLink(asyncio.Protocol):
         handed to the transport as they are (one ``writev``, no copy on the loop)."""
         assert self.transport is not None
         fields, sizes, bodies = CODEC.encode_captures(seq, captures)
-        self.transport.writelines((_frame_header(len(fields)), fields, _frame_header(sum(sizes)), *bodies))
+        self.transport.writelines(
+            (_frame_header(len(fields)), fields, _frame_header(sum(sizes)), *bodies)
+        )
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -238,7 +250,9 @@ class AccountingProcess:
         self._batch_delay_s = settings.accounting.batch_ms / 1000.0
         self._max_requests = settings.accounting.max_pending_requests
         self._max_bytes = settings.accounting.max_pending_bytes
-        self._start_frame = orjson.dumps({"settings": settings.model_dump(mode="json"), "exchanges": exchanges})
+        self._start_frame = orjson.dumps(
+            {"settings": settings.model_dump(mode="json"), "exchanges": exchanges}
+        )
         self._deliver = deliver
         self._fallback = fallback
         # Batches the child cannot take (backlog, quarantine, shutdown) are made here,
@@ -291,7 +305,9 @@ class AccountingProcess:
             child_sock.close()
         self._generation += 1
         generation = self._generation
-        _, self._link = await self._loop.create_connection(lambda: _ChildLink(self, generation), sock=parent_sock)
+        _, self._link = await self._loop.create_connection(
+            lambda: _ChildLink(self, generation), sock=parent_sock
+        )
         self._backoff.started()
         self._link.send(self._start_frame)
         for seq in sorted(self._pending):  # batches a dead child never answered
@@ -420,7 +436,11 @@ class AccountingProcess:
         for capture in batch:
             drop_bodies(capture, "quarantined")
         self.degraded["quarantined"] += len(batch)
-        self._log.error("pulse.accounting_batch_quarantined", requests=len(batch), deaths=_QUARANTINE_AFTER_DEATHS)
+        self._log.error(
+            "pulse.accounting_batch_quarantined",
+            requests=len(batch),
+            deaths=_QUARANTINE_AFTER_DEATHS,
+        )
         self._deliver(self._assembler.assemble(finish_all(self._fallback, batch)))
 
     def _split(self, seq: BatchKey, deaths: int) -> None:
@@ -457,7 +477,9 @@ class AccountingProcess:
                 self._split(suspect, deaths)
         self.restarts += 1
         assert self._loop is not None
-        self._respawn = self._loop.create_task(self._restart(self._process, self._backoff.next_delay()))
+        self._respawn = self._loop.create_task(
+            self._restart(self._process, self._backoff.next_delay())
+        )
 
     async def _restart(self, dead: Child | None, delay: float) -> None:
         """Reap the dead child (no zombie), wait out the back-off, start a new one."""
@@ -483,7 +505,9 @@ class AccountingProcess:
                 await self._spawn()
                 return
             except OSError as exc:  # no process or socket to be had right now
-                self._log.error("pulse.accounting_worker_start_failed", error_type=type(exc).__name__)
+                self._log.error(
+                    "pulse.accounting_worker_start_failed", error_type=type(exc).__name__
+                )
                 exitcode = None
                 delay = self._backoff.next_delay()
 

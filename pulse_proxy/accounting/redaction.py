@@ -36,7 +36,9 @@ _QUERY_NAME_HINTS = ("key", "token", "sig", "secret", "password")
 Redact = Callable[[str], str]
 
 
-def credential_values(headers: str | None, query: bytes, configured: Iterable[str] = ()) -> list[str]:
+def credential_values(
+    headers: str | None, query: bytes, configured: Iterable[str] = ()
+) -> list[str]:
     """Every form of every credential to redact, longest first (so that a whole
     ``user:password`` goes before its parts), none shorter than MIN_SECRET_CHARS.
 
@@ -116,6 +118,10 @@ def redact_exchange(exchange: Exchange, redact: Redact) -> None:
         if isinstance(value, str):
             setattr(exchange, name, redact(value))
         elif isinstance(value, dict):
-            setattr(exchange, name, {redact(str(k)): redact(v) if isinstance(v, str) else v for k, v in value.items()})
+            setattr(
+                exchange,
+                name,
+                {redact(str(k)): redact(v) if isinstance(v, str) else v for k, v in value.items()},
+            )
         elif isinstance(value, list):
             setattr(exchange, name, [redact(v) if isinstance(v, str) else v for v in value])

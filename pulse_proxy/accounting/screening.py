@@ -43,7 +43,9 @@ def content_flags(body: dict[str, Any], max_chars: int) -> set[str]:
     head and tail, as :func:`risk.scan` samples them.
     """
     parts = risk.extract_texts(body)
-    if sum(len(part) for part in parts) > max_chars or any(len(p) > _CACHE_MAX_CHARS for p in parts):
+    if sum(len(part) for part in parts) > max_chars or any(
+        len(p) > _CACHE_MAX_CHARS for p in parts
+    ):
         return set(risk.scan("\n".join(parts), detectors=_CONTENT_DETECTORS, max_chars=max_chars))
     flags: set[str] = set()
     for part in parts:
@@ -57,7 +59,11 @@ def flagger(settings: RiskSettings) -> Callable[[dict[str, Any], Exchange], list
         return None
 
     def flags(body: dict[str, Any], exchange: Exchange) -> list[str]:
-        tokens = exchange.prompt_tokens if exchange.prompt_tokens is not None else exchange.prompt_tokens_local
+        tokens = (
+            exchange.prompt_tokens
+            if exchange.prompt_tokens is not None
+            else exchange.prompt_tokens_local
+        )
         found = content_flags(body, settings.max_scan_chars)
         if tokens is not None and tokens > settings.long_prompt_tokens:
             found.add("long_prompt")

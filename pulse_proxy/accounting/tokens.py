@@ -95,7 +95,9 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     expected_hash, pattern, special = _ENCODINGS[name]
     path = resources.files("pulse_proxy") / "_vocab" / f"{name}.tiktoken"
     ranks = load_tiktoken_bpe(str(path), expected_hash=expected_hash)
-    encoding = tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=special)
+    encoding = tiktoken.Encoding(
+        name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=special
+    )
     ranks.clear()
     return encoding
 

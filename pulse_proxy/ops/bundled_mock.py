@@ -78,7 +78,17 @@ class BundledMock:
             if self._stopped:
                 raise RuntimeError("the bundled mock was stopped")
             self._process = process = subprocess.Popen(
-                [sys.executable, "-m", "mock_upstream", "--log-level", "warning", "--host", "127.0.0.1", "--port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "mock_upstream",
+                    "--log-level",
+                    "warning",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, before exec
@@ -133,7 +143,9 @@ class BundledMock:
                 await asyncio.to_thread(self.start)
                 return attempts
             except RuntimeError as exc:
-                logger.warning("pulse.mock_restart_failed", attempt=attempts, port=self.port, reason=str(exc))
+                logger.warning(
+                    "pulse.mock_restart_failed", attempt=attempts, port=self.port, reason=str(exc)
+                )
 
     def stop(self) -> None:
         with self._lock:

@@ -17,7 +17,11 @@ from pulse_proxy.settings import ConfigError, Settings, load_settings, redacted
 
 def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
-    server = {k: v for k, v in (("host", args.host), ("port", args.port), ("log_format", args.log_format)) if v is not None}
+    server = {
+        k: v
+        for k, v in (("host", args.host), ("port", args.port), ("log_format", args.log_format))
+        if v is not None
+    }
     if server:
         overrides["server"] = server
     if args.upstream is not None:
@@ -67,7 +71,10 @@ def serve(args: argparse.Namespace) -> int:
         mock = BundledMock()
         mock.start()
         upstream_url = mock.url
-        startup = {"mock": True, "message": f"forwarding to the bundled mock upstream at {mock.url}"}
+        startup = {
+            "mock": True,
+            "message": f"forwarding to the bundled mock upstream at {mock.url}",
+        }
     # uvicorn re-raises the signal that stopped it, after restoring the handlers it found;
     # with the default handlers that would kill us before the bundled mock is stopped.
     # Until uvicorn installs its own handlers, a stop request is remembered rather than
@@ -88,7 +95,9 @@ def serve(args: argparse.Namespace) -> int:
     # request objects are acyclic and die by reference counting.  The process is ours.
     gc.set_threshold(50_000, 20, 100)
     try:
-        app = create_app(settings, upstream_url=upstream_url, startup_fields=startup, bundled_mock=mock)
+        app = create_app(
+            settings, upstream_url=upstream_url, startup_fields=startup, bundled_mock=mock
+        )
         config = uvicorn.Config(
             app,
             host=settings.server.host,
@@ -166,15 +175,22 @@ def export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pulse-proxy", description="LLM Pulse: observability sidecar for OpenAI-compatible APIs.")
+    parser = argparse.ArgumentParser(
+        prog="pulse-proxy",
+        description="LLM Pulse: observability sidecar for OpenAI-compatible APIs.",
+    )
     sub = parser.add_subparsers(dest="command")
 
     def serve_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--host", help="listen address (PULSE_HOST, default 127.0.0.1)")
         p.add_argument("--port", type=int, help="listen port (PULSE_PORT, default 8080)")
-        p.add_argument("--upstream", help="upstream base URL incl. /v1, or 'mock' (PULSE_UPSTREAM_URL)")
+        p.add_argument(
+            "--upstream", help="upstream base URL incl. /v1, or 'mock' (PULSE_UPSTREAM_URL)"
+        )
         p.add_argument("--config", help="YAML config file (PULSE_CONFIG)")
-        p.add_argument("--log-format", choices=("json", "console"), help="PULSE_LOG_FORMAT, default json")
+        p.add_argument(
+            "--log-format", choices=("json", "console"), help="PULSE_LOG_FORMAT, default json"
+        )
 
     serve_flags(parser)
     serve_flags(sub.add_parser("serve", help="run the proxy (the default command)"))
@@ -192,12 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read the proxy's JSON event lines and print latency, tokens, errors and "
         "prompt-size summaries. Lines that are not events are counted and skipped.",
     )
-    rep.add_argument("file", nargs="?", default="-", metavar="FILE",
-                     help="a file of JSON lines, or - for standard input (the default)")
+    rep.add_argument(
+        "file",
+        nargs="?",
+        default="-",
+        metavar="FILE",
+        help="a file of JSON lines, or - for standard input (the default)",
+    )
     from pulse_proxy.ops.demo import add_demo_arguments
 
-    add_demo_arguments(sub.add_parser("demo", help="send a realistic traffic mix through a running proxy"))
-    exp = sub.add_parser("export", help="write fleet monitoring files built from the configured rules")
+    add_demo_arguments(
+        sub.add_parser("demo", help="send a realistic traffic mix through a running proxy")
+    )
+    exp = sub.add_parser(
+        "export", help="write fleet monitoring files built from the configured rules"
+    )
     exp.add_argument("what", choices=("prometheus-rules", "grafana-dashboard"))
     exp.add_argument("--config", help="YAML config file whose alert rules to export (PULSE_CONFIG)")
     exp.add_argument("-o", "--output", help="file to write (default: stdout)")

@@ -32,14 +32,29 @@ def _from_file(path: str | None) -> dict[str, Any]:
     return server if isinstance(server, dict) else {}
 
 
-def target(environ: Mapping[str, str], *, config: str | None = None,
-           host: str | None = None, port: int | None = None) -> str:
+def target(
+    environ: Mapping[str, str],
+    *,
+    config: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> str:
     """The /healthz URL of the proxy configured by ``environ`` (and flags, which win)."""
     server = _from_file(config or environ.get("PULSE_CONFIG"))
     if port is None:
-        port = int(environ.get("PULSE_PORT") or environ.get("PULSE_SERVER__PORT") or server.get("port") or DEFAULT_PORT)
+        port = int(
+            environ.get("PULSE_PORT")
+            or environ.get("PULSE_SERVER__PORT")
+            or server.get("port")
+            or DEFAULT_PORT
+        )
     if host is None:
-        host = environ.get("PULSE_HOST") or environ.get("PULSE_SERVER__HOST") or server.get("host") or DEFAULT_HOST
+        host = (
+            environ.get("PULSE_HOST")
+            or environ.get("PULSE_SERVER__HOST")
+            or server.get("host")
+            or DEFAULT_HOST
+        )
     # A wildcard listen address is reached through loopback; IPv6 literals need brackets.
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104 - mapped, not bound
     if ":" in host:
@@ -59,7 +74,9 @@ def check(url: str, timeout: float = 3.0) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pulse_proxy.ops.healthcheck", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pulse_proxy.ops.healthcheck", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--host", help="the proxy's listen address (PULSE_HOST)")
     parser.add_argument("--port", type=int, help="the proxy's port (PULSE_PORT)")
     parser.add_argument("--config", help="YAML config file (PULSE_CONFIG)")

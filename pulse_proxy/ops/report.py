@@ -60,7 +60,10 @@ def _printable(record: dict[str, Any]) -> dict[str, Any]:
     """The record with control characters escaped in every text field: anyone who can
     write a log line (a model name, a user, a forged line) could otherwise send escape
     sequences to the terminal of whoever reads the report."""
-    return {key: escape_control(value) if isinstance(value, str) else value for key, value in record.items()}
+    return {
+        key: escape_control(value) if isinstance(value, str) else value
+        for key, value in record.items()
+    }
 
 
 def _exchange(record: dict[str, Any], ended_at: float) -> Exchange:
@@ -199,7 +202,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [str(cells[0]).ljust(widths[0])] + [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        parts = [str(cells[0]).ljust(widths[0])] + [
+            str(c).rjust(w) for c, w in zip(cells[1:], widths[1:])
+        ]
         return "  ".join(parts).rstrip()
 
     return [line(headers), line(["-" * w for w in widths]), *(line(row) for row in rows)]

@@ -25,7 +25,9 @@ _TYPES = {
 }
 
 
-def openai_error_body(message: str, code: str, *, status: int = 502, param: str | None = None) -> bytes:
+def openai_error_body(
+    message: str, code: str, *, status: int = 502, param: str | None = None
+) -> bytes:
     error_type = _TYPES.get(status, "api_error")
     if code in ("request_too_large", "prompt_blocked"):
         error_type = "invalid_request_error"

@@ -481,7 +481,11 @@ class Forwarder:
         via = client_headers.via
         if via is not None and self.identity in via:
             await self._proxy_error(
-                send, capture, 508, "rejected", "loop_detected",
+                send,
+                capture,
+                508,
+                "rejected",
+                "loop_detected",
                 "Request loop detected: this request already passed through this LLM Pulse "
                 "proxy, so its upstream leads back to it.",
                 close=True,
@@ -489,7 +493,11 @@ class Forwarder:
             return
         if sub_path is None:
             await self._proxy_error(
-                send, capture, 400, "rejected", "invalid_path",
+                send,
+                capture,
+                400,
+                "rejected",
+                "invalid_path",
                 "The request path is not allowed: it must stay below /v1/ once dot segments "
                 "are resolved, and its segments must not hold an encoded slash, a backslash "
                 "or '@'.",
@@ -541,7 +549,11 @@ class Forwarder:
             if flags:
                 exchange.risk_flags = flags
                 await self._proxy_error(
-                    send, capture, 400, "rejected", "prompt_blocked",
+                    send,
+                    capture,
+                    400,
+                    "rejected",
+                    "prompt_blocked",
                     f"The request was blocked by LLM Pulse policy ({', '.join(flags)}).",
                 )
                 return
@@ -588,7 +600,11 @@ class Forwarder:
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 exchange.upstream_ms = _ms_since(upstream_started)
                 await self._proxy_error(
-                    send, capture, 504, "timeout", "upstream_timeout",
+                    send,
+                    capture,
+                    504,
+                    "timeout",
+                    "upstream_timeout",
                     f"The upstream {self._upstream.address} did not answer in time "
                     f"({upstream_failure(exc)}).",
                 )
@@ -598,14 +614,22 @@ class Forwarder:
                 # (aiohttp's parser refused it: a bare CR in a header, a bad name...).
                 exchange.upstream_ms = _ms_since(upstream_started)
                 await self._proxy_error(
-                    send, capture, 502, "upstream_error", "upstream_bad_response",
+                    send,
+                    capture,
+                    502,
+                    "upstream_error",
+                    "upstream_bad_response",
                     f"The upstream's response was not valid HTTP: {type(exc).__name__}.",
                 )
                 return
             except aiohttp.ClientError as exc:
                 exchange.upstream_ms = _ms_since(upstream_started)
                 await self._proxy_error(
-                    send, capture, 502, "connection_error", "upstream_connection_error",
+                    send,
+                    capture,
+                    502,
+                    "connection_error",
+                    "upstream_connection_error",
                     f"Upstream unreachable: {self._upstream.address} ({upstream_failure(exc)}).",
                 )
                 return
@@ -651,7 +675,11 @@ class Forwarder:
             response.close()
             exchange.upstream_ms = _ms_since(upstream_started)
             await self._proxy_error(
-                send, capture, 502, "upstream_error", "upstream_bad_response",
+                send,
+                capture,
+                502,
+                "upstream_error",
+                "upstream_bad_response",
                 "The upstream's response headers cannot be relayed "
                 "(a control character in a value, or an invalid name).",
             )
@@ -700,14 +728,25 @@ class Forwarder:
                     exchange.ttft_ms = _ms_since(started)
                 first = False
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            self._broken(capture, upstream_started, bytes_out, "timeout", "upstream_timeout",
-                         f"The upstream {self._upstream.address} stopped sending mid-response.")
+            self._broken(
+                capture,
+                upstream_started,
+                bytes_out,
+                "timeout",
+                "upstream_timeout",
+                f"The upstream {self._upstream.address} stopped sending mid-response.",
+            )
             raise StreamAborted from None
         except aiohttp.ClientError as exc:
-            self._broken(capture, upstream_started, bytes_out, "connection_error",
-                         "upstream_stream_interrupted",
-                         f"The connection to the upstream {self._upstream.address} broke "
-                         f"mid-response ({upstream_failure(exc)}).")
+            self._broken(
+                capture,
+                upstream_started,
+                bytes_out,
+                "connection_error",
+                "upstream_stream_interrupted",
+                f"The connection to the upstream {self._upstream.address} broke "
+                f"mid-response ({upstream_failure(exc)}).",
+            )
             raise StreamAborted from None
         except asyncio.CancelledError:
             exchange.bytes_out = bytes_out  # what reached the client before the cut
@@ -741,8 +780,13 @@ class Forwarder:
             waiter.cancel()
 
     def _broken(
-        self, capture: Capture, upstream_started: float, bytes_out: int,
-        outcome: str, error_type: str, message: str,
+        self,
+        capture: Capture,
+        upstream_started: float,
+        bytes_out: int,
+        outcome: str,
+        error_type: str,
+        message: str,
     ) -> None:
         exchange = capture.exchange
         exchange.upstream_ms = _ms_since(upstream_started)
@@ -753,7 +797,11 @@ class Forwarder:
 
     async def _reject_too_large(self, send: Send, capture: Capture) -> None:
         await self._proxy_error(
-            send, capture, 413, "rejected", "request_too_large",
+            send,
+            capture,
+            413,
+            "rejected",
+            "request_too_large",
             f"Request body exceeds the proxy's limit of {self._max_body} bytes.",
             close=True,
         )
@@ -820,4 +868,3 @@ def _ms_since(start: float) -> float:
 
 
 __all__ = ["Forwarder", "StreamAborted", "endpoint_for"]
-

@@ -85,9 +85,7 @@ def _actions(drop: frozenset[bytes]) -> dict[bytes, tuple[str | None, bool]]:
     """For every header that is not simply forwarded: what it holds, and whether it
     still goes upstream.  One lookup per header instead of three set tests."""
     names = HOP_BY_HOP | drop | _READ.keys()
-    return {
-        name: (_READ.get(name), name not in HOP_BY_HOP and name not in drop) for name in names
-    }
+    return {name: (_READ.get(name), name not in HOP_BY_HOP and name not in drop) for name in names}
 
 
 def read_request_headers(

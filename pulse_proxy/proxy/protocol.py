@@ -56,9 +56,13 @@ def error_response(status: int, code: str, message: str, extra: tuple[bytes, ...
     return b"".join(
         (
             STATUS_LINE[status],
-            b"date: ", formatdate(usegmt=True).encode(), b"\r\n",
+            b"date: ",
+            formatdate(usegmt=True).encode(),
+            b"\r\n",
             b"content-type: application/json\r\n",
-            b"content-length: ", str(len(body)).encode(), b"\r\n",
+            b"content-length: ",
+            str(len(body)).encode(),
+            b"\r\n",
             *extra,
             b"connection: close\r\n\r\n",
             body,
@@ -169,7 +173,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._phase == _HEADERS:
             self.transport.write(
                 error_response(
-                    408, "request_timeout",
+                    408,
+                    "request_timeout",
                     f"The request headers did not arrive within {self.header_timeout:g} s.",
                 )
             )
@@ -223,7 +228,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._phase = _IDLE
         self.transport.write(
             error_response(
-                503, "too_many_connections",
+                503,
+                "too_many_connections",
                 f"The proxy has reached its limit of {self.max_connections} open connections; retry shortly.",
                 (b"retry-after: 1\r\n",),
             )

@@ -112,7 +112,12 @@ def upstream_path(raw_path: str) -> str | None:
     Almost every path has none of ``%``, ``\\``, ``@`` or ``/.``: for those a few
     substring tests decide, and only the rest pays for the full normalisation.
     """
-    if "%" not in raw_path and "/." not in raw_path and "\\" not in raw_path and "@" not in raw_path:
+    if (
+        "%" not in raw_path
+        and "/." not in raw_path
+        and "\\" not in raw_path
+        and "@" not in raw_path
+    ):
         if raw_path.startswith("/v1/") or raw_path == ROUTE_PREFIX:
             return raw_path[3:]
         return None

@@ -75,7 +75,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _rules_name_known_webhooks(self) -> Settings:
-        unknown = unknown_webhooks({r.name: r.webhooks for r in self.alerts.rules}, self.webhooks.targets)
+        unknown = unknown_webhooks(
+            {r.name: r.webhooks for r in self.alerts.rules}, self.webhooks.targets
+        )
         if unknown:
             raise ValueError(f"alerts.rules name unknown webhooks: {unknown}")
         return self
@@ -144,7 +146,11 @@ def redacted(settings: Settings) -> dict[str, Any]:
     data["webhooks"] = settings.webhooks.redacted()
     data["otel"] = settings.otel.redacted()
     data["otel"]["endpoint"] = display_url(data["otel"]["endpoint"])
-    for section, key in (("server", "admin_token"), ("upstream", "api_key"), ("accounting", "key_hash_salt")):
+    for section, key in (
+        ("server", "admin_token"),
+        ("upstream", "api_key"),
+        ("accounting", "key_hash_salt"),
+    ):
         if data[section].get(key):
             data[section][key] = "***"
     return data

@@ -63,7 +63,9 @@ class UpstreamSettings(_Section):
     def _url_is_http(cls, value: str) -> str:
         if value == "mock":
             return value
-        return http_base_url(value, "'mock' or an http(s) base URL such as https://api.openai.com/v1")
+        return http_base_url(
+            value, "'mock' or an http(s) base URL such as https://api.openai.com/v1"
+        )
 
     @property
     def label(self) -> str:
@@ -128,7 +130,9 @@ class RiskSettings(_Section):
     # Characters scanned per request (head and tail of longer texts).
     max_scan_chars: int = Field(200_000, gt=0)
     # Per flag: observe (default: record only) or block (400, upstream not called).
-    policy: dict[Literal["long_prompt", "jailbreak", "pii", "secret"], RiskPolicy] = Field(default_factory=dict)
+    policy: dict[Literal["long_prompt", "jailbreak", "pii", "secret"], RiskPolicy] = Field(
+        default_factory=dict
+    )
 
     @property
     def blocking(self) -> frozenset[str]:

@@ -102,7 +102,9 @@ class LineWriter:
             self._thread.join(timeout)
 
 
-def _add_envelope(_: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _add_envelope(
+    _: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """``event``, ``timestamp``, ``level``, ``schema`` first, as every line promises."""
     ordered: dict[str, Any] = {
         "event": event_dict.pop("event"),
@@ -114,7 +116,9 @@ def _add_envelope(_: Any, method: str, event_dict: MutableMapping[str, Any]) -> 
     return ordered
 
 
-def _escape_strings(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _escape_strings(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     return {k: escape_control(v) if isinstance(v, str) else v for k, v in event_dict.items()}
 
 
@@ -125,7 +129,10 @@ def _orjson_dumps(value: Any, **_: Any) -> bytes:
 def _processors(log_format: str) -> list[Any]:
     processors: list[Any] = [_add_envelope]
     if log_format == "console":
-        processors += [_escape_strings, structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)]
+        processors += [
+            _escape_strings,
+            structlog.dev.ConsoleRenderer(colors=False, sort_keys=False),
+        ]
     else:
         processors.append(structlog.processors.JSONRenderer(serializer=_orjson_dumps))
     return processors
@@ -153,7 +160,9 @@ class _Keep:
 
 def _log_exchange(logger: Any, exchange: Exchange) -> None:
     level = "warning" if exchange.is_error else "info"
-    getattr(logger, level)("llm.request", timestamp=rfc3339(exchange.ended_at), **exchange.to_event())
+    getattr(logger, level)(
+        "llm.request", timestamp=rfc3339(exchange.ended_at), **exchange.to_event()
+    )
 
 
 class LineRenderer:

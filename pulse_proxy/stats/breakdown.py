@@ -196,7 +196,9 @@ class _RunningWindow:
                 del self.totals[key]
 
 
-def _add_to(rows: dict[tuple[str, str], list[float]], key: tuple[str, str], amounts: list[float]) -> None:
+def _add_to(
+    rows: dict[tuple[str, str], list[float]], key: tuple[str, str], amounts: list[float]
+) -> None:
     totals = rows.get(key)
     if totals is None:
         rows[key] = list(amounts)

@@ -154,7 +154,9 @@ class RollingStats:
     def merge(self, tally: StatsTally) -> None:
         """File a batch's records: one merge per model and bucket, however many records."""
         if tally.fine_s != self._fine_s:
-            raise ValueError(f"a tally of {tally.fine_s} s buckets cannot merge into {self._fine_s} s ones")
+            raise ValueError(
+                f"a tally of {tally.fine_s} s buckets cannot merge into {self._fine_s} s ones"
+            )
         with self._lock:
             if tally.earliest < self._started_at:
                 self._started_at = tally.earliest

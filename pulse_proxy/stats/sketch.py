@@ -63,7 +63,9 @@ def new_sketch() -> BaseDDSketch:
 
 # A sketch as plain values: (positive bins, their count, negative bins, their count,
 # zero count, count, sum, min, max), or None when it holds nothing.
-SketchState = tuple[dict[int, float], float, dict[int, float], float, float, float, float, float, float]
+SketchState = tuple[
+    dict[int, float], float, dict[int, float], float, float, float, float, float, float
+]
 
 
 def sketch_state(sketch: BaseDDSketch) -> SketchState | None:

@@ -55,7 +55,11 @@ class Tally:
 
 
 def _load_tally(
-    count: int, failed: int, stats: StatsTally, breakdown: BreakdownTally, prometheus: PrometheusTally
+    count: int,
+    failed: int,
+    stats: StatsTally,
+    breakdown: BreakdownTally,
+    prometheus: PrometheusTally,
 ) -> Tally:
     tally = Tally.__new__(Tally)
     tally.count, tally.failed = count, failed

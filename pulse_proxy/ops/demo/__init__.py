@@ -63,7 +63,9 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     base = args.proxy.rstrip("/").removesuffix("/v1")
     timeout = aiohttp.ClientTimeout(total=120, connect=5)
     connector = aiohttp.TCPConnector(limit=400)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector, trust_env=False) as session:
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=connector, trust_env=False
+    ) as session:
         proxy = Proxy(session, base, args.admin_token)
         await wait_until_ready(proxy, args.wait)
         await check_upstream_is_mock(proxy)
@@ -72,7 +74,11 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         alerts = await proxy.admin("/pulse/alerts")
         stats = await proxy.admin("/pulse/stats")
         clock = DemoClock(args.speed)
-        rules = {rule["name"]: rule for rule in alerts.get("rules", []) if rule.get("state") != "disabled"}
+        rules = {
+            rule["name"]: rule
+            for rule in alerts.get("rules", [])
+            if rule.get("state") != "disabled"
+        }
         names = [name for name in RULES if name in rules]
         absent = [name for name in RULES if name not in rules]
         proxy_now = epoch(stats["generated_at"])
@@ -125,19 +131,28 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
-        "--proxy", metavar="URL", default=DEFAULT_PROXY,
+        "--proxy",
+        metavar="URL",
+        default=DEFAULT_PROXY,
         help=f"the running proxy's base URL (default {DEFAULT_PROXY})",
     )
     parser.add_argument(
-        "--admin-token", metavar="TOKEN",
+        "--admin-token",
+        metavar="TOKEN",
         help='the proxy\'s admin token, when it has one (e.g. "$PULSE_ADMIN_TOKEN")',
     )
     parser.add_argument(
-        "--speed", metavar="N", type=float, default=1.0,
+        "--speed",
+        metavar="N",
+        type=float,
+        default=1.0,
         help="divide every duration by N, for a proxy whose clock runs N× faster (tests; default 1)",
     )
     parser.add_argument(
-        "--max-minutes", metavar="M", type=float, default=20.0,
+        "--max-minutes",
+        metavar="M",
+        type=float,
+        default=20.0,
         help="give up after M minutes of demo time, exiting 1 (default 20)",
     )
     parser.add_argument(
@@ -146,7 +161,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def run_demo(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def run_demo(
+    args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Run the demo; 0 when every followed alert fired and resolved, 1 past the deadline, 2 if it cannot start."""
     out = out or sys.stdout
     err = err or sys.stderr

@@ -77,7 +77,9 @@ async def wait_until_ready(proxy: Proxy, wait_s: float) -> None:
                 if response.status == 200:
                     return
                 reason = (await response.json(content_type=None) or {}).get("reason", "")
-                problem = f"the proxy at {proxy.base} is up but not ready ({reason or response.status})"
+                problem = (
+                    f"the proxy at {proxy.base} is up but not ready ({reason or response.status})"
+                )
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             problem = (
                 f"no proxy answers at {proxy.base} ({type(exc).__name__}: {exc}). "

@@ -128,7 +128,9 @@ class Mix:
                 "X-Mock-TTFT-Ms": str(self.rng.randint(120, 450)),
                 "X-Mock-Tokens-Per-Second": str(self.rng.randint(40, 120)),
             }
-            if self.rng.random() < 0.5:  # as SDKs do when asked for usage; the proxy adds it otherwise
+            if (
+                self.rng.random() < 0.5
+            ):  # as SDKs do when asked for usage; the proxy adds it otherwise
                 return self._chat(
                     "stream", question, headers, stream=True, stream_options={"include_usage": True}
                 )
@@ -170,7 +172,9 @@ class Mix:
 
     def long_prompt(self, tokens: int) -> Call:
         """A pasted document of ``tokens`` tokens to summarise (a long-context model)."""
-        content = "Summarise this quarterly report in five bullet points:\n\n" + document(tokens, self.rng)
+        content = "Summarise this quarterly report in five bullet points:\n\n" + document(
+            tokens, self.rng
+        )
         body = {
             "model": "gpt-4.1",
             "messages": [{"role": "user", "content": content}],

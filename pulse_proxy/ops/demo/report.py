@@ -14,7 +14,9 @@ from pulse_proxy.ops.demo.traffic import Demo
 from pulse_proxy.ops.demo.watch import AlertWatch
 
 
-def introduce(demo: Demo, plan: Plan, names: list[str], absent: list[str], watch: AlertWatch, speed: float) -> None:
+def introduce(
+    demo: Demo, plan: Plan, names: list[str], absent: list[str], watch: AlertWatch, speed: float
+) -> None:
     speed_text = "" if speed == 1 else f" at {speed:g}× speed"
     demo.say(
         f"LLM Pulse demo → {demo.proxy.base} (bundled mock upstream){speed_text}; "
@@ -24,10 +26,14 @@ def introduce(demo: Demo, plan: Plan, names: list[str], absent: list[str], watch
         demo.say(f"not configured on this proxy, so not followed: {', '.join(absent)}")
     already = [n for n, p in watch.rules.items() if p.firing_before]
     if already:
-        demo.say(f"already firing before the demo: {', '.join(already)} (its resolution will count)")
+        demo.say(
+            f"already firing before the demo: {', '.join(already)} (its resolution will count)"
+        )
     if plan.note:
         demo.say(plan.note)
-    demo.say(f"warm-up: chat, streams, embeddings, Responses and model lists from {len(USERS)} users in {len(TEAMS)} teams (~{RATE:g} req/s)")
+    demo.say(
+        f"warm-up: chat, streams, embeddings, Responses and model lists from {len(USERS)} users in {len(TEAMS)} teams (~{RATE:g} req/s)"
+    )
 
 
 KIND_NAMES = {

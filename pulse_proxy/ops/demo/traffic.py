@@ -42,7 +42,13 @@ class Demo:
     """
 
     def __init__(
-        self, proxy: Proxy, clock: DemoClock, mix: Mix, watch: AlertWatch, background: Background, err: TextIO
+        self,
+        proxy: Proxy,
+        clock: DemoClock,
+        mix: Mix,
+        watch: AlertWatch,
+        background: Background,
+        err: TextIO,
     ) -> None:
         self.proxy = proxy
         self.clock = clock
@@ -180,7 +186,11 @@ async def watch_alerts(demo: Demo, watch: AlertWatch, plan: Plan) -> None:
         if now >= next_beat and not watch.done:
             next_beat = (now // HEARTBEAT_S + 1) * HEARTBEAT_S
             unfired, unresolved = watch.missing()
-            waiting = [f"{', '.join(names)} to {verb}" for names, verb in ((unfired, "fire"), (unresolved, "resolve")) if names]
+            waiting = [
+                f"{', '.join(names)} to {verb}"
+                for names, verb in ((unfired, "fire"), (unresolved, "resolve"))
+                if names
+            ]
             demo.say(
                 f"{sum(demo.proxy.sent.values()):,} requests so far; waiting for {'; '.join(waiting)} "
                 f"(expected by ~{clock_text(plan.expected_end)})"

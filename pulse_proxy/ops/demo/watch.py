@@ -25,7 +25,9 @@ class RuleProgress:
 class AlertWatch:
     """Polls ``/pulse/alerts`` and reports each transition of the demo's rules once."""
 
-    def __init__(self, body: dict[str, Any], names: Iterable[str], origin: float, err: TextIO) -> None:
+    def __init__(
+        self, body: dict[str, Any], names: Iterable[str], origin: float, err: TextIO
+    ) -> None:
         self.rules = {name: RuleProgress() for name in names}
         self.origin = origin  # the proxy's clock at demo second 0
         self._err = err
@@ -38,7 +40,12 @@ class AlertWatch:
 
     @staticmethod
     def _key(entry: dict[str, Any]) -> tuple[Any, ...]:
-        return (entry.get("event"), entry.get("alert"), entry.get("fired_at"), entry.get("resolved_at"))
+        return (
+            entry.get("event"),
+            entry.get("alert"),
+            entry.get("fired_at"),
+            entry.get("resolved_at"),
+        )
 
     def _update_state(self, body: dict[str, Any]) -> None:
         self.state = {rule["name"]: rule for rule in body.get("rules", [])}
@@ -61,7 +68,10 @@ class AlertWatch:
             else:
                 progress.resolved_at = at
             mark = "▲ FIRED   " if fired else "▼ RESOLVED"
-            print(f"[{clock_text(at)}] {mark} {entry.get('message', entry.get('alert'))}", file=self._err)
+            print(
+                f"[{clock_text(at)}] {mark} {entry.get('message', entry.get('alert'))}",
+                file=self._err,
+            )
 
     @property
     def done(self) -> bool:
@@ -73,5 +83,7 @@ class AlertWatch:
     def missing(self) -> tuple[list[str], list[str]]:
         """(rules that never fired, rules that fired but did not resolve)."""
         unfired = [n for n, p in self.rules.items() if p.fired_at is None and not p.firing_before]
-        unresolved = [n for n, p in self.rules.items() if n not in unfired and p.resolved_at is None]
+        unresolved = [
+            n for n, p in self.rules.items() if n not in unfired and p.resolved_at is None
+        ]
         return unfired, unresolved
