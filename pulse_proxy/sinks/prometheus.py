@@ -13,9 +13,9 @@ growing the exposition without bound.
 
 The request series are plain Python numbers, one :class:`_Series` per common-label
 tuple (bounded, since every label in the key is bounded), turned into metric families
-only when scraped.  Through prometheus_client's ``Counter`` and ``Histogram`` a
-request cost the event loop about 75,000 instructions (a lock per increment, a linear
-bucket search per observation).  Now the accounting process sums each batch into a
+only when scraped.  Through prometheus_client's ``Counter`` and ``Histogram`` every
+request would cost the event loop a lock per increment and a linear bucket search per
+observation.  Now the accounting process sums each batch into a
 :class:`PrometheusTally` under raw labels, and the loop's :meth:`PrometheusSink.merge`
 bounds the labels and adds one series state per label tuple.  Exposition is still
 prometheus_client's own ``generate_latest``.

@@ -72,8 +72,8 @@ def sketch_state(sketch: BaseDDSketch) -> SketchState | None:
     """Everything a sketch holds, as plain values (see :func:`merge_sketch_state`).
 
     The library's objects pickle as they are, but loading one (an abstract base class
-    instance with a mapping and two stores) takes about 20 µs, and the event loop would
-    load one per model and batch.  The fields are read as the library's ``_copy`` does.
+    instance with a mapping and two stores) is slow, and the event loop would load one
+    per model and batch.  The fields are read as the library's ``_copy`` does.
     """
     if not sketch._count:
         return None

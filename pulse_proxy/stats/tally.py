@@ -2,8 +2,8 @@
 
 The statistics behind ``/pulse/stats`` and the alerts, the spend breakdown and the
 Prometheus series need only counts, sums and sketches of what finished.  Adding each
-exchange to them on the event loop cost it about 80,000 instructions a request, a
-seventh of what relaying the request costs.  So the accounting process sums its batch
+exchange to them on the event loop would cost it a large share of what relaying the
+request costs.  So the accounting process sums its batch
 into a :class:`Tally` instead, and the event loop merges one part per model, label
 tuple or user, however many requests the batch held.
 
