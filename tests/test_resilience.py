@@ -41,7 +41,7 @@ class Proxy(JsonLinesProcess):
             [sys.executable, "-m", "pulse_proxy", "--port", str(self.port)], env={**clean, **env}
         )
         wait_until(lambda: bool(self.events("pulse.started")) or self.process.poll() is not None, timeout=60)
-        assert self.process.poll() is None, self.process.stderr.read() if self.process.stderr else ""
+        assert self.process.poll() is None, self.read_stderr()
 
     def child(self, module: str) -> int:
         """The pid of this proxy's child running ``module``."""

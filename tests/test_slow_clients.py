@@ -34,7 +34,7 @@ class SlowProxy(JsonLinesProcess):
         super().__init__([sys.executable, "-m", "pulse_proxy", "--port", str(self.port)], env=env)
         wait_until(lambda: bool(self.events("pulse.started")) or self.process.poll() is not None, timeout=30)
         if self.process.poll() is not None:
-            raise RuntimeError(self.process.stderr.read().decode() if self.process.stderr else "exited")
+            raise RuntimeError(self.read_stderr().decode() or "exited")
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=10)
