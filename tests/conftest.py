@@ -76,7 +76,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 class JsonLinesProcess:
-    """A subprocess whose stdout is one JSON event per line, read as the lines come."""
+    """A subprocess whose stdout is one JSON event per line, read as the lines come.
+
+    Both pipes are read to the end by threads, which close them there: a test that
+    kills the process leaves no pipe open, and a chatty stderr never fills its pipe.
+    """
 
     def __init__(self, argv: Sequence[str], **popen: Any) -> None:
         self.process = subprocess.Popen(
@@ -84,14 +88,29 @@ class JsonLinesProcess:
         )
         self.lines: list[dict[str, Any]] = []
         self.raw: list[bytes] = []
+        self._stderr = bytearray()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.raw.append(line)
-            self.lines.append(orjson.loads(line))
+        with self.process.stdout as stdout:
+            for line in stdout:
+                self.raw.append(line)
+                self.lines.append(orjson.loads(line))
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        with self.process.stderr as stderr:
+            while chunk := stderr.read1():
+                self._stderr += chunk
+
+    def read_stderr(self, timeout: float = 10.0) -> bytes:
+        """Everything written to stderr, once the process (and any child) closed it."""
+        self._stderr_reader.join(timeout=timeout)
+        return bytes(self._stderr)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [line for line in self.lines if line["event"] == name]
@@ -100,8 +119,7 @@ class JsonLinesProcess:
         """The exit code and stderr, once the process and the reader are done."""
         code = self.process.wait(timeout=timeout)
         self._reader.join(timeout=10)
-        assert self.process.stderr is not None
-        return code, self.process.stderr.read()
+        return code, self.read_stderr()
 
 
 class ProxyProcess(JsonLinesProcess):
@@ -121,9 +139,7 @@ class ProxyProcess(JsonLinesProcess):
         wait_until(
             lambda: bool(self.events("pulse.started")) or self.process.poll() is not None, timeout
         )
-        assert self.process.poll() is None, (
-            self.process.stderr.read() if self.process.stderr else ""
-        )
+        assert self.process.poll() is None, self.read_stderr()
 
     def stop(self) -> tuple[int, bytes]:
         self.process.send_signal(signal.SIGTERM)

@@ -4,6 +4,7 @@ one by one does: same bodies, same exposition, same folded-label counts."""
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import random
 from typing import Any
@@ -187,9 +188,12 @@ def test_exchanges_return_from_accounting_only_when_a_sink_takes_them() -> None:
     assert worker_wants_exchanges([LogSink(logger, None), webhooks, ListSink()])
     # StatsD's lines are rendered in the accounting process when it is configured on.
     statsd = StatsdSink("127.0.0.1", 9)
-    assert worker_wants_exchanges([LogSink(logger, None), statsd])
-    settings = Settings.model_validate({"statsd": {"enabled": True, "port": 9}})
-    assert not worker_wants_exchanges([LogSink(logger, None), statsd])
+    try:
+        assert worker_wants_exchanges([LogSink(logger, None), statsd])
+        settings = Settings.model_validate({"statsd": {"enabled": True, "port": 9}})
+        assert not worker_wants_exchanges([LogSink(logger, None), statsd])
+    finally:
+        asyncio.run(statsd.aclose())  # its UDP socket is open from the start
 
 
 def test_a_record_a_figure_cannot_take_is_counted_not_fatal() -> None:
