@@ -1164,9 +1164,9 @@ def check_canned_bodies() -> list[str]:
     if pfacts.usage is None or pfacts.usage.total_tokens != USAGE["total_tokens"]:
         problems.append(f"plain usage read as {pfacts.usage}")
     with contextlib.suppress(ImportError, AttributeError):
-        from pulse_proxy.proxy.forward import _is_hidden_usage_frame  # private: best effort
+        from pulse_proxy.proxy.streaming import is_hidden_usage_frame
 
-        hidden = [f for f in SSE_FRAMES if _is_hidden_usage_frame(f)]
+        hidden = [f for f in SSE_FRAMES if is_hidden_usage_frame(f)]
         if hidden != [SSE_FRAMES[-2]]:
             problems.append(
                 f"the proxy would hide {len(hidden)} frame(s), expected the usage chunk only"

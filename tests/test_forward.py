@@ -440,7 +440,7 @@ def test_optional_keepalive_comments_while_waiting_for_the_first_token(mock_url:
 def test_usage_filter_finds_the_usage_chunk_wherever_it_is_split() -> None:
     """The usage-only chunk is removed however the network splits the stream, LF or CRLF;
     on LF streams (OpenAI's) the "usage":null keys go too, CRLF streams keep them."""
-    from pulse_proxy.proxy.forward import UsageChunkFilter
+    from pulse_proxy.proxy.streaming import UsageChunkFilter
 
     frames = [
         b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}\n\n',
@@ -466,7 +466,7 @@ def test_usage_filter_finds_the_usage_chunk_wherever_it_is_split() -> None:
 def test_usage_filter_keeps_content_chunks_that_carry_usage_objects() -> None:
     """Some providers put usage on a content chunk, some nest a "usage" key in tool
     arguments: only a frame whose choices are empty is ours to hide."""
-    from pulse_proxy.proxy.forward import UsageChunkFilter
+    from pulse_proxy.proxy.streaming import UsageChunkFilter
 
     kept = [
         b'data: {"choices":[{"delta":{"content":"{\\"usage\\":{}}"}}],"x":{"usage":{"a":1}}}\n\n',
@@ -481,21 +481,21 @@ def test_usage_filter_keeps_content_chunks_that_carry_usage_objects() -> None:
 
 def test_stream_usage_injection_keeps_the_clients_bytes() -> None:
     """Injecting include_usage appends one key and leaves the client's bytes otherwise untouched."""
-    from pulse_proxy.proxy.forward import _inject_stream_usage
+    from pulse_proxy.proxy.streaming import inject_stream_usage
 
     body = b'{"model": "gpt-4o",  "stream": true, "messages": [{"role": "user", "content": "caf\\u00e9 }"}]}\n'
-    injected = _inject_stream_usage(body)
+    injected = inject_stream_usage(body)
     assert injected is not None
     assert injected.startswith(body.rstrip()[:-1])
     assert orjson.loads(injected)["stream_options"] == {"include_usage": True}
     assert orjson.loads(injected)["messages"] == orjson.loads(body)["messages"]
-    merged = _inject_stream_usage(b'{"stream": true, "stream_options": {"foo": 1}}')
+    merged = inject_stream_usage(b'{"stream": true, "stream_options": {"foo": 1}}')
     assert merged is not None and orjson.loads(merged)["stream_options"] == {
         "foo": 1,
         "include_usage": True,
     }
     assert (
-        _inject_stream_usage(b'{"stream": true, "stream_options": {"include_usage": true}}') is None
+        inject_stream_usage(b'{"stream": true, "stream_options": {"include_usage": true}}') is None
     )
-    assert _inject_stream_usage(b'{"stream": false}') is None
-    assert _inject_stream_usage(b'{"stream": tru') is None
+    assert inject_stream_usage(b'{"stream": false}') is None
+    assert inject_stream_usage(b'{"stream": tru') is None
