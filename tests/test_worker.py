@@ -8,8 +8,7 @@ import signal
 import openai
 from conftest import CHILD_ACCOUNTING, start_proxy, wait_until
 
-from pulse_proxy.accounting.process import pack_captures, unpack_captures
-from pulse_proxy.records import Capture
+from pulse_proxy.records import Capture, Codec
 from tests.factories import make_exchange
 
 
@@ -36,10 +35,10 @@ def test_captures_cross_with_their_bodies_apart_and_come_back_whole() -> None:
             response_content_encoding="gzip",
         ),
     ]
-    packed, sizes, bodies = pack_captures(captures)
+    packed, sizes, bodies = Codec.pack_captures(captures)
     assert sum(sizes) == sum(len(body) for body in bodies)
     assert all(isinstance(body, bytes) for body in bodies)
-    assert unpack_captures(packed, sizes, b"".join(bodies)) == captures
+    assert Codec.unpack_captures(packed, sizes, b"".join(bodies)) == captures
 
 
 def test_a_killed_accounting_child_is_replaced_and_its_batches_accounted_once(

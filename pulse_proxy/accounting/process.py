@@ -47,7 +47,7 @@ import orjson
 from pulse_proxy.accounting.finish import Accountant
 from pulse_proxy.accounting.forkchild import Child, start_child
 from pulse_proxy.backoff import Backoff
-from pulse_proxy.records import CODEC, Batch, BatchKey, Capture, Codec, Exchange, UsageUnread
+from pulse_proxy.records import CODEC, Batch, BatchKey, Capture, Exchange, UsageUnread
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks.log import LineRenderer
 from pulse_proxy.sinks.statsd import StatsdLines
@@ -84,11 +84,6 @@ def finish_all(accountant: Accountant, captures: list[Capture]) -> list[Exchange
         except Exception:  # noqa: BLE001 - an accounting bug must not lose the event
             finished.append(capture.exchange)
     return finished
-
-
-# The wire format lives with the records (:class:`~pulse_proxy.records.Codec`).
-pack_captures = Codec.pack_captures
-unpack_captures = Codec.unpack_captures
 
 
 class Assembler:

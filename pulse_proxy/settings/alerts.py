@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from pulse_proxy.settings.sections import Section, require_unique
 
 Metric = Literal[
     "latency_ms",
@@ -60,11 +62,7 @@ _TEMPLATE_SAMPLE: dict[str, Any] = {
 }
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class AlertRule(_Config):
+class AlertRule(Section):
     """One rule: a statistic over a window compared with a threshold or a baseline.
 
     Example (YAML)::
@@ -193,7 +191,7 @@ def default_rules() -> list[AlertRule]:
     ]  # fmt: skip
 
 
-class AlertSettings(_Config):
+class AlertSettings(Section):
     evaluation_interval_s: float = Field(default=5.0, gt=0)
     # Transitions kept for GET /pulse/alerts.
     history_size: int = Field(default=100, ge=1, le=10_000)
@@ -202,9 +200,5 @@ class AlertSettings(_Config):
     @field_validator("rules")
     @classmethod
     def _unique_names(cls, rules: list[AlertRule]) -> list[AlertRule]:
-        seen: set[str] = set()
-        for rule in rules:
-            if rule.name in seen:
-                raise ValueError(f"duplicate rule name {rule.name!r}")
-            seen.add(rule.name)
+        require_unique((rule.name for rule in rules), "rule")
         return rules

@@ -6,6 +6,7 @@ key's dotted path instead of being silently ignored.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -14,11 +15,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pulse_proxy.proxy.urls import http_base_url
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """Every part of the configuration: immutable once built, and a misspelt key is an
+    error rather than a silently ignored setting."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ServerSettings(_Section):
+def require_unique(names: Iterable[str], what: str) -> None:
+    """Refuse a list whose entries share a name: later references by name (a rule's
+    webhooks, the alerts endpoint) would be ambiguous."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"duplicate {what} name {name!r}")
+        seen.add(name)
+
+
+class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     log_format: Literal["json", "console"] = "json"
@@ -40,7 +54,7 @@ class ServerSettings(_Section):
     max_connections: int = Field(2048, gt=0)
 
 
-class UpstreamSettings(_Section):
+class UpstreamSettings(Section):
     # A base URL including the version prefix, or "mock" for the bundled mock.
     url: str = "mock"
     # The value of the ``upstream`` field and metric label; defaults to the URL's host.
@@ -76,7 +90,7 @@ class UpstreamSettings(_Section):
         return urlsplit(self.url).hostname or "upstream"
 
 
-class AccountingSettings(_Section):
+class AccountingSettings(Section):
     # "process": finish accounting (parsing, counting, risk scans) in a child process,
     # off the event loop and on another core; "inline": in the proxy's own loop.
     mode: Literal["process", "inline"] = "process"
@@ -107,7 +121,7 @@ class AccountingSettings(_Section):
     content_max_chars: int = Field(2000, gt=0)
 
 
-class MetricsSettings(_Section):
+class MetricsSettings(Section):
     # Distinct values kept per client-controlled label (model, user, tag); the rest fold
     # into "other", so junk or hostile values cannot grow the series count.
     max_label_values: int = Field(50, ge=1, le=10_000)
@@ -124,7 +138,7 @@ class MetricsSettings(_Section):
 RiskPolicy = Literal["observe", "block"]
 
 
-class RiskSettings(_Section):
+class RiskSettings(Section):
     enabled: bool = True
     long_prompt_tokens: int = Field(8000, gt=0)
     # Characters scanned per request (head and tail of longer texts).
@@ -139,6 +153,6 @@ class RiskSettings(_Section):
         return frozenset(flag for flag, action in self.policy.items() if action == "block")
 
 
-class PricingSettings(_Section):
+class PricingSettings(Section):
     # Price files layered over the bundled table, later files winning.
     files: list[str] = Field(default_factory=list)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from pulse_proxy.proxy.urls import http_base_url
 from pulse_proxy.settings.alerts import Severity
+from pulse_proxy.settings.sections import Section, require_unique
 
 DEFAULT_MAX_DATAGRAM = 1432
 DEFAULT_ENDPOINT = "http://localhost:4318"
@@ -22,11 +23,7 @@ INSTALL_HINT = "pip install 'llm-pulse[otel]'"
 _REQUIRED_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class WebhookTarget(_Config):
+class WebhookTarget(Section):
     """One receiver.
 
     Example (YAML)::
@@ -69,7 +66,7 @@ class WebhookTarget(_Config):
         return headers
 
 
-class WebhookSettings(_Config):
+class WebhookSettings(Section):
     """The ``webhooks:`` config section: receivers and delivery behaviour."""
 
     targets: list[WebhookTarget] = Field(default_factory=list)
@@ -82,11 +79,7 @@ class WebhookSettings(_Config):
     @field_validator("targets")
     @classmethod
     def _unique_names(cls, targets: list[WebhookTarget]) -> list[WebhookTarget]:
-        seen: set[str] = set()
-        for target in targets:
-            if target.name in seen:
-                raise ValueError(f"duplicate webhook name {target.name!r}")
-            seen.add(target.name)
+        require_unique((target.name for target in targets), "webhook")
         return targets
 
     def redacted(self) -> dict[str, Any]:
