@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pulse_proxy.proxy.urls import http_base_url
 from pulse_proxy.settings.alerts import Severity
@@ -107,7 +107,7 @@ def unknown_webhooks(
     ]
 
 
-class StatsdSettings(BaseModel):
+class StatsdSettings(Section):
     """The ``statsd:`` config section (the sink is off unless ``enabled``).
 
     Example (YAML)::
@@ -119,8 +119,6 @@ class StatsdSettings(BaseModel):
           prefix: myapp
           tags: {env: prod, service: chatbot}
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -158,7 +156,7 @@ def otel_installed() -> bool:
         return False
 
 
-class OtelSettings(BaseModel):
+class OtelSettings(Section):
     """The ``otel:`` config section.
 
     Export is on when ``enabled`` is true or, with ``enabled`` left unset, when an
@@ -172,8 +170,6 @@ class OtelSettings(BaseModel):
           resource_attributes: {deployment.environment: prod}   # OTEL_RESOURCE_ATTRIBUTES
           export_interval_s: 30
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = False
     # Base URL: /v1/traces and /v1/metrics are appended, as the OTLP exporter spec says.
