@@ -21,7 +21,7 @@ import operator
 import pickle
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import Struct, field
@@ -186,16 +186,22 @@ class Capture(Struct, array_like=True):
             self.truncated = True
 
 
-class Batch(Struct, array_like=True):
-    """A batch of captures, accounted: what the event loop's side still hands on."""
+Figures = TypeVar("Figures")
+
+
+class Batch(Struct, Generic[Figures], array_like=True):
+    """A batch of captures, accounted: what the event loop's side still hands on.
+
+    Generic in its figures, whose class lives with the statistics (which import this
+    module): the codec decodes ``Batch[Tally]``, typed end to end.
+    """
 
     lines: list[bytes]  # rendered ``llm.request`` lines, for the log sink's writer
     unrendered: list[Exchange]  # the few whose line failed to render: the log sink tries
     exchanges: list[Exchange]  # all of them, but only when a sink takes them one by one
-    # The batch's figures for statistics, breakdown and Prometheus: a
-    # :class:`~pulse_proxy.stats.tally.Tally` (which imports this module, hence ``Any``).  Its
-    # parts reduce to plain values; it crosses as a pickle in a MessagePack extension.
-    figures: Any
+    # The batch's figures for statistics, breakdown and Prometheus, summed: a
+    # :class:`~pulse_proxy.stats.tally.Tally`.
+    figures: Figures
     statsd: list[bytes] | None  # DogStatsD lines, when StatsD is on; None: not rendered
 
 
@@ -203,20 +209,8 @@ class Batch(Struct, array_like=True):
 # how many response chunks it had.  See :meth:`Codec.pack_captures`.
 Packed = tuple[Capture, int]
 BatchKey = tuple[int, int]
-_FIGURES_EXT = 1
 # How a pickle (protocol 2+) starts; a MessagePack message here starts with an array.
 _PICKLED = b"\x80"
-
-
-def _encode_ext(value: Any) -> msgspec.msgpack.Ext:
-    # Only the figures are not plain data; their classes reduce to plain values.
-    return msgspec.msgpack.Ext(_FIGURES_EXT, pickle.dumps(value, protocol=5))
-
-
-def _decode_ext(code: int, data: memoryview) -> Any:
-    if code != _FIGURES_EXT:
-        raise ValueError(f"unknown extension {code}")
-    return pickle.loads(data)  # noqa: S301 - our own accounting process, over a private pipe
 
 
 class Codec:
@@ -226,16 +220,17 @@ class Codec:
     into a fresh buffer of a few hundred KB on the event loop, and that buffer copied
     again into the socket; so they travel apart, end to end behind the fields, where
     the kernel's copy is the only one.  The classes are parameters so that a test can
-    show a subclass's new field crossing with no other change.
+    show a subclass's new field crossing with no other change; ``batch`` names its
+    figures' class (``Batch[Tally]``), or they decode as plain lists and dicts.
     """
 
-    def __init__(self, capture: type[Capture] = Capture, batch: type[Batch] = Batch) -> None:
-        self._encoder = msgspec.msgpack.Encoder(enc_hook=_encode_ext)
+    def __init__(self, capture: type[Capture] = Capture, batch: type[Batch[Any]] = Batch) -> None:
+        self._encoder = msgspec.msgpack.Encoder()
         # The classes are values here, which a static checker cannot follow.
         self._captures = msgspec.msgpack.Decoder(
             tuple[tuple[int, int], list[tuple[capture, int]], list[int]]  # type: ignore[valid-type]
         )
-        self._batch = msgspec.msgpack.Decoder(tuple[tuple[int, int], batch], ext_hook=_decode_ext)  # type: ignore[valid-type]
+        self._batch = msgspec.msgpack.Decoder(tuple[tuple[int, int], batch])  # type: ignore[valid-type]
 
     @staticmethod
     def pack_captures(captures: Sequence[Capture]) -> tuple[list[Packed], list[int], list[bytes]]:
@@ -285,10 +280,10 @@ class Codec:
             seq, packed, sizes = self._captures.decode(fields)
         return seq, self.unpack_captures(packed, sizes, blob)
 
-    def encode_batch(self, seq: BatchKey, batch: Batch) -> bytes:
+    def encode_batch(self, seq: BatchKey, batch: Batch[Any]) -> bytes:
         return self._encode((seq, batch))
 
-    def decode_batch(self, data: bytes) -> tuple[BatchKey, Batch]:
+    def decode_batch(self, data: bytes) -> tuple[BatchKey, Batch[Any]]:
         if data.startswith(_PICKLED):
             seq, batch = pickle.loads(data)  # noqa: S301 - from our own process
             return seq, batch
@@ -303,9 +298,6 @@ class Codec:
             # upstream's absurd token count) no MessagePack one: such a rare message
             # crosses pickled, which keeps every value as it is.
             return pickle.dumps(message, protocol=5)
-
-
-CODEC = Codec()
 
 
 class AlertEvent(Struct, frozen=True):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import orjson
 
-from pulse_proxy.accounting.process import Assembler, build_accountant, finish_all
-from pulse_proxy.records import CODEC, Batch, Capture, Codec, Exchange
+from pulse_proxy.accounting.process import CODEC, Assembler, build_accountant, finish_all
+from pulse_proxy.records import Batch, Capture, Codec, Exchange
 from pulse_proxy.settings import build_settings
+from pulse_proxy.stats.tally import Tally
 from tests.factories import make_exchange
 
 
@@ -21,7 +22,7 @@ class RegionCapture(Capture):
     exchange: RegionExchange
 
 
-class RegionBatch(Batch):
+class RegionBatch(Batch[Tally]):
     unrendered: list[RegionExchange]
     exchanges: list[RegionExchange]
 
@@ -124,5 +125,7 @@ def test_strings_without_a_utf8_form_still_cross() -> None:
     )
     fields, _, bodies = CODEC.encode_captures((3, 0), [capture])
     assert CODEC.decode_captures(fields, b"".join(bodies)) == ((3, 0), [capture])
-    batch = Batch([b"line"], [capture.exchange], [capture.exchange], None, None)
+    batch = Batch(
+        [b"line"], [capture.exchange], [capture.exchange], Tally.of([capture.exchange]), None
+    )
     assert CODEC.decode_batch(CODEC.encode_batch((3, 0), batch)) == ((3, 0), batch)

@@ -1,51 +1,42 @@
-"""What pulse_proxy.stats relies on inside ddsketch, beyond its public API.
+"""What pulse_proxy.stats relies on in ddsketch: its public API, and the same answers.
 
-``sketch.py`` moves a sketch between processes as plain values and folds them back in,
-and ``charts.py`` reads bins, reading and writing the fields ``BaseDDSketch`` keeps for
-itself (``_store``, ``_count``, ``_min``...).  pyproject pins ddsketch to the releases
-checked here; these tests fail on a release that renames those fields or stops keeping
-them the way ``add`` and ``merge`` do, before a wrong percentile reaches a dashboard.
+:class:`~pulse_proxy.stats.sketch.Sketch` files values with the library's mapping
+(``key``, ``value``, ``min_possible``) and reads quantiles with ``BaseDDSketch`` over a
+``Store`` of its own.  These tests fail on a release that changes any of that, before a
+wrong percentile reaches a dashboard: the sketch must answer exactly as the library's own
+``DDSketch`` does for the same values, merged or not.
 """
 
 from __future__ import annotations
 
 import random
 
-from ddsketch.ddsketch import BaseDDSketch
+import msgspec
+from ddsketch import DDSketch
 from ddsketch.store import Store
 
-from pulse_proxy.stats.sketch import (
-    SparseStore,
-    merge_sketch_state,
-    new_sketch,
-    sketch_state,
-)
+from pulse_proxy.stats.sketch import RELATIVE_ACCURACY, Sketch, SparseStore
 
 VALUES = [-3.5, -0.25, 0.0, 0.0, 0.5, 12.0, 250.0, 250.0, 4_000.0]
+QUANTILES = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 
 
-def _filled(values: list[float]) -> BaseDDSketch:
-    sketch = new_sketch()
+def _both(values: list[float]) -> tuple[Sketch, DDSketch]:
+    ours, theirs = Sketch(), DDSketch(RELATIVE_ACCURACY)
     for value in values:
-        sketch.add(value)
-    return sketch
+        ours.add(value)
+        theirs.add(value)
+    return ours, theirs
 
 
-def test_the_fields_read_and_written_are_the_ones_add_keeps() -> None:
-    """``add`` files values in ``_store``/``_negative_store``/``_zero_count`` and keeps
-    ``_count``, ``_sum``, ``_min``, ``_max``: the very fields ``sketch_state`` reads."""
-    sketch = _filled(VALUES)
-    assert isinstance(sketch._store, SparseStore) and isinstance(
-        sketch._negative_store, SparseStore
-    )
-    assert sketch._store.count == 5 and sketch._negative_store.count == 2
-    assert sketch._zero_count == 2
-    assert sketch._count == len(VALUES) == sketch.count
-    assert sketch._sum == sum(VALUES) == sketch.sum
-    assert (sketch._min, sketch._max) == (min(VALUES), max(VALUES))
-    # charts.py turns a bin key back into a value through the sketch's mapping.
-    key = max(sketch._store.bins)
-    assert abs(sketch._mapping.value(key) - 4_000.0) <= 4_000.0 * sketch._mapping.relative_accuracy
+def _assert_same(ours: Sketch, theirs: DDSketch) -> None:
+    assert (ours.count, ours.sum) == (theirs.count, theirs.sum)
+    assert ours.avg == theirs.avg
+    for q in QUANTILES:
+        expected = theirs.get_quantile_value(q)
+        assert expected is not None
+        # Ours never reads above the exact maximum; the library's may, by its accuracy.
+        assert ours.quantile(q) == min(expected, ours.max), q
 
 
 def test_the_sparse_store_is_still_a_store() -> None:
@@ -54,31 +45,37 @@ def test_the_sparse_store_is_still_a_store() -> None:
     assert not SparseStore.__abstractmethods__
 
 
-def test_folding_a_state_in_is_the_librarys_own_merge() -> None:
-    """``merge_sketch_state`` leaves a sketch exactly as the library's ``merge`` of the
-    same sketch would: counts, sum, extremes and every quantile."""
+def test_quantiles_are_the_librarys_own() -> None:
+    """Negative, zero and positive values, and a long-tailed sample: every quantile is
+    the one ddsketch's own DDSketch gives."""
     rng = random.Random(5)
-    ours = _filled([rng.lognormvariate(5, 1.5) for _ in range(300)] + VALUES)
-    other = _filled([rng.lognormvariate(7, 0.5) for _ in range(200)] + [-9.0, 0.0])
-    theirs = _filled([])
-    theirs.merge(ours)
-    theirs.merge(other)
-
-    state = sketch_state(other)
-    assert state is not None
-    merge_sketch_state(ours, state)
-
-    assert (ours.count, ours.sum, ours.avg) == (theirs.count, theirs.sum, theirs.avg)
-    assert (ours._min, ours._max, ours._zero_count) == (
-        theirs._min,
-        theirs._max,
-        theirs._zero_count,
-    )
-    for q in (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0):
-        assert ours.get_quantile_value(q) == theirs.get_quantile_value(q), q
+    _assert_same(*_both(VALUES))
+    _assert_same(*_both([rng.lognormvariate(5, 1.5) for _ in range(2_000)] + VALUES))
 
 
-def test_an_empty_sketch_has_no_state() -> None:
-    """An empty sketch is sent as nothing, and ``count`` still reads ``_count``."""
-    sketch = new_sketch()
-    assert sketch.count == 0 and sketch_state(sketch) is None
+def test_a_merge_is_the_librarys_own_merge() -> None:
+    """Two sketches merged give the figures of the library's merge of the same two."""
+    rng = random.Random(7)
+    first = [rng.lognormvariate(5, 1.5) for _ in range(300)] + VALUES
+    second = [rng.lognormvariate(7, 0.5) for _ in range(200)] + [-9.0, 0.0]
+    ours, theirs = _both(first)
+    other, their_other = _both(second)
+    ours.merge(other)
+    theirs.merge(their_other)
+    _assert_same(ours, theirs)
+    assert (ours.min, ours.max) == (min(first + second), max(first + second))
+
+
+def test_a_sketch_crosses_as_its_values() -> None:
+    """Encoded and decoded, as a batch's figures are, a sketch reads the same."""
+    ours, theirs = _both(VALUES)
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(ours), type=Sketch)
+    assert back == ours
+    _assert_same(back, theirs)
+
+
+def test_an_empty_sketch_reads_nothing() -> None:
+    sketch = Sketch()
+    assert sketch.count == 0 and sketch.quantile(0.5) is None
+    sketch.merge(Sketch())
+    assert sketch == Sketch()

@@ -14,7 +14,7 @@ import pytest
 from ddsketch import DDSketch
 
 from pulse_proxy.records import Exchange
-from pulse_proxy.stats import OTHER_MODEL, RELATIVE_ACCURACY, RollingStats, new_sketch, window_label
+from pulse_proxy.stats import OTHER_MODEL, RELATIVE_ACCURACY, RollingStats, Sketch, window_label
 
 T0 = 1_800_000_000.0  # a round epoch (2027-01-15), so bucket boundaries are predictable
 
@@ -122,8 +122,8 @@ def test_hour_window_quantiles_within_one_percent() -> None:
 def test_sparse_store_matches_the_library_dense_store() -> None:
     """The dict-backed store gives the very quantiles of ddsketch's own DDSketch."""
     rng = random.Random(3)
-    ours, reference = new_sketch(), DDSketch(RELATIVE_ACCURACY)
-    halves = [new_sketch(), new_sketch()]
+    ours, reference = Sketch(), DDSketch(RELATIVE_ACCURACY)
+    halves = [Sketch(), Sketch()]
     for i in range(5_000):
         value = rng.lognormvariate(3, 2)
         ours.add(value)
@@ -131,8 +131,8 @@ def test_sparse_store_matches_the_library_dense_store() -> None:
         halves[i % 2].add(value)
     halves[0].merge(halves[1])
     for q in (0.0, 0.01, 0.5, 0.9, 0.95, 0.99, 1.0):
-        assert ours.get_quantile_value(q) == pytest.approx(reference.get_quantile_value(q))
-        assert halves[0].get_quantile_value(q) == pytest.approx(reference.get_quantile_value(q))
+        assert ours.quantile(q) == pytest.approx(reference.get_quantile_value(q))
+        assert halves[0].quantile(q) == pytest.approx(reference.get_quantile_value(q))
     assert ours.count == halves[0].count == 5_000
 
 

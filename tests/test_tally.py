@@ -1,11 +1,10 @@
-"""A batch's Tally, pickled across the process boundary and merged, must leave the
+"""A batch's Tally, encoded across the process boundary and merged, must leave the
 statistics, the breakdown and the Prometheus series exactly as adding its exchanges
 one by one does: same bodies, same exposition, same folded-label counts."""
 
 from __future__ import annotations
 
 import asyncio
-import pickle
 import random
 from typing import Any
 
@@ -15,7 +14,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from pulse_proxy.accounting.dispatch import Dispatcher
-from pulse_proxy.accounting.process import build_accountant
+from pulse_proxy.accounting.process import CODEC, build_accountant
+from pulse_proxy.records import Batch
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks import ListSink
 from pulse_proxy.sinks.log import LogSink, make_logger
@@ -28,6 +28,13 @@ from pulse_proxy.stats.tally import Tally
 from tests.factories import make_exchange
 
 NOW = 1_700_000_000.0
+
+
+def _crossed(tally: Tally) -> Tally:
+    """The tally as the event loop gets it: in a batch, through the accounting codec."""
+    _, batch = CODEC.decode_batch(CODEC.encode_batch((1, 0), Batch([], [], [], tally, None)))
+    assert isinstance(batch.figures, Tally)
+    return batch.figures
 
 
 class FakeClock:
@@ -140,9 +147,7 @@ def test_merged_batches_equal_adding_one_by_one() -> None:
     position = 0
     while position < len(exchanges):
         size = rng.choice([1, 2, 7, 30, 200])
-        tally = pickle.loads(
-            pickle.dumps(Tally.of(exchanges[position : position + size]), protocol=5)
-        )
+        tally = _crossed(Tally.of(exchanges[position : position + size]))
         batch_stats.merge(tally.stats)
         batch_breakdown.merge(tally.breakdown)
         batch_prometheus.merge(tally.prometheus)
@@ -165,7 +170,7 @@ def test_merged_batches_equal_adding_one_by_one() -> None:
 
 def test_tally_counts_every_exchange() -> None:
     exchanges = [replace(e, ended_at=NOW - i) for i, e in enumerate(varied_exchanges(50))]
-    tally = pickle.loads(pickle.dumps(Tally.of(exchanges), protocol=5))
+    tally = _crossed(Tally.of(exchanges))
     assert tally.count == 50
     stats = RollingStats(clock=FakeClock())
     stats.merge(tally.stats)
@@ -198,7 +203,7 @@ def test_exchanges_return_from_accounting_only_when_a_sink_takes_them() -> None:
 
 def test_a_record_a_figure_cannot_take_is_counted_not_fatal() -> None:
     broken = make_exchange(ended_at=None)  # type: ignore[arg-type]  # a bug's record
-    tally = pickle.loads(pickle.dumps(Tally.of([make_exchange(ended_at=NOW), broken]), protocol=5))
+    tally = _crossed(Tally.of([make_exchange(ended_at=NOW), broken]))
     assert (tally.count, tally.failed) == (2, 1)
     stats = RollingStats(clock=FakeClock())
     stats.merge(tally.stats)

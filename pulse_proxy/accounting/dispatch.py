@@ -74,7 +74,7 @@ class Dispatcher:
     async def stop(self, timeout: float = 30.0) -> None:
         await self._accounting.stop(timeout)
 
-    def deliver(self, batch: Batch) -> None:
+    def deliver(self, batch: Batch[Tally]) -> None:
         """Hand one accounted batch on: figures first, then every sink."""
         figures: Tally = batch.figures
         self.processed += figures.count

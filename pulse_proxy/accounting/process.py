@@ -47,12 +47,14 @@ import orjson
 from pulse_proxy.accounting.finish import Accountant
 from pulse_proxy.accounting.forkchild import Child, start_child
 from pulse_proxy.backoff import Backoff
-from pulse_proxy.records import CODEC, Batch, BatchKey, Capture, Exchange, UsageUnread
+from pulse_proxy.records import Batch, BatchKey, Capture, Codec, Exchange, UsageUnread
 from pulse_proxy.settings import Settings
 from pulse_proxy.sinks.log import LineRenderer
 from pulse_proxy.sinks.statsd import StatsdLines
 from pulse_proxy.stats.tally import Tally
 
+# Captures to the child, and batches with their figures (a Tally) back.
+CODEC = Codec(batch=Batch[Tally])
 _STOP = b"stop"
 # A capture in the child's hands when it died this many times is quarantined.
 _QUARANTINE_AFTER_DEATHS = 2
@@ -100,7 +102,7 @@ class Assembler:
         )
         self._exchanges = exchanges
 
-    def assemble(self, finished: list[Exchange]) -> Batch:
+    def assemble(self, finished: list[Exchange]) -> Batch[Tally]:
         lines: list[bytes] = []
         unrendered = []
         for exchange in finished:
@@ -230,7 +232,7 @@ class AccountingProcess:
     def __init__(
         self,
         settings: Settings,
-        deliver: Callable[[Batch], None],
+        deliver: Callable[[Batch[Tally]], None],
         fallback: Accountant,
         *,
         logger: Any,
@@ -410,7 +412,7 @@ class AccountingProcess:
             self._log.info("pulse.accounting_backlog_cleared", degraded=dict(self.degraded))
         return batch
 
-    def _results(self, seq: BatchKey, batch: Batch) -> None:
+    def _results(self, seq: BatchKey, batch: Batch[Tally]) -> None:
         if self._settle(seq) is None:
             return  # already finished in-process
         self._deliver(batch)
@@ -515,7 +517,7 @@ class InlineAccounting:
     def __init__(
         self,
         settings: Settings,
-        deliver: Callable[[Batch], None],
+        deliver: Callable[[Batch[Tally]], None],
         accountant: Accountant,
         *,
         logger: Any,

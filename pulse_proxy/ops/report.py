@@ -23,7 +23,7 @@ import orjson
 
 from pulse_proxy.alerts import format_value
 from pulse_proxy.records import ERROR_OUTCOMES, Exchange
-from pulse_proxy.stats import OTHER_MODEL, UNKNOWN_MODEL, Aggregate, merge_all, quantile
+from pulse_proxy.stats import OTHER_MODEL, UNKNOWN_MODEL, Aggregate, merge_all
 from pulse_proxy.text import escape_control
 
 MAX_MODELS = 50
@@ -233,11 +233,11 @@ def _latency(data: _Collector, overall: Aggregate, out: TextIO, width: int) -> N
             [
                 name,
                 _fmt(a.requests),
-                _fmt(quantile(a.latency, 0.5, a.latency_max)),
-                _fmt(quantile(a.latency, 0.95, a.latency_max)),
-                _fmt(quantile(a.latency, 0.99, a.latency_max)),
-                _fmt(quantile(a.ttft, 0.5, a.ttft_max)),
-                _fmt(quantile(a.ttft, 0.95, a.ttft_max)),
+                _fmt(a.latency.quantile(0.5)),
+                _fmt(a.latency.quantile(0.95)),
+                _fmt(a.latency.quantile(0.99)),
+                _fmt(a.ttft.quantile(0.5)),
+                _fmt(a.ttft.quantile(0.95)),
             ]
         )
     headers = ["model", "requests", "p50 ms", "p95 ms", "p99 ms", "ttft p50", "ttft p95"]
@@ -316,8 +316,8 @@ def _prompts(data: _Collector, overall: Aggregate, out: TextIO, width: int) -> N
     if not data.prompt_buckets:
         out.write("no prompt token counts in these lines\n")
         return
-    median = quantile(overall.prompt, 0.5, overall.prompt_max)
-    p95 = quantile(overall.prompt, 0.95, overall.prompt_max)
+    median = overall.prompt.quantile(0.5)
+    p95 = overall.prompt.quantile(0.95)
     out.write(
         f"{int(overall.prompt.count):,} prompts: p50 {_fmt(median)}, p95 {_fmt(p95)}, "
         f"max {_fmt(overall.prompt_max)}\n\n"
@@ -334,13 +334,11 @@ def _prompts(data: _Collector, overall: Aggregate, out: TextIO, width: int) -> N
     # baseline.  The baseline is the typical stretch's p95 (the median across the
     # timeline), which a short burst cannot inflate the way it would the overall p95.
     timeline = [(start, a) for start, _, a in _timeline(data) if a.prompt.count]
-    typical = _median([quantile(a.prompt, 0.95, a.prompt_max) or 0.0 for _, a in timeline])
+    typical = _median([a.prompt.quantile(0.95) or 0.0 for _, a in timeline])
     if not typical:
         return
     limit = SPIKE_FACTOR * typical
-    spikes = [
-        (start, a) for start, a in timeline if (quantile(a.prompt, 0.95, a.prompt_max) or 0) > limit
-    ]
+    spikes = [(start, a) for start, a in timeline if (a.prompt.quantile(0.95) or 0) > limit]
     out.write(
         f"\nSpikes (p95 above {SPIKE_FACTOR:g}x the typical p95 of {_fmt(typical)}, i.e. {_fmt(limit)} tokens):"
     )
@@ -349,7 +347,7 @@ def _prompts(data: _Collector, overall: Aggregate, out: TextIO, width: int) -> N
     else:
         out.write("\n")
         for start, a in spikes:
-            spike_p95 = quantile(a.prompt, 0.95, a.prompt_max)
+            spike_p95 = a.prompt.quantile(0.95)
             out.write(
                 f"  ! from {_clock(start)}: p95 {_fmt(spike_p95)}, max {_fmt(a.prompt_max)} tokens\n"
             )

@@ -11,7 +11,7 @@ others carry on.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pulse_proxy.records import AlertEvent, Batch, Exchange
 
@@ -28,7 +28,7 @@ class Sink(Protocol):
         rendered: when no sink does, the accounting process need not send them back."""
         ...
 
-    def write(self, batch: Batch) -> None: ...
+    def write(self, batch: Batch[Any]) -> None: ...
 
     def on_alert(self, alert: AlertEvent) -> None: ...
 
@@ -58,7 +58,7 @@ class ListSink:
     def takes_exchanges(self, rendered: Rendered) -> bool:
         return True
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: Batch[Any]) -> None:
         self.exchanges.extend(batch.exchanges)
 
     def on_exchange(self, exchange: Exchange) -> None:

@@ -191,7 +191,7 @@ class LogSink:
     def takes_exchanges(self, rendered: Rendered) -> bool:
         return False  # its lines come rendered; the few that failed to, as exchanges
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: Batch[Any]) -> None:
         """The lines accounting rendered (see :class:`LineRenderer`), then the few it
         could not render, which are logged here."""
         if batch.lines:

@@ -236,7 +236,7 @@ class OtelSink:
     def takes_exchanges(self, rendered: Rendered) -> bool:
         return True
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: Batch[Any]) -> None:
         write_each(self.on_exchange, batch.exchanges)
 
     def on_exchange(self, ex: Exchange) -> None:

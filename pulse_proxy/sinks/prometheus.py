@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from math import isfinite
 from typing import Any
 
+from msgspec import Struct, field
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -116,44 +117,38 @@ REQUEST_METRICS = (
 )  # fmt: skip
 
 
-class _Histogram:
-    """Bucket counts (not cumulative: cumulated at scrape time) and the sum."""
+class _Histogram(Struct, array_like=True):
+    """Bucket counts (not cumulative: cumulated at scrape time) and the sum.  The
+    bounds are the metric's (``_HISTOGRAM_BOUNDS``), passed in rather than carried, so
+    a batch's histograms cross to the event loop as their counts only."""
 
-    __slots__ = ("bounds", "counts", "sum")
+    counts: list[int]
+    sum: float = 0.0
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
+    def observe(self, bounds: tuple[float, ...], value: float) -> None:
         # le is inclusive: a value equal to a bound belongs to that bound's bucket.
-        self.counts[bisect_left(self.bounds, value)] += 1
+        self.counts[bisect_left(bounds, value)] += 1
         self.sum += value
 
-    def state(self) -> tuple[list[int], float]:
-        return self.counts, self.sum
+    def merge(self, other: _Histogram) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.sum += other.sum
 
-    def merge_state(self, state: tuple[list[int], float]) -> None:
-        counts, total = state
-        self.counts = [a + b for a, b in zip(self.counts, counts)]
-        self.sum += total
-
-    def add_to(self, family: Metric, labels: dict[str, str]) -> None:
+    def add_to(self, family: Metric, labels: dict[str, str], bounds: tuple[float, ...]) -> None:
         """Samples as prometheus_client's own Histogram writes them (no ``_sum`` when
         a bound is negative: the sum would not be monotonic)."""
         name = family.name
         total = 0
-        for bound, count in zip((*self.bounds, float("inf")), self.counts):
+        for bound, count in zip((*bounds, float("inf")), self.counts):
             total += count
             le = floatToGoString(bound)  # type: ignore[no-untyped-call]  # unannotated upstream
             family.samples.append(Sample(name + "_bucket", {**labels, "le": le}, total))
         family.samples.append(Sample(name + "_count", labels, total))
-        if self.bounds[0] >= 0:
+        if bounds[0] >= 0:
             family.samples.append(Sample(name + "_sum", labels, self.sum))
 
 
-class _Series:
+class _Series(Struct, array_like=True):
     """The request figures of one common-label tuple.
 
     Histograms and token counts start as ``None`` and appear on first use, because a
@@ -161,84 +156,46 @@ class _Series:
     otherwise carry an all-zero TTFT histogram.
     """
 
-    __slots__ = (
-        "cost",
-        "drift",
-        "duration",
-        "prompt_length",
-        "requests",
-        "tokens",
-        "ttft",
-        "unpriced",
-    )
+    requests: int = 0
+    duration: _Histogram | None = None
+    ttft: _Histogram | None = None
+    prompt_length: _Histogram | None = None
+    drift: _Histogram | None = None
+    tokens: list[int | None] = field(default_factory=lambda: [None] * len(TOKEN_TYPES))
+    cost: float | None = None
+    unpriced: int | None = None
 
-    def __init__(self) -> None:
-        self.requests = 0
-        self.duration: _Histogram | None = None
-        self.ttft: _Histogram | None = None
-        self.prompt_length: _Histogram | None = None
-        self.drift: _Histogram | None = None
-        self.tokens: list[int | None] = [None] * len(TOKEN_TYPES)
-        self.cost: float | None = None
-        self.unpriced: int | None = None
-
-    def state(self) -> tuple[Any, ...]:
-        """The figures as plain values: what crosses from the accounting process."""
-        histograms = [getattr(self, attribute) for attribute in _HISTOGRAM_BOUNDS]
-        return (
-            self.requests,
-            tuple(None if h is None else h.state() for h in histograms),
-            self.tokens,
-            self.cost,
-            self.unpriced,
-        )
-
-    def merge_state(self, state: tuple[Any, ...]) -> None:
-        """Fold in another tuple's :meth:`state` (a batch's figures, already summed)."""
-        requests, histograms, tokens, cost, unpriced = state
-        self.requests += requests
-        for attribute, part in zip(_HISTOGRAM_BOUNDS, histograms):
+    def merge(self, other: _Series) -> None:
+        """Fold in another tuple's figures (a batch's, already summed)."""
+        self.requests += other.requests
+        for attribute in _HISTOGRAM_BOUNDS:
+            part = getattr(other, attribute)
             if part is not None:
-                (getattr(self, attribute) or _new(self, attribute)).merge_state(part)
+                (getattr(self, attribute) or _new(self, attribute)).merge(part)
         mine = self.tokens
-        for index, count in enumerate(tokens):
+        for index, count in enumerate(other.tokens):
             if count is not None:
                 _add_token(mine, index, count)
-        if cost is not None:
-            self.cost = (self.cost or 0.0) + cost
-        if unpriced is not None:
-            self.unpriced = (self.unpriced or 0) + unpriced
+        if other.cost is not None:
+            self.cost = (self.cost or 0.0) + other.cost
+        if other.unpriced is not None:
+            self.unpriced = (self.unpriced or 0) + other.unpriced
 
 
 def _add_token(tokens: list[int | None], index: int, count: int) -> None:
     tokens[index] = (tokens[index] or 0) + count
 
 
-class PrometheusTally:
+class PrometheusTally(Struct, array_like=True):
     """A batch's request figures by raw (unbounded) label tuple.
 
     Summed where the batch is accounted, in the accounting process, so the event loop
     only merges one :class:`_Series` per label tuple into the sink (:meth:`PrometheusSink.merge`).
     """
 
-    __slots__ = ("_entries", "errors", "risks", "series")
-
-    def __init__(self) -> None:
-        self.series: dict[Key, _Series] = {}
-        self.errors: dict[tuple[Key, str, str], int] = {}
-        self.risks: dict[tuple[Key, str], int] = {}
-        self._entries: tuple[Any, ...] | None = None
-
-    def entries(self) -> tuple[list[tuple[Key, tuple[Any, ...]]], dict[Any, int], dict[Any, int]]:
-        """Each series' :meth:`_Series.state` by raw key, the error and risk counts."""
-        if self._entries is None:
-            series = [(key, one.state()) for key, one in self.series.items()]
-            self._entries = (series, self.errors, self.risks)
-        return self._entries
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Plain values, which load several times faster than the objects.
-        return _load_prometheus_tally, self.entries()
+    series: dict[Key, _Series] = {}
+    errors: dict[tuple[Key, str, str], int] = {}
+    risks: dict[tuple[Key, str], int] = {}
 
     def add(self, ex: Exchange) -> None:
         status = ex.status_code
@@ -249,7 +206,6 @@ class PrometheusTally:
             _STATUS_CLASS.get(status // 100, "other") if status else "none",
             "true" if ex.stream else "false",
         )
-        self._entries = None
         series = self.series.get(key)
         if series is None:
             series = self.series[key] = _Series()
@@ -257,19 +213,25 @@ class PrometheusTally:
         series.requests += 1
         value: Any = ex.latency_ms
         if value is not None and isfinite(value):  # NaN or inf would poison _sum
-            (series.duration or _new(series, "duration")).observe(value / 1000.0)
+            (series.duration or _new(series, "duration")).observe(
+                _HISTOGRAM_BOUNDS["duration"], value / 1000.0
+            )
         value = ex.ttft_ms
         if ex.stream and value is not None and isfinite(value):
-            (series.ttft or _new(series, "ttft")).observe(value / 1000.0)
+            (series.ttft or _new(series, "ttft")).observe(_HISTOGRAM_BOUNDS["ttft"], value / 1000.0)
         tokens = series.tokens
         prompt = ex.prompt_tokens
         if prompt is not None:
-            (series.prompt_length or _new(series, "prompt_length")).observe(prompt)
+            (series.prompt_length or _new(series, "prompt_length")).observe(
+                _HISTOGRAM_BOUNDS["prompt_length"], prompt
+            )
             if prompt > 0:
                 _add_token(tokens, 0, prompt)
             local = ex.prompt_tokens_local
             if local is not None and ex.token_source == "upstream":
-                (series.drift or _new(series, "drift")).observe(prompt - local)
+                (series.drift or _new(series, "drift")).observe(
+                    _HISTOGRAM_BOUNDS["drift"], prompt - local
+                )
         value = ex.completion_tokens
         if value and value > 0:
             _add_token(tokens, 1, value)
@@ -296,14 +258,6 @@ class PrometheusTally:
         for flag in ex.risk_flags:
             risk_key = (key, flag)
             self.risks[risk_key] = self.risks.get(risk_key, 0) + 1
-
-
-def _load_prometheus_tally(
-    series: list[tuple[Key, tuple[Any, ...]]], errors: dict[Any, int], risks: dict[Any, int]
-) -> PrometheusTally:
-    tally = PrometheusTally()
-    tally._entries = (series, errors, risks)
-    return tally
 
 
 class _ScrapeTimeCollector(Collector):
@@ -439,18 +393,17 @@ class PrometheusSink:
         kept values holds for the life of the process; each fold is weighted by its
         requests so ``pulse_label_values_folded`` counts requests, as before.
         """
-        series_states, errors, risks = tally.entries()
         folded: dict[Key, Key] = {}
-        for raw, state in series_states:
-            key = folded[raw] = self._fold_key(raw, state[0])
+        for raw, part in tally.series.items():
+            key = folded[raw] = self._fold_key(raw, part.requests)
             series = self._series.get(key)
             if series is None:
                 series = self._series[key] = _Series()
-            series.merge_state(state)
-        for (raw, error_type, outcome), count in errors.items():
+            series.merge(part)
+        for (raw, error_type, outcome), count in tally.errors.items():
             error_key = (folded[raw], self._error_type.fold(error_type, count), outcome)
             self._errors[error_key] = self._errors.get(error_key, 0) + count
-        for (raw, flag), count in risks.items():
+        for (raw, flag), count in tally.risks.items():
             risk_key = (folded[raw], self._flag.fold(flag, count))
             self._risks[risk_key] = self._risks.get(risk_key, 0) + count
 
@@ -475,7 +428,7 @@ _HISTOGRAM_BOUNDS = {m.attribute: m.buckets for m in REQUEST_METRICS if m.type =
 
 
 def _new(series: _Series, attribute: str) -> _Histogram:
-    histogram = _Histogram(_HISTOGRAM_BOUNDS[attribute])
+    histogram = _Histogram([0] * (len(_HISTOGRAM_BOUNDS[attribute]) + 1))  # the last is +Inf
     setattr(series, attribute, histogram)
     return histogram
 
@@ -515,7 +468,7 @@ class _RequestCollector(Collector):
                     if figure is None:
                         continue
                     if metric.type == "histogram":
-                        figure.add_to(family, _labels(names, key))
+                        figure.add_to(family, _labels(names, key), metric.buckets)
                     else:
                         family.add_sample(counter_name, _labels(names, key), figure)
             yield family

@@ -219,7 +219,7 @@ class StatsdSink:
         # added by hand renders its own, with its own prefix, tags and bounds.
         return "statsd" not in rendered
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: Batch[Any]) -> None:
         if batch.statsd is not None:
             self._write_rendered(batch.statsd)
         else:

@@ -210,7 +210,7 @@ class WebhookSink:
     def takes_exchanges(self, rendered: Rendered) -> bool:
         return False  # alerts only
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: Batch[Any]) -> None:
         """Webhooks carry alerts only."""
 
     def on_exchange(self, exchange: Exchange) -> None:

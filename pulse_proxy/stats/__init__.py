@@ -11,7 +11,8 @@ number of models, never by traffic:
 * past ``max_models`` distinct names, further models fold into ``"other"``.
 
 Records arrive in batches already summed where they were accounted (a
-:class:`StatsTally`, one ``Aggregate`` per model and fine bucket), so
+:class:`StatsTally`, one ``Aggregate`` per model and fine bucket, the very Struct the
+windows hold), so
 :meth:`RollingStats.merge` costs the event loop one merge per model, not per record.  When
 a fine bucket closes (a later bucket opens, or a query finds time has moved on) its
 overall aggregate is computed once and the bucket is folded into its coarse bucket.  A
@@ -22,13 +23,13 @@ Sketches are DDSketch (``ddsketch`` on PyPI, pure Python, depends only on ``six`
 rank, half of the 1 % the product promises, so the promise holds whichever percentile
 definition the reader compares against.  The library's dense bin store grows and
 re-centres a list as a fresh sketch meets new values, which dominated ``add`` for our
-many small per-bucket sketches; :class:`SparseStore` plugs into the library's ``Store``
-interface with a dict of the occupied bins only (about 3× faster to fill, 2× faster to
-merge, and smaller).  The mapping, and so the accuracy guarantee, is the library's.
+many small per-bucket sketches; a :class:`Sketch` keeps a dict of the occupied bins only
+(faster to fill and merge, and smaller) and reads quantiles through the library's public
+API.  The mapping, and so the accuracy guarantee, is the library's.
 
 What lives where:
 
-* :mod:`~pulse_proxy.stats.sketch`: ``SparseStore``, ``new_sketch``, ``quantile``;
+* :mod:`~pulse_proxy.stats.sketch`: ``Sketch`` and the ``SparseStore`` it is read through;
 * :mod:`~pulse_proxy.stats.metrics`: ``SUPPORTED_STATS``, ``QUANTILES``, ``Measurement``;
 * :mod:`~pulse_proxy.stats.aggregate`: ``Aggregate`` of one slice of traffic, ``merge_all``;
 * :mod:`~pulse_proxy.stats.rings`: the fine and coarse rings of time buckets;
@@ -50,7 +51,7 @@ from pulse_proxy.stats.rolling import (
     StatsTally,
     WindowView,
 )
-from pulse_proxy.stats.sketch import RELATIVE_ACCURACY, SparseStore, new_sketch, quantile
+from pulse_proxy.stats.sketch import RELATIVE_ACCURACY, Sketch, SparseStore
 
 __all__ = [
     "OTHER_MODEL",
@@ -61,12 +62,11 @@ __all__ = [
     "Aggregate",
     "Measurement",
     "RollingStats",
+    "Sketch",
     "SparseStore",
     "StatsTally",
     "WindowView",
     "merge_all",
-    "new_sketch",
     "prompt_histogram",
-    "quantile",
     "window_label",
 ]

@@ -10,57 +10,36 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from ddsketch.ddsketch import BaseDDSketch
+from msgspec import Struct, field
 
 from pulse_proxy.records import ERROR_OUTCOMES, Exchange
 from pulse_proxy.stats.display import _r
 from pulse_proxy.stats.metrics import QUANTILES, SUPPORTED_STATS, Measurement
-from pulse_proxy.stats.sketch import merge_sketch_state, new_sketch, quantile, sketch_state
+from pulse_proxy.stats.sketch import Sketch
 
 
-class Aggregate:
-    """Counters, sums and sketches for a set of requests; two aggregates merge exactly."""
+class Aggregate(Struct, array_like=True):
+    """Counters, sums and sketches for a set of requests; two aggregates merge exactly.
 
-    __slots__ = (
-        "completion_sum",
-        "cost_requests",
-        "cost_sum",
-        "drift_requests",
-        "drift_sum",
-        "errors",
-        "latency",
-        "latency_max",
-        "outcomes",
-        "prompt",
-        "prompt_max",
-        "prompt_sum",
-        "requests",
-        "token_requests",
-        "total_max",
-        "total_sum",
-        "ttft",
-        "ttft_max",
-    )
+    One Struct for every use: the accounting process fills one per model and time
+    bucket, it crosses to the event loop as it is, and the rolling windows merge it.
+    """
 
-    def __init__(self) -> None:
-        self.requests = 0
-        self.errors = 0
-        self.outcomes: dict[str, int] = {}
-        self.latency = new_sketch()
-        self.latency_max = -math.inf
-        self.ttft = new_sketch()
-        self.ttft_max = -math.inf
-        self.prompt = new_sketch()
-        self.prompt_max = -math.inf
-        self.prompt_sum = 0
-        self.completion_sum = 0
-        self.total_sum = 0
-        self.total_max = -math.inf
-        self.token_requests = 0
-        self.cost_sum = 0.0
-        self.cost_requests = 0
-        self.drift_sum = 0
-        self.drift_requests = 0
+    requests: int = 0
+    errors: int = 0
+    outcomes: dict[str, int] = {}
+    latency: Sketch = field(default_factory=Sketch)
+    ttft: Sketch = field(default_factory=Sketch)
+    prompt: Sketch = field(default_factory=Sketch)
+    prompt_sum: int = 0
+    completion_sum: int = 0
+    total_sum: int = 0
+    total_max: float = -math.inf
+    token_requests: int = 0
+    cost_sum: float = 0.0
+    cost_requests: int = 0
+    drift_sum: int = 0
+    drift_requests: int = 0
 
     def add(self, ex: Exchange) -> None:
         """Count one request (the hot loop of the statistics: plain attribute updates)."""
@@ -69,24 +48,17 @@ class Aggregate:
         if outcome in ERROR_OUTCOMES:
             self.errors += 1
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-        # Comparisons rather than max(): a builtin call costs more than the test itself.
         value: Any = ex.latency_ms
         if value is not None:
             self.latency.add(value)
-            if value > self.latency_max:
-                self.latency_max = value
         value = ex.ttft_ms
         if value is not None:
             self.ttft.add(value)
-            if value > self.ttft_max:
-                self.ttft_max = value
         prompt = ex.prompt_tokens
         completion = ex.completion_tokens
         if prompt is not None:
             self.prompt.add(prompt)
             self.prompt_sum += prompt
-            if prompt > self.prompt_max:
-                self.prompt_max = prompt
             local = ex.prompt_tokens_local
             if local is not None:
                 self.drift_sum += prompt - local
@@ -99,6 +71,7 @@ class Aggregate:
         if total is not None:
             self.total_sum += total
             self.token_requests += 1
+            # A comparison rather than max(): a builtin call costs more than the test.
             if total > self.total_max:
                 self.total_max = total
         cost = ex.cost_usd
@@ -106,94 +79,49 @@ class Aggregate:
             self.cost_sum += cost
             self.cost_requests += 1
 
-    def state(self) -> tuple[Any, ...]:
-        """Every figure as plain values (sketches too): what crosses between processes
-        and what :meth:`merge_state` takes.  Loading plain values is several times
-        cheaper than loading an aggregate and its sketches as objects."""
-        return (
-            self.requests,
-            self.errors,
-            self.outcomes,
-            sketch_state(self.latency),
-            self.latency_max,
-            sketch_state(self.ttft),
-            self.ttft_max,
-            sketch_state(self.prompt),
-            self.prompt_max,
-            self.prompt_sum,
-            self.completion_sum,
-            self.total_sum,
-            self.total_max,
-            self.token_requests,
-            self.cost_sum,
-            self.cost_requests,
-            self.drift_sum,
-            self.drift_requests,
-        )
-
     def merge(self, other: Aggregate) -> None:
         """Fold ``other`` in, as if its requests had been added here."""
-        self.merge_state(other.state())
-
-    def merge_state(self, state: tuple[Any, ...]) -> None:
-        """Fold in another aggregate's :meth:`state`."""
-        (
-            requests,
-            errors,
-            outcomes,
-            latency,
-            latency_max,
-            ttft,
-            ttft_max,
-            prompt,
-            prompt_max,
-            prompt_sum,
-            completion_sum,
-            total_sum,
-            total_max,
-            token_requests,
-            cost_sum,
-            cost_requests,
-            drift_sum,
-            drift_requests,
-        ) = state
-        if requests == 0:
+        if not other.requests:
             return
-        self.requests += requests
-        self.errors += errors
+        self.requests += other.requests
+        self.errors += other.errors
         mine = self.outcomes
-        for outcome, count in outcomes.items():
+        for outcome, count in other.outcomes.items():
             mine[outcome] = mine.get(outcome, 0) + count
-        if latency is not None:
-            merge_sketch_state(self.latency, latency)
-            if latency_max > self.latency_max:
-                self.latency_max = latency_max
-        if ttft is not None:
-            merge_sketch_state(self.ttft, ttft)
-            if ttft_max > self.ttft_max:
-                self.ttft_max = ttft_max
-        if prompt is not None:
-            merge_sketch_state(self.prompt, prompt)
-            if prompt_max > self.prompt_max:
-                self.prompt_max = prompt_max
-        self.prompt_sum += prompt_sum
-        self.completion_sum += completion_sum
-        self.total_sum += total_sum
-        if total_max > self.total_max:
-            self.total_max = total_max
-        self.token_requests += token_requests
-        self.cost_sum += cost_sum
-        self.cost_requests += cost_requests
-        self.drift_sum += drift_sum
-        self.drift_requests += drift_requests
+        self.latency.merge(other.latency)
+        self.ttft.merge(other.ttft)
+        self.prompt.merge(other.prompt)
+        self.prompt_sum += other.prompt_sum
+        self.completion_sum += other.completion_sum
+        self.total_sum += other.total_sum
+        if other.total_max > self.total_max:
+            self.total_max = other.total_max
+        self.token_requests += other.token_requests
+        self.cost_sum += other.cost_sum
+        self.cost_requests += other.cost_requests
+        self.drift_sum += other.drift_sum
+        self.drift_requests += other.drift_requests
 
-    def distribution(self, metric: str) -> tuple[BaseDDSketch, float]:
+    # The exact maxima are the sketches' own.
+    @property
+    def latency_max(self) -> float:
+        return self.latency.max
+
+    @property
+    def ttft_max(self) -> float:
+        return self.ttft.max
+
+    @property
+    def prompt_max(self) -> float:
+        return self.prompt.max
+
+    def distribution(self, metric: str) -> Sketch:
         if metric == "latency_ms":
-            return self.latency, self.latency_max
+            return self.latency
         if metric == "ttft_ms":
-            return self.ttft, self.ttft_max
+            return self.ttft
         if metric == "prompt_tokens":
-            return self.prompt, self.prompt_max
+            return self.prompt
         raise ValueError(f"{metric} has no distribution")
 
     def measure(self, metric: str, stat: str, span_s: float) -> Measurement:
@@ -202,13 +130,13 @@ class Aggregate:
             raise ValueError(f"unsupported metric/stat pair: {metric}/{stat}")
         span = max(span_s, 1e-9)
         if metric in ("latency_ms", "ttft_ms", "prompt_tokens"):
-            sketch, maximum = self.distribution(metric)
+            sketch = self.distribution(metric)
             n = int(sketch.count)
             if n == 0:
                 return Measurement(None, 0)
             if stat in QUANTILES:
-                return Measurement(quantile(sketch, QUANTILES[stat], maximum), n)
-            figures = {"max": maximum, "mean": sketch.avg, "sum": sketch.sum, "count": n}
+                return Measurement(sketch.quantile(QUANTILES[stat]), n)
+            figures = {"max": sketch.max, "mean": sketch.avg, "sum": sketch.sum, "count": n}
             return Measurement(float(figures[stat]), n)
         if metric == "requests":
             n = self.requests
@@ -239,13 +167,13 @@ class Aggregate:
         return Measurement(total / n if stat == "mean" else float(top), n)
 
     def _dist_summary(self, metric: str) -> dict[str, float | int | None]:
-        sketch, maximum = self.distribution(metric)
+        sketch = self.distribution(metric)
         n = int(sketch.count)
         summary: dict[str, float | int | None] = {"count": n}
         summary["mean"] = _r(sketch.avg) if n else None
         for name, q in QUANTILES.items():
-            summary[name] = _r(quantile(sketch, q, maximum))
-        summary["max"] = _r(float(maximum)) if n else None
+            summary[name] = _r(sketch.quantile(q))
+        summary["max"] = _r(float(sketch.max)) if n else None
         return summary
 
     def summary(self, span_s: float) -> dict[str, Any]:

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from msgspec import Struct
+
 from pulse_proxy.records import Exchange
 from pulse_proxy.stats import window_label
 from pulse_proxy.stats.labels import BoundedLabel
@@ -216,19 +218,13 @@ def _add_row(totals: list[float], amounts: list[float]) -> None:
     totals[5] += amounts[5]
 
 
-class BreakdownTally:
+class BreakdownTally(Struct, array_like=True):
     """A batch's rows by raw (unbounded) value, summed where the batch was accounted;
     :meth:`Breakdown.merge` bounds the values and adds them to its buckets.  Rows are
     kept by value first, so values reach the bound in the order they first came."""
 
-    __slots__ = ("rows",)
-
-    def __init__(self, rows: dict[tuple[str, str], dict[int, list[float]]] | None = None) -> None:
-        # (dimension, raw value) -> {bucket start: [requests, errors, ..., cost]}
-        self.rows = {} if rows is None else rows
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return BreakdownTally, (self.rows,)
+    # (dimension, raw value) -> {bucket start: [requests, errors, ..., cost]}
+    rows: dict[tuple[str, str], dict[int, list[float]]] = {}
 
     def add(self, ex: Exchange) -> None:
         keys: list[tuple[str, str]] = []

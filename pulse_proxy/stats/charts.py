@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from pulse_proxy.stats.aggregate import Aggregate
 from pulse_proxy.stats.display import _r
-from pulse_proxy.stats.sketch import SparseStore, quantile
 
 
 def _point(t: float, step_s: float, aggregate: Aggregate | None) -> dict[str, Any]:
@@ -19,14 +18,14 @@ def _point(t: float, step_s: float, aggregate: Aggregate | None) -> dict[str, An
         "requests": a.requests,
         "errors": a.errors,
         "error_rate": _r(a.errors / a.requests, 4) if a.requests else None,
-        "latency_p50": _r(quantile(a.latency, 0.5, a.latency_max)),
-        "latency_p95": _r(quantile(a.latency, 0.95, a.latency_max)),
+        "latency_p50": _r(a.latency.quantile(0.5)),
+        "latency_p95": _r(a.latency.quantile(0.95)),
         "tokens": a.total_sum,
         "prompt_tokens": a.prompt_sum,
         "completion_tokens": a.completion_sum,
         "tokens_per_request": _r(per_request, 1),
         "tokens_per_minute": _r(a.total_sum / step_s * 60.0, 1),
-        "prompt_p95": _r(quantile(a.prompt, 0.95, a.prompt_max)),
+        "prompt_p95": _r(a.prompt.quantile(0.95)),
         "prompt_max": float(a.prompt_max) if a.prompt.count else None,
     }
 
@@ -41,10 +40,9 @@ def prompt_histogram(aggregate: Aggregate) -> dict[str, Any]:
     """
     sketch = aggregate.prompt
     counts: dict[int, float] = {}
-    zero = float(sketch._zero_count)
-    store = cast(SparseStore, sketch._store)  # every sketch here is built by new_sketch()
-    for key, weight in store.bins.items():
-        tokens = max(1, round(sketch._mapping.value(key)))
+    zero = float(sketch.zero)
+    for value, weight in sketch.bin_values():
+        tokens = max(1, round(value))
         exponent = tokens.bit_length() - 1
         counts[exponent] = counts.get(exponent, 0.0) + weight
     bins: list[dict[str, Any]] = []
@@ -62,8 +60,8 @@ def prompt_histogram(aggregate: Aggregate) -> dict[str, Any]:
     n = int(sketch.count)
     return {
         "count": n,
-        "p50": _r(quantile(sketch, 0.5, aggregate.prompt_max)),
-        "p95": _r(quantile(sketch, 0.95, aggregate.prompt_max)),
+        "p50": _r(sketch.quantile(0.5)),
+        "p95": _r(sketch.quantile(0.95)),
         "max": float(aggregate.prompt_max) if n else None,
         "bins": bins,
     }

@@ -4,14 +4,13 @@ A *fine* ring of short buckets covers the recent span; a *coarse* ring of longer
 covers the whole horizon.  When a fine bucket closes (a later bucket opens, or a query
 finds time has moved on) it is folded into its coarse bucket.  A record that arrives
 after its bucket closed takes a slower path that updates both rings.  Records arrive
-already summed per model (an :meth:`Aggregate.state` each), so filing costs one merge.
+already summed per model (an :class:`Aggregate` each), so filing costs one merge.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 from pulse_proxy.stats.aggregate import Aggregate, merge_all
 
@@ -41,8 +40,8 @@ class _Bucket:
             self._total = merged
         return merged
 
-    def add(self, model: str, part: tuple[Any, ...]) -> None:
-        self.model(model).merge_state(part)
+    def add(self, model: str, part: Aggregate) -> None:
+        self.model(model).merge(part)
         self._total = None
 
     def model(self, name: str) -> Aggregate:
@@ -83,7 +82,7 @@ class BucketRings:
 
     # -- ingestion -----------------------------------------------------------------
 
-    def add(self, index: int, model: str, part: tuple[Any, ...]) -> bool:
+    def add(self, index: int, model: str, part: Aggregate) -> bool:
         """File ``part``'s requests under fine bucket ``index``; False if they are too
         late for the hour."""
         bucket = self._head
@@ -92,7 +91,7 @@ class BucketRings:
         if bucket is None:  # older than the fine ring: straight into the hour
             return self._add_coarse(index * self._fine_s, model, part)
         if not bucket.closed:
-            bucket.model(model).merge_state(part)
+            bucket.model(model).merge(part)
         else:  # late records for a bucket already folded into the hour
             bucket.add(model, part)
             return self._add_coarse(bucket.index * self._fine_s, model, part)
@@ -151,7 +150,7 @@ class BucketRings:
         self._coarse_head = max(self._coarse_head, index)
         return bucket
 
-    def _add_coarse(self, t: float, model: str, part: tuple[Any, ...]) -> bool:
+    def _add_coarse(self, t: float, model: str, part: Aggregate) -> bool:
         coarse = self._coarse_bucket(int(t // self._coarse_s))
         if coarse is None:
             return False

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from msgspec import Struct
+
 from pulse_proxy.records import Exchange
 from pulse_proxy.sinks.log import rfc3339
 from pulse_proxy.stats.aggregate import Aggregate, merge_all
@@ -49,57 +51,37 @@ class WindowView:
         return body
 
 
-class StatsTally:
+class StatsPart(Struct, array_like=True):
+    """One model's requests in one fine bucket, and when the latest of them ended
+    (how long the model's name stays in use)."""
+
+    aggregate: Aggregate
+    latest: float
+
+
+class StatsTally(Struct, array_like=True):
     """A batch of records summed per (fine bucket, model): what :meth:`RollingStats.merge` files.
 
     Built where the batch is accounted (the accounting process), so the event loop
-    merges one aggregate per model and bucket instead of adding every record.  It
-    pickles as its :meth:`entries`, plain values, which load several times faster
-    than aggregates and sketches as objects.
+    merges one aggregate per model and bucket instead of adding every record.
     """
 
-    __slots__ = ("_entries", "_parts", "earliest", "fine_s")
-
-    def __init__(self, fine_s: int = FINE_S) -> None:
-        self.fine_s = fine_s
-        self.earliest = math.inf
-        # (fine bucket index, model name) -> [its aggregate, the latest ended_at in it]
-        self._parts: dict[tuple[int, str], list[Any]] = {}
-        self._entries: list[tuple[int, str, float, tuple[Any, ...]]] | None = None
+    fine_s: int = FINE_S
+    earliest: float = math.inf
+    # (fine bucket index, model name) -> its part
+    parts: dict[tuple[int, str], StatsPart] = {}
 
     def add(self, ex: Exchange) -> None:
         t = ex.ended_at
         key = (int(t // self.fine_s), ex.model or ex.response_model or UNKNOWN_MODEL)
-        part = self._parts.get(key)
+        part = self.parts.get(key)
         if part is None:
-            part = self._parts[key] = [Aggregate(), t]
-        elif t > part[1]:
-            part[1] = t
-        part[0].add(ex)
+            part = self.parts[key] = StatsPart(Aggregate(), t)
+        elif t > part.latest:
+            part.latest = t
+        part.aggregate.add(ex)
         if t < self.earliest:
             self.earliest = t
-        self._entries = None
-
-    def entries(self) -> list[tuple[int, str, float, tuple[Any, ...]]]:
-        """``(bucket index, model, latest ended_at, aggregate state)`` per part."""
-        if self._entries is None:
-            self._entries = [
-                (index, model, latest, aggregate.state())
-                for (index, model), (aggregate, latest) in self._parts.items()
-            ]
-        return self._entries
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _load_stats_tally, (self.fine_s, self.earliest, self.entries())
-
-
-def _load_stats_tally(
-    fine_s: int, earliest: float, entries: list[tuple[int, str, float, tuple[Any, ...]]]
-) -> StatsTally:
-    tally = StatsTally(fine_s)
-    tally.earliest = earliest
-    tally._entries = entries
-    return tally
 
 
 class RollingStats:
@@ -147,7 +129,7 @@ class RollingStats:
 
     def add(self, ex: Exchange) -> None:
         """Count one finished request (the proxy merges whole batches: :meth:`merge`)."""
-        tally = StatsTally(self._fine_s)
+        tally = StatsTally(fine_s=self._fine_s)
         tally.add(ex)
         self.merge(tally)
 
@@ -160,10 +142,10 @@ class RollingStats:
         with self._lock:
             if tally.earliest < self._started_at:
                 self._started_at = tally.earliest
-            for index, name, latest, state in tally.entries():
-                model = self._model_key(name, latest)
-                if not self._rings.add(index, model, state):
-                    self.dropped_late += state[0]  # its requests
+            for (index, name), part in tally.parts.items():
+                model = self._model_key(name, part.latest)
+                if not self._rings.add(index, model, part.aggregate):
+                    self.dropped_late += part.aggregate.requests
 
     def _model_key(self, name: str, t: float) -> str:
         models = self._models
