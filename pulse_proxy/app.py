@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import logging
 import secrets
 import sys
 import time
@@ -27,7 +26,7 @@ from aiohttp import hdrs
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from pulse_proxy import __version__
+from pulse_proxy import __version__, uvicorn_log
 from pulse_proxy.accounting import tokens
 from pulse_proxy.accounting.dispatch import Dispatcher
 from pulse_proxy.accounting.process import build_accountant
@@ -36,7 +35,7 @@ from pulse_proxy.admin import AdminEndpoints, admin_app
 from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.ops.bundled_mock import BundledMock
 from pulse_proxy.proxy.errors import upstream_failure
-from pulse_proxy.proxy.forward import Forwarder, StreamAborted, new_identity
+from pulse_proxy.proxy.forward import Forwarder, new_identity
 from pulse_proxy.proxy.types import Receive, Scope, Send
 from pulse_proxy.proxy.urls import UpstreamBase, display_url
 from pulse_proxy.readiness import Readiness
@@ -71,18 +70,6 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     from pulse_proxy.proxy.protocol import guarded_protocol
 
     return {**UVICORN_OPTIONS, "http": guarded_protocol(settings.server)}
-
-
-class _DropStreamAborted(logging.Filter):
-    """uvicorn logs any exception escaping the app; a deliberately aborted stream is
-    already recorded in its ``llm.request`` event, so it should not add a traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, StreamAborted)
-
-
-logging.getLogger("uvicorn.error").addFilter(_DropStreamAborted())
 
 
 class UnframedRequest(aiohttp.ClientRequest):
@@ -419,6 +406,7 @@ def create_app(
     base URL (the CLI passes the bundled mock's address when ``url`` is ``mock``);
     ``clock`` drives the statistics and alert engine (tests move it forward);
     ``bundled_mock``, when the CLI started one, is watched and restarted if it dies."""
+    uvicorn_log.install()
     url = upstream_url or settings.upstream.url
     if not settings.accounting.key_hash_salt:
         # One salt per run, shared by the accounting process and any in-process fallback.
