@@ -116,6 +116,21 @@ def open_upstream_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
+def freeze_startup_heap() -> None:
+    """Move every object alive now into the garbage collector's permanent generation.
+
+    Called once start-up is done: the settings, the price table, the token
+    vocabularies, the modules and the app's own parts then live as long as the
+    process, yet every full collection of the cyclic collector would traverse all of
+    them again, and under load those traversals are pauses of the event loop, i.e. of
+    every stream being relayed.  Frozen objects are never traversed (nor collected:
+    fine for what lives until exit).  ``gc.freeze`` is process-wide, so this is a
+    decision for the process, made where the process finishes starting; a process
+    that builds more apps (the tests do) only freezes what was added since.
+    """
+    gc.freeze()
+
+
 class PulseApp:
     """The ASGI callable served by uvicorn.
 
@@ -289,9 +304,7 @@ class PulseApp:
             self._spawn(self._summary_loop(), "pulse-summary")
         self.log.info("pulse.started", version=__version__, **self._startup_fields)
         self.log.info("pulse.config", config=redacted(self.settings))
-        # Everything alive now lives as long as the process: keep the cyclic garbage
-        # collector from traversing it again and again under load.
-        gc.freeze()
+        freeze_startup_heap()
         try:
             yield
         finally:
