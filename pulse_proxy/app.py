@@ -419,7 +419,6 @@ def create_app(
     base URL (the CLI passes the bundled mock's address when ``url`` is ``mock``);
     ``clock`` drives the statistics and alert engine (tests move it forward);
     ``bundled_mock``, when the CLI started one, is watched and restarted if it dies."""
-    uvicorn_log.install()
     url = upstream_url or settings.upstream.url
     if not settings.accounting.key_hash_salt:
         # One salt per run, shared by the accounting process and any in-process fallback.
@@ -429,6 +428,8 @@ def create_app(
         )
     if url == "mock":
         raise ValueError("resolve the bundled mock's URL before creating the app")
+    # The app is about to exist: uvicorn's error log need not show its aborted streams.
+    uvicorn_log.install()
     logger, writer = make_logger(log_stream or sys.stdout.buffer, settings.server.log_format)
     fields = {
         "upstream": settings.upstream.label,
