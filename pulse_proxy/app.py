@@ -5,43 +5,37 @@
 can build as many independent apps as they like, each with its own sinks.
 
 ``/v1/*`` goes straight to the :class:`~pulse_proxy.proxy.forward.Forwarder` as plain ASGI
-(no framework in the hot path); everything else, admin and health, is a small
-Starlette app.  Routing looks only at the request path, never the ``Host`` header.
+(no framework in the hot path); everything else, admin and health, is the small
+Starlette app of :mod:`pulse_proxy.admin`.  Routing looks only at the request path,
+never the ``Host`` header.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
-import hmac
-import logging
 import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from importlib import resources
 from typing import IO, Any
 
 import aiohttp
-import orjson
 from aiohttp import hdrs
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
 
-from pulse_proxy import __version__
+from pulse_proxy import __version__, uvicorn_log
 from pulse_proxy.accounting import tokens
 from pulse_proxy.accounting.dispatch import Dispatcher
 from pulse_proxy.accounting.process import build_accountant
 from pulse_proxy.accounting.screening import Screen
+from pulse_proxy.admin import AdminEndpoints, admin_app
 from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.ops.bundled_mock import BundledMock
-from pulse_proxy.proxy.errors import openai_error_body, upstream_failure
-from pulse_proxy.proxy.forward import Forwarder, StreamAborted, new_identity
+from pulse_proxy.proxy.errors import upstream_failure
+from pulse_proxy.proxy.forward import Forwarder, new_identity
 from pulse_proxy.proxy.types import Receive, Scope, Send
 from pulse_proxy.proxy.urls import UpstreamBase, display_url
 from pulse_proxy.readiness import Readiness
@@ -49,10 +43,10 @@ from pulse_proxy.settings import Settings, redacted
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LineWriter, LogSink, make_logger
 from pulse_proxy.sinks.otel import OtelSink
-from pulse_proxy.sinks.prometheus import PrometheusSink, exposition
+from pulse_proxy.sinks.prometheus import PrometheusSink
 from pulse_proxy.sinks.statsd import StatsdSink
 from pulse_proxy.sinks.webhook import WebhookSink
-from pulse_proxy.stats import RollingStats, window_label
+from pulse_proxy.stats import RollingStats
 from pulse_proxy.stats.breakdown import Breakdown
 from pulse_proxy.stats.tally import Tally
 
@@ -76,18 +70,6 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     from pulse_proxy.proxy.protocol import guarded_protocol
 
     return {**UVICORN_OPTIONS, "http": guarded_protocol(settings.server)}
-
-
-class _DropStreamAborted(logging.Filter):
-    """uvicorn logs any exception escaping the app; a deliberately aborted stream is
-    already recorded in its ``llm.request`` event, so it should not add a traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, StreamAborted)
-
-
-logging.getLogger("uvicorn.error").addFilter(_DropStreamAborted())
 
 
 class UnframedRequest(aiohttp.ClientRequest):
@@ -132,6 +114,21 @@ def open_upstream_session(settings: Settings) -> aiohttp.ClientSession:
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         request_class=UnframedRequest,
     )
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive now into the garbage collector's permanent generation.
+
+    Called once start-up is done: the settings, the price table, the token
+    vocabularies, the modules and the app's own parts then live as long as the
+    process, yet every full collection of the cyclic collector would traverse all of
+    them again, and under load those traversals are pauses of the event loop, i.e. of
+    every stream being relayed.  Frozen objects are never traversed (nor collected:
+    fine for what lives until exit).  ``gc.freeze`` is process-wide, so this is a
+    decision for the process, made where the process finishes starting; a process
+    that builds more apps (the tests do) only freezes what was added since.
+    """
+    gc.freeze()
 
 
 class PulseApp:
@@ -231,27 +228,17 @@ class PulseApp:
             clock=clock,
             identity=self.identity,
         )
-        self.admin = Starlette(
-            routes=[
-                Route("/healthz", self.healthz),
-                Route("/readyz", self.readyz),
-                Route("/metrics", self.guarded(self.metrics)),
-                Route("/pulse/stats", self.guarded(self.pulse_stats)),
-                Route("/pulse/alerts", self.guarded(self.pulse_alerts)),
-                Route("/pulse/series", self.guarded(self.pulse_series)),
-                # The page and its assets hold no data, so they load without the admin
-                # token; the page then asks for it when the data endpoints answer 401.
-                Route("/pulse", self.dashboard_redirect),
-                Route("/pulse/", self.dashboard_page),
-                Route("/pulse/assets/{name}", self.dashboard_asset),
-            ],
+        self.admin = admin_app(
+            AdminEndpoints(
+                admin_token=settings.server.admin_token,
+                readiness=self.readiness,
+                registry=self.registry,
+                stats=self.stats,
+                breakdown=self.breakdown,
+                alerts=self.alerts,
+            ),
             lifespan=self._lifespan,
-            exception_handlers={404: _not_found},
         )
-        # Starlette would answer /metrics/ with a redirect whose Location it builds from
-        # the client's Host header, i.e. to wherever the client says; the admin paths
-        # are a fixed list, so a path not on it is simply not found.
-        self.admin.router.redirect_slashes = False
 
     def count(self, tally: Tally) -> None:
         """A batch's figures, summed where it was accounted, into those served here."""
@@ -317,9 +304,7 @@ class PulseApp:
             self._spawn(self._summary_loop(), "pulse-summary")
         self.log.info("pulse.started", version=__version__, **self._startup_fields)
         self.log.info("pulse.config", config=redacted(self.settings))
-        # Everything alive now lives as long as the process: keep the cyclic garbage
-        # collector from traversing it again and again under load.
-        gc.freeze()
+        freeze_startup_heap()
         try:
             yield
         finally:
@@ -418,148 +403,6 @@ class PulseApp:
                 False, f"upstream unreachable: {self.upstream.address} ({upstream_failure(exc)})"
             )
 
-    # -- admin routes -----------------------------------------------------------------
-
-    async def healthz(self, _: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(self, _: Request) -> Response:
-        if self.readiness.ready:
-            return JSONResponse({"status": "ready", "reason": self.readiness.reason})
-        return JSONResponse(
-            {"status": "not_ready", "reason": self.readiness.reason}, status_code=503
-        )
-
-    async def metrics(self, _: Request) -> Response:
-        # With every label at its bound the exposition is megabytes and takes a second
-        # of pure Python: in a thread the loop still gets the GIL every few ms, where
-        # on the loop it would relay nothing until the scrape was written.  The series
-        # are read as snapshots (histogram counts are swapped whole on merge), so a
-        # scrape racing a merge is consistent per series.
-        body, content_type = await asyncio.to_thread(exposition, self.registry)
-        return Response(body, media_type=content_type)
-
-    async def pulse_stats(self, _: Request) -> Response:
-        # Merging sketches for every window takes tens of ms: keep it off the loop.  The
-        # thread still holds the GIL while it works, so what keeps the loop responsive
-        # is that the breakdown is bounded (metrics.max_tag_keys, max_breakdown_rows).
-        return Response(await asyncio.to_thread(self._render_stats), media_type="application/json")
-
-    def _render_stats(self) -> bytes:
-        body = self.stats.to_json()
-        body["breakdown"] = self.breakdown.to_json()
-        return orjson.dumps(body)
-
-    async def pulse_alerts(self, _: Request) -> Response:
-        return Response(orjson.dumps(self.alerts.state()), media_type="application/json")
-
-    async def pulse_series(self, request: Request) -> Response:
-        """The dashboard's charts: ``?window=1m|5m|1h`` and optionally ``&model=NAME``."""
-        window = request.query_params.get("window", "5m")
-        window_s = {window_label(w): w for w in self.stats.windows}.get(window)
-        if window_s is None:
-            choices = ", ".join(window_label(w) for w in self.stats.windows)
-            message = f"window must be one of {choices}"
-            return Response(
-                openai_error_body(message, "invalid_request", status=400, param="window"),
-                status_code=400,
-                media_type="application/json",
-            )
-        model = request.query_params.get("model") or None
-        body = await asyncio.to_thread(self.stats.chart, window_s, model)
-        return Response(orjson.dumps(body), media_type="application/json")
-
-    async def dashboard_redirect(self, _: Request) -> Response:
-        # A relative Location: the redirect never echoes the client's Host header.
-        return RedirectResponse("/pulse/", status_code=308)
-
-    async def dashboard_page(self, _: Request) -> Response:
-        return dashboard_file("index.html")
-
-    async def dashboard_asset(self, request: Request) -> Response:
-        return dashboard_file(request.path_params["name"])
-
-    def guarded(
-        self, endpoint: Callable[[Request], Awaitable[Response]]
-    ) -> Callable[[Request], Awaitable[Response]]:
-        """Demand ``Authorization: Bearer <admin_token>`` when one is configured."""
-        token = self.settings.server.admin_token
-
-        async def check(request: Request) -> Response:
-            if token and not admin_token_matches(request.headers.get("authorization", ""), token):
-                return Response(
-                    openai_error_body(
-                        "A valid admin token is required.", "unauthorized", status=401
-                    ),
-                    status_code=401,
-                    media_type="application/json",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-            return await endpoint(request)
-
-        return check
-
-
-def admin_token_matches(authorization: str, token: str) -> bool:
-    """``Bearer <token>`` with the scheme in any case (RFC 9110 §11.1: schemes are
-    case-insensitive) and the token compared in constant time."""
-    scheme, _, credentials = authorization.strip().partition(" ")
-    # Header text is the request's bytes read as latin-1: back to those bytes.
-    supplied = credentials.strip(" ").encode("latin-1")
-    # Compare even when the scheme is wrong, so the time taken says nothing either way.
-    same = hmac.compare_digest(supplied, token.encode())
-    return same and scheme.lower() == "bearer"
-
-
-async def _not_found(_: Request, __: Exception) -> Response:
-    """Every unknown admin path, in OpenAI's error shape."""
-    return Response(
-        openai_error_body("Not found.", "not_found", status=404),
-        status_code=404,
-        media_type="application/json",
-    )
-
-
-# The dashboard's files, each with its type; nothing else under /pulse/assets/ exists.
-_DASHBOARD_TYPES = {
-    "index.html": "text/html; charset=utf-8",
-    "dashboard.js": "text/javascript; charset=utf-8",
-    "dashboard.css": "text/css; charset=utf-8",
-    "favicon.svg": "image/svg+xml",
-}
-# Only this origin's own files run or load: the browser itself enforces that the page
-# uses nothing from a CDN and that no injected inline script could execute.
-_DASHBOARD_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-
-
-@functools.cache
-def _dashboard_bytes(name: str) -> bytes:
-    return (resources.files("pulse_proxy") / "dashboard" / name).read_bytes()
-
-
-def dashboard_file(name: str) -> Response:
-    """One of the dashboard's bundled files, served with a strict CSP."""
-    media_type = _DASHBOARD_TYPES.get(name)
-    if media_type is None:
-        return Response(
-            openai_error_body("Not found.", "not_found", status=404),
-            status_code=404,
-            media_type="application/json",
-        )
-    return Response(
-        _dashboard_bytes(name),
-        media_type=media_type,
-        headers={
-            "Content-Security-Policy": _DASHBOARD_CSP,
-            "Cache-Control": "no-cache",
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-        },
-    )
-
 
 def create_app(
     settings: Settings,
@@ -585,6 +428,8 @@ def create_app(
         )
     if url == "mock":
         raise ValueError("resolve the bundled mock's URL before creating the app")
+    # The app is about to exist: uvicorn's error log need not show its aborted streams.
+    uvicorn_log.install()
     logger, writer = make_logger(log_stream or sys.stdout.buffer, settings.server.log_format)
     fields = {
         "upstream": settings.upstream.label,

@@ -1,4 +1,5 @@
-"""The package's import structure: the hot path loads no sink, and no modules import each other in a circle."""
+"""The package's import structure: the hot path loads no sink, no modules import each
+other in a circle, and importing the app changes no process-wide logging."""
 
 from __future__ import annotations
 
@@ -190,3 +191,29 @@ def test_cycle_finder_tells_load_time_from_deferred_imports(tmp_path: Path) -> N
     assert cycles(import_graph(modules, deferred=True)) == [
         ["pkg.a", "pkg.b"], ["pkg.c", "pkg.d"], ["pkg.sub", "pkg.sub.leaf"],
     ]  # fmt: skip
+
+
+def test_importing_the_app_leaves_uvicorns_log_alone_creating_one_filters_it() -> None:
+    """Importing the app adds no filter to uvicorn's error log (a process-wide change);
+    creating an app adds the aborted-stream filter, and creating a second adds no other."""
+    probe = (
+        "import io, json, logging\n"
+        "from pulse_proxy.app import create_app\n"
+        "from pulse_proxy.settings import build_settings\n"
+        "from pulse_proxy.uvicorn_log import LOGGER, DropStreamAborted\n"
+        "def installed():\n"
+        "    return sum(isinstance(f, DropStreamAborted) for f in logging.getLogger(LOGGER).filters)\n"
+        "counts = [installed()]\n"
+        "settings = build_settings(\n"
+        "    {'accounting': {'mode': 'inline'}, 'upstream': {'url': 'http://127.0.0.1:9/v1'}}\n"
+        ")\n"
+        "for _ in range(2):\n"
+        "    create_app(settings, log_stream=io.BytesIO())\n"
+        "    counts.append(installed())\n"
+        "print(json.dumps(counts))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [0, 1, 1]
