@@ -1,5 +1,6 @@
-// LLM Pulse dashboard: polls /pulse/stats, /pulse/series and /pulse/alerts and draws the
-// four seed dashboards as inline SVG.  No library and nothing fetched from elsewhere: the
+// LLM Pulse dashboard: polls /pulse/stats, /pulse/series, /pulse/alerts and the recent
+// requests, and draws the four seed dashboards, who spends, the model mix, risk flags,
+// the upstreams and a table of the requests themselves, as inline SVG and plain tables.  No library and nothing fetched from elsewhere: the
 // page's Content-Security-Policy only lets this origin's files load.
 //
 // Every figure drawn is also written into the DOM as data-* attributes (the headline's
@@ -22,6 +23,14 @@
     seq: 0,
     timer: null,
     renders: 0,
+    spendBy: "api_key",
+    filters: {},
+    timeFilter: null,
+    offset: 0,
+    requests: null,
+    upstreams: null,
+    limits: null,
+    ready: null,
   };
 
   // -- data ------------------------------------------------------------------------
@@ -38,19 +47,43 @@
     return response.json();
   }
 
+  // An endpoint that a proxy may not have (no failover, no limits configured): null.
+  async function getJSONOptional(path) {
+    try {
+      return await getJSON(path);
+    } catch (error) {
+      if (error instanceof AuthRequired) throw error;
+      return null;
+    }
+  }
+
+  // /readyz answers 503 with its reason when not ready: both are an answer here.
+  async function getReady() {
+    try {
+      const response = await fetch("/readyz", { cache: "no-store" });
+      return await response.json();
+    } catch (error) {
+      return null;
+    }
+  }
+
   async function refresh() {
     clearTimeout(state.timer);
     const seq = ++state.seq;
     const query = new URLSearchParams({ window: state.window });
     if (state.model) query.set("model", state.model);
     try {
-      const [stats, series, alerts] = await Promise.all([
+      const [stats, series, alerts, requests, upstreams, limits, ready] = await Promise.all([
         getJSON("/pulse/stats"),
         getJSON("/pulse/series?" + query.toString()),
         getJSON("/pulse/alerts"),
+        getJSONOptional("/pulse/requests?" + requestsQuery({ limit: PAGE_SIZE, offset: state.offset }).toString()),
+        getJSONOptional("/pulse/upstreams"),
+        getJSONOptional("/pulse/limits"),
+        getReady(),
       ]);
       if (seq !== state.seq) return; // a newer request (control change) superseded this one
-      Object.assign(state, { stats, series, alerts });
+      Object.assign(state, { stats, series, alerts, requests, upstreams, limits, ready });
       hideAuth();
       render();
       setStatus("Updated " + clock(Date.now() / 1000, true) + " · refreshes every " + POLL_MS / 1000 + " s", false);
@@ -79,6 +112,8 @@
     document.getElementById("auth-error").hidden = !hadToken;
     document.getElementById("figures").hidden = true;
     document.getElementById("charts").hidden = true;
+    document.getElementById("insights").hidden = true;
+    document.getElementById("requests").hidden = true;
     document.getElementById("empty-state").hidden = true;
     document.body.dataset.state = "auth";
     setStatus("Waiting for the admin token", true);
@@ -109,11 +144,17 @@
     document.getElementById("empty-state").hidden = !empty;
     document.getElementById("figures").hidden = empty;
     document.getElementById("charts").hidden = empty;
+    document.getElementById("insights").hidden = empty;
+    document.getElementById("requests").hidden = empty;
     renderModels();
     renderBadge();
     if (!empty) {
       renderFigures(scope());
       drawCharts();
+      renderSpend();
+      renderModelMix();
+      renderUpstreams();
+      renderRequests();
     }
     state.renders += 1;
     const main = document.getElementById("main");
@@ -129,6 +170,14 @@
     drawTokens(document.getElementById("chart-tokens"));
     drawPrompt(document.getElementById("chart-prompt"));
     drawErrors(document.getElementById("chart-errors"));
+    drawRisk(document.getElementById("chart-risk"));
+  }
+
+  // A click on a chart's time slot narrows the request table to that slot.
+  function onSlotClick(node, t, step) {
+    node.classList.add("clickable");
+    node.addEventListener("click", () => setFilters(state.filters, { since: t, until: t + step }));
+    return node;
   }
 
   function renderModels() {
@@ -379,10 +428,10 @@
         dots.appendChild(el("circle", { class: "dot p50", cx: mid, cy: yLat(p.latency_p50), r: 3, "data-t": p.t, "data-value": p.latency_p50 }));
         dots.appendChild(el("circle", { class: "dot p95", cx: mid, cy: yLat(p.latency_p95), r: 3, "data-t": p.t, "data-value": p.latency_p95 }));
       }
-      hovers.appendChild(el("rect", { class: "hover", x, width: tx.slot, y: f.y1, height: f.y0 - f.y1 }, [
+      hovers.appendChild(onSlotClick(el("rect", { class: "hover", x, width: tx.slot, y: f.y1, height: f.y0 - f.y1, "data-t": p.t }, [
         tip(clock(p.t, true) + " · " + fmtInt(p.requests) + " requests" +
           (p.latency_p50 == null ? "" : " · p50 " + fmtMs(p.latency_p50) + " · p95 " + fmtMs(p.latency_p95))),
-      ]));
+      ]), p.t, step));
     }
     f.svg.append(bars, polyline(p50, "p50"), polyline(p95, "p95"), dots, hovers);
     const total = points.reduce((sum, p) => sum + p.requests, 0);
@@ -413,10 +462,10 @@
       if (p.tokens_per_request != null) {
         dots.appendChild(el("circle", { class: "dot tpr", cx: mid, cy: yTpr(p.tokens_per_request), r: 3, "data-t": p.t, "data-value": p.tokens_per_request }));
       }
-      hovers.appendChild(el("rect", { class: "hover", x, width: tx.slot, y: f.y1, height: f.y0 - f.y1 }, [
+      hovers.appendChild(onSlotClick(el("rect", { class: "hover", x, width: tx.slot, y: f.y1, height: f.y0 - f.y1, "data-t": p.t }, [
         tip(clock(p.t, true) + " · " + fmtInt(p.tokens) + " tokens (" + fmtNum(p.tokens_per_minute) + "/min)" +
           (p.tokens_per_request == null ? "" : " · " + fmtNum(p.tokens_per_request) + " per request")),
-      ]));
+      ]), p.t, step));
     }
     f.svg.append(bars, polyline(line, "tpr"), dots, hovers);
     const tokens = points.reduce((sum, p) => sum + p.tokens, 0);
@@ -531,9 +580,9 @@
       if (p.error_rate != null) {
         dots.appendChild(el("circle", { class: "dot error", cx: mid, cy: y(p.error_rate), r: 3, "data-t": p.t, "data-value": p.error_rate, "data-errors": p.errors, "data-requests": p.requests }));
       }
-      hovers.appendChild(el("rect", { class: "hover", x: tx.x(p.t), width: tx.slot, y: f.y1, height: f.y0 - f.y1 }, [
+      hovers.appendChild(onSlotClick(el("rect", { class: "hover", x: tx.x(p.t), width: tx.slot, y: f.y1, height: f.y0 - f.y1, "data-t": p.t }, [
         tip(clock(p.t, true) + " · " + fmtInt(p.errors) + " of " + fmtInt(p.requests) + " failed" + (p.error_rate == null ? "" : " (" + fmtPct(p.error_rate) + ")")),
-      ]));
+      ]), p.t, step));
     }
     f.svg.append(polyline(line, "error"), dots);
     if (threshold != null && threshold <= max) {
@@ -593,6 +642,362 @@
     node.className = cls;
     node.textContent = content;
     return node;
+  }
+
+  // -- spend, models, risk, upstreams ------------------------------------------------
+
+  // Rows of the spend breakdown for one dimension ("api_key", "user" or every "tag:*"),
+  // largest spend first: cost, then tokens, then requests.
+  function spendRows(by) {
+    const windows = state.stats.breakdown || {};
+    const dimensions = windows[state.window] || {};
+    const rows = [];
+    for (const [dimension, values] of Object.entries(dimensions)) {
+      const wanted = by === "tag" ? dimension.startsWith("tag:") : dimension === by;
+      if (!wanted) continue;
+      for (const [value, f] of Object.entries(values)) rows.push({ dimension, value, ...f });
+    }
+    rows.sort((a, b) => b.cost_usd - a.cost_usd || b.total_tokens - a.total_tokens || b.requests - a.requests);
+    return rows;
+  }
+
+  function cell(content, cls) {
+    const td = document.createElement("td");
+    if (cls) td.className = cls;
+    if (content instanceof Node) td.appendChild(content);
+    else td.textContent = content;
+    return td;
+  }
+
+  function headerRow(names) {
+    const tr = document.createElement("tr");
+    for (const name of names) {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = name;
+      tr.appendChild(th);
+    }
+    const thead = document.createElement("thead");
+    thead.appendChild(tr);
+    return thead;
+  }
+
+  function fillTable(table, names, rows, empty) {
+    const tbody = document.createElement("tbody");
+    if (!rows.length) {
+      const tr = document.createElement("tr");
+      const td = cell(empty, "none");
+      td.colSpan = names.length;
+      tr.appendChild(td);
+      tbody.appendChild(tr);
+    }
+    for (const row of rows) tbody.appendChild(row);
+    table.replaceChildren(headerRow(names), tbody);
+  }
+
+  function shareBar(share) {
+    const bar = document.createElement("span");
+    bar.className = "share";
+    const fill = document.createElement("span");
+    fill.style.width = Math.max(0, Math.min(100, share * 100)).toFixed(1) + "%";
+    bar.appendChild(fill);
+    return bar;
+  }
+
+  function renderSpend() {
+    const by = state.spendBy;
+    const rows = spendRows(by);
+    const throttled = rows.some((r) => r.throttled);
+    const names = [by === "api_key" ? "Key (hash)" : by === "user" ? "User" : "Tag", "Requests", "Tokens", "Cost", "Errors"];
+    if (throttled) names.push("Throttled");
+    const top = rows.slice(0, 10);
+    const totalCost = rows.reduce((sum, r) => sum + r.cost_usd, 0);
+    fillTable(document.getElementById("spend-table"), names, top.map((r) => {
+      const tr = document.createElement("tr");
+      tr.className = "link";
+      tr.dataset.dimension = r.dimension;
+      tr.dataset.value = r.value;
+      tr.dataset.requests = String(r.requests);
+      tr.dataset.totalTokens = String(r.total_tokens);
+      tr.dataset.costUsd = String(r.cost_usd);
+      const label = by === "tag" ? r.dimension.slice(4) + "=" + r.value : r.value;
+      tr.append(
+        cell(label, "name"), cell(fmtInt(r.requests), "num"), cell(fmtCompact(r.total_tokens), "num"),
+        cell(fmtUsd(r.cost_usd), "num"), cell(r.errors ? fmtPct(r.error_rate) : "–", "num"),
+      );
+      if (throttled) tr.appendChild(cell(fmtInt(r.throttled || 0), "num"));
+      tr.title = "Show this " + (by === "api_key" ? "key" : by) + "'s requests";
+      tr.addEventListener("click", () => {
+        const filter = by === "api_key" ? { api_key_hash: r.value } : by === "user" ? { user: r.value } : { tag: r.dimension.slice(4) + ":" + r.value };
+        setFilters(filter);
+      });
+      return tr;
+    }), "No " + (by === "api_key" ? "keys" : by === "user" ? "users" : "tags") + " in this window");
+    document.getElementById("spend-note").textContent = rows.length
+      ? rows.length + " in this window" + (totalCost ? " · " + fmtUsd(totalCost) + " in all" : "") + " · click a row for its requests"
+      : "";
+  }
+
+  function renderModelMix() {
+    const models = state.stats.windows[state.window].models;
+    const entries = Object.entries(models);
+    const total = entries.reduce((sum, [, m]) => sum + m.requests, 0);
+    fillTable(document.getElementById("models-table"), ["Model", "Requests", "Share", "Tokens", "Cost", "Errors"], entries.map(([name, m]) => {
+      const tr = document.createElement("tr");
+      tr.className = "link";
+      tr.dataset.model = name;
+      tr.dataset.requests = String(m.requests);
+      tr.dataset.totalTokens = String(m.tokens.total);
+      tr.dataset.costUsd = m.cost_usd.sum == null ? "" : String(m.cost_usd.sum);
+      tr.append(
+        cell(name, "name"), cell(fmtInt(m.requests), "num"), cell(shareBar(total ? m.requests / total : 0)),
+        cell(fmtCompact(m.tokens.total), "num"), cell(fmtUsd(m.cost_usd.sum), "num"),
+        cell(m.errors ? fmtPct(m.error_rate) : "–", "num"),
+      );
+      tr.title = "Show this model's requests";
+      tr.addEventListener("click", () => setFilters({ model: name }));
+      return tr;
+    }), "No requests in this window");
+  }
+
+  const FLAGS = ["long_prompt", "jailbreak", "pii", "secret"];
+
+  function flagNames(points, totals) {
+    const names = new Set(FLAGS.filter((f) => totals[f]));
+    for (const p of points) for (const f of Object.keys(p.flags || {})) names.add(f);
+    return [...names].sort((a, b) => FLAGS.indexOf(a) - FLAGS.indexOf(b));
+  }
+
+  function drawRisk(container) {
+    const { points, step_s: step } = state.series;
+    const s = scope();
+    const totals = (s && s.risk_flags) || {};
+    const names = flagNames(points, totals);
+    const f = frame(container, 180);
+    const top = Math.max(0, ...points.map((p) => Object.values(p.flags || {}).reduce((a, b) => a + b, 0)));
+    const y = valueAxis(f, niceMax(top), "left", (v) => fmtInt(v), top === 0);
+    const tx = timeAxis(f, points, step);
+    const bars = el("g");
+    for (const p of points) {
+      let base = f.y0;
+      for (const name of names) {
+        const count = (p.flags || {})[name] || 0;
+        if (!count) continue;
+        const h = f.y0 - y(count);
+        const rect = el("rect", {
+          class: "bar flag flag-" + FLAGS.indexOf(name), x: tx.x(p.t) + 1, width: Math.max(1, tx.slot - 2), y: base - h, height: h,
+          "data-t": p.t, "data-flag": name, "data-count": count,
+        }, [tip(clock(p.t, true) + " · " + name + ": " + fmtInt(count))]);
+        rect.addEventListener("click", () => setFilters({ flag: name }, { since: p.t, until: p.t + step }));
+        bars.appendChild(rect);
+        base -= h;
+      }
+    }
+    f.svg.appendChild(bars);
+    const flagged = names.reduce((sum, n) => sum + (totals[n] || 0), 0);
+    if (!flagged) noData(f, "No flagged prompts in this window");
+    chartData(f.svg, { chart: "risk", points: points.length, flagged });
+    const legend = document.getElementById("risk-legend");
+    legend.replaceChildren(...names.map((name) => {
+      const key = span("key flag-" + FLAGS.indexOf(name), name + " " + fmtInt(totals[name] || 0));
+      key.dataset.flag = name;
+      key.dataset.count = String(totals[name] || 0);
+      return key;
+    }));
+    // Who sent them: the users (and keys) whose prompts were flagged, from the breakdown.
+    const rows = [];
+    const dimensions = (state.stats.breakdown || {})[state.window] || {};
+    for (const dimension of ["user", "api_key"]) {
+      for (const [value, r] of Object.entries(dimensions[dimension] || {})) {
+        if (r.flagged) rows.push({ dimension, value, flagged: r.flagged, requests: r.requests });
+      }
+    }
+    rows.sort((a, b) => b.flagged - a.flagged);
+    fillTable(document.getElementById("risk-table"), ["Flagged by", "Flagged", "of requests"], rows.slice(0, 8).map((r) => {
+      const tr = document.createElement("tr");
+      tr.className = "link";
+      tr.dataset.dimension = r.dimension;
+      tr.dataset.value = r.value;
+      tr.dataset.flagged = String(r.flagged);
+      tr.append(cell((r.dimension === "user" ? "user " : "key ") + r.value, "name"), cell(fmtInt(r.flagged), "num"), cell(fmtInt(r.requests), "num"));
+      tr.addEventListener("click", () => setFilters(r.dimension === "user" ? { user: r.value } : { api_key_hash: r.value }));
+      return tr;
+    }), "No flagged prompts in this window");
+  }
+
+  const BREAKER_STATES = { closed: "closed", half_open: "half-open", "half-open": "half-open", open: "open" };
+
+  function renderUpstreams() {
+    const table = document.getElementById("upstreams-table");
+    const note = document.getElementById("upstreams-note");
+    const upstreams = state.upstreams && state.upstreams.upstreams;
+    if (upstreams) {
+      fillTable(table, ["Upstream", "State", "Error rate", "Latency p50"], upstreams.map((u) => {
+        const tr = document.createElement("tr");
+        const label = BREAKER_STATES[u.state] || String(u.state);
+        tr.dataset.upstream = u.name;
+        tr.dataset.state = label;
+        tr.append(cell(u.name, "name"), cell(span("state " + label.replace("-", "_"), label)),
+          cell(u.error_rate == null ? "–" : fmtPct(u.error_rate), "num"), cell(fmtMs(u.latency_p50_ms), "num"));
+        return tr;
+      }), "No upstream configured");
+      note.textContent = "";
+    } else {
+      const ready = state.ready;
+      const tr = document.createElement("tr");
+      const label = ready && ready.status === "ready" ? "ready" : "not ready";
+      tr.dataset.upstream = "upstream";
+      tr.dataset.state = label;
+      tr.append(cell("upstream", "name"), cell(span("state " + (label === "ready" ? "closed" : "open"), label)), cell(ready ? ready.reason || "" : "–"));
+      fillTable(table, ["Upstream", "Readiness", "Why"], [tr], "");
+      note.textContent = "One upstream, no failover configured: its readiness, as /readyz answers.";
+    }
+    const limits = state.limits && state.limits.rules;
+    const limitsTable = document.getElementById("limits-table");
+    limitsTable.hidden = !limits;
+    if (limits) {
+      const rows = [];
+      for (const rule of limits) {
+        for (const c of (rule.top || rule.consumers || []).slice(0, 3)) {
+          const tr = document.createElement("tr");
+          const used = c.used != null && c.limit ? c.used / c.limit : c.ratio;
+          tr.dataset.rule = rule.name;
+          tr.append(cell(rule.name, "name"), cell(String(c.value != null ? c.value : c.key || ""), "name"),
+            cell(used == null ? "–" : fmtPct(used, 0), "num" + (used >= 1 ? " over" : used >= 0.8 ? " near" : "")));
+          rows.push(tr);
+        }
+      }
+      fillTable(limitsTable, ["Limit", "Top consumer", "Used"], rows, "No limit in use");
+    }
+  }
+
+  // -- recent requests -----------------------------------------------------------------
+
+  const FILTER_NAMES = ["model", "user", "api_key_hash", "tag", "outcome", "flag", "min_latency_ms"];
+  const PAGE_SIZE = 50;
+
+  function requestsQuery(extra) {
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(state.filters)) if (value !== "" && value != null) query.set(key, value);
+    if (state.timeFilter) {
+      query.set("since", String(state.timeFilter.since));
+      query.set("until", String(state.timeFilter.until));
+    }
+    for (const [key, value] of Object.entries(extra || {})) query.set(key, String(value));
+    return query;
+  }
+
+  // Filters from a click elsewhere (a spend row, a chart bar): they replace the current
+  // ones, and the table is brought into view.
+  function setFilters(filters, timeFilter) {
+    state.filters = { ...filters };
+    state.timeFilter = timeFilter || null;
+    state.offset = 0;
+    const form = document.getElementById("request-filters");
+    for (const name of FILTER_NAMES) form.elements[name].value = state.filters[name] || "";
+    refresh();
+    document.getElementById("requests").scrollIntoView({ block: "start", behavior: "smooth" });
+  }
+
+  function onFilterSubmit(event) {
+    event.preventDefault();
+    const form = event.target;
+    const filters = {};
+    for (const name of FILTER_NAMES) {
+      const value = form.elements[name].value.trim();
+      if (value) filters[name] = value;
+    }
+    state.filters = filters;
+    state.offset = 0;
+    refresh();
+  }
+
+  function renderRequests() {
+    const table = document.getElementById("requests-table");
+    const section = document.getElementById("requests");
+    const body = state.requests;
+    const chip = document.getElementById("time-filter");
+    chip.hidden = !state.timeFilter;
+    if (state.timeFilter) chip.querySelector("span").textContent = "Between " + clock(state.timeFilter.since, true) + " and " + clock(state.timeFilter.until, true);
+    if (!body) {
+      fillTable(table, ["Recent requests"], [], "This proxy keeps no recent requests (dashboard.recent_requests).");
+      return;
+    }
+    const records = body.requests || [];
+    const names = ["Time", "Model", "User", "Outcome", "Latency", "TTFT", "Tokens", "Cost", "Flags", "Upstream", "Tries"];
+    fillTable(table, names, records.map((r) => {
+      const tr = document.createElement("tr");
+      tr.className = "link " + (r.outcome === "success" ? "ok" : "bad");
+      tr.dataset.requestId = r.request_id;
+      tr.dataset.outcome = r.outcome;
+      const at = Date.parse(r.timestamp) / 1000;
+      tr.append(
+        cell(isNaN(at) ? "–" : clock(at, true), "num"), cell(r.model || r.response_model || "–", "name"), cell(r.user || "–", "name"),
+        cell((r.status_code || "–") + " " + r.outcome), cell(fmtMs(r.latency_ms), "num"), cell(fmtMs(r.ttft_ms), "num"),
+        cell(fmtInt(r.total_tokens), "num"), cell(fmtUsd(r.cost_usd), "num"), cell((r.risk_flags || []).join(", ")),
+        cell(r.upstream || "–", "name"), cell(fmtInt(r.attempts == null ? 1 : r.attempts), "num"),
+      );
+      tr.addEventListener("click", () => showDetail(r));
+      return tr;
+    }), "No request matches these filters");
+    const total = body.total == null ? records.length : body.total;
+    section.dataset.total = String(total);
+    section.dataset.shown = String(records.length);
+    document.getElementById("page-info").textContent = total
+      ? (state.offset + 1) + "–" + (state.offset + records.length) + " of " + fmtInt(total)
+      : "";
+    document.getElementById("page-newer").disabled = state.offset === 0;
+    document.getElementById("page-older").disabled = state.offset + records.length >= total;
+  }
+
+  function showDetail(record) {
+    const detail = document.getElementById("request-detail");
+    document.getElementById("detail-id").textContent = record.request_id || "";
+    document.getElementById("detail-body").textContent = JSON.stringify(record, null, 2);
+    detail.dataset.requestId = record.request_id || "";
+    detail.hidden = false;
+    detail.scrollIntoView({ block: "nearest" });
+  }
+
+  async function exportRequests() {
+    const headers = {};
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = "Bearer " + token;
+    const query = requestsQuery({ format: "jsonl" });
+    const response = await fetch("/pulse/requests?" + query.toString(), { headers, cache: "no-store", credentials: "same-origin" });
+    if (!response.ok) {
+      setStatus("Export failed: /pulse/requests answered " + response.status, true);
+      return;
+    }
+    const url = URL.createObjectURL(await response.blob());
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = "pulse-requests.jsonl";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  }
+
+  function wireRequests() {
+    document.getElementById("request-filters").addEventListener("submit", onFilterSubmit);
+    document.getElementById("filters-clear").addEventListener("click", () => setFilters({}));
+    document.getElementById("requests-export").addEventListener("click", () => exportRequests());
+    document.querySelector("#time-filter button").addEventListener("click", () => {
+      state.timeFilter = null;
+      state.offset = 0;
+      refresh();
+    });
+    document.getElementById("page-older").addEventListener("click", () => { state.offset += PAGE_SIZE; refresh(); });
+    document.getElementById("page-newer").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); refresh(); });
+    document.getElementById("detail-close").addEventListener("click", () => { document.getElementById("request-detail").hidden = true; });
+    for (const button of document.querySelectorAll("[data-spend]")) {
+      button.addEventListener("click", () => {
+        state.spendBy = button.dataset.spend;
+        for (const other of document.querySelectorAll("[data-spend]")) other.setAttribute("aria-pressed", String(other === button));
+        renderSpend();
+      });
+    }
   }
 
   // -- formatting ------------------------------------------------------------------
@@ -660,6 +1065,7 @@
       refresh();
     });
     document.getElementById("auth-form").addEventListener("submit", onTokenSubmit);
+    wireRequests();
     let resizeTimer = null;
     window.addEventListener("resize", () => {
       clearTimeout(resizeTimer);

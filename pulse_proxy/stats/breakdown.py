@@ -129,7 +129,8 @@ class Breakdown:
             del self._buckets[start]
 
     def window(self, window_s: int) -> dict[str, dict[str, dict[str, float]]]:
-        """``{dimension: {value: {requests, errors, ..., cost_usd}}}`` for one window."""
+        """``{dimension: {value: {requests, errors, ..., cost_usd, flagged}}}`` for one window
+        (``flagged``: requests whose prompt raised a risk flag)."""
         with self._lock:
             now = self._clock()
             running = self._running.get(window_s)
@@ -140,7 +141,7 @@ class Breakdown:
                 merged = self._sum_buckets(now - window_s)
         out: dict[str, dict[str, dict[str, float]]] = {}
         for (dimension, value), totals in sorted(merged.items(), key=lambda item: -item[1][0]):
-            requests, errors, prompt, completion, total, cost = totals
+            requests, errors, prompt, completion, total, cost, flagged = totals
             # Spelled out: a dict display costs a third of a comprehension over the names.
             figures: dict[str, Any] = {
                 "requests": int(requests),
@@ -150,6 +151,7 @@ class Breakdown:
                 "total_tokens": int(total),
                 "cost_usd": round(cost, 8),
                 "error_rate": round(errors / requests, 4) if requests else None,
+                "flagged": int(flagged),
             }
             dimension_rows = out.get(dimension)
             if dimension_rows is None:
@@ -216,6 +218,7 @@ def _add_row(totals: list[float], amounts: list[float]) -> None:
     totals[3] += amounts[3]
     totals[4] += amounts[4]
     totals[5] += amounts[5]
+    totals[6] += amounts[6]
 
 
 class BreakdownTally(Struct, array_like=True):
@@ -223,7 +226,7 @@ class BreakdownTally(Struct, array_like=True):
     :meth:`Breakdown.merge` bounds the values and adds them to its buckets.  Rows are
     kept by value first, so values reach the bound in the order they first came."""
 
-    # (dimension, raw value) -> {bucket start: [requests, errors, ..., cost]}
+    # (dimension, raw value) -> {bucket start: [requests, errors, ..., cost, flagged]}
     rows: dict[tuple[str, str], dict[int, list[float]]] = {}
 
     def add(self, ex: Exchange) -> None:
@@ -243,6 +246,7 @@ class BreakdownTally(Struct, array_like=True):
             float(ex.completion_tokens or 0),
             float(ex.total_tokens or 0),
             float(ex.cost_usd or 0.0),
+            1.0 if ex.risk_flags else 0.0,
         ]
         start = int(ex.ended_at // _BUCKET_S) * _BUCKET_S
         for key in keys:
