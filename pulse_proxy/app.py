@@ -45,6 +45,7 @@ from pulse_proxy.proxy.forward import Forwarder, StreamAborted, new_identity
 from pulse_proxy.proxy.types import Receive, Scope, Send
 from pulse_proxy.proxy.urls import UpstreamBase, display_url
 from pulse_proxy.readiness import Readiness
+from pulse_proxy.recent import RecentRequests, requests_endpoint
 from pulse_proxy.settings import Settings, redacted
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LineWriter, LogSink, make_logger
@@ -189,7 +190,8 @@ class PulseApp:
             dropped=self.dropped_counts,
             degraded=self.degraded_counts,
         )
-        sinks: list[Sink] = [LogSink(logger, writer)]
+        self.recent = RecentRequests.from_settings(settings)
+        sinks: list[Sink] = [LogSink(logger, writer), self.recent]
         self.statsd: StatsdSink | None = None
         if settings.statsd.enabled:
             self.statsd = StatsdSink.from_settings(settings.statsd, error_rate=self.error_rate)
@@ -239,6 +241,7 @@ class PulseApp:
                 Route("/pulse/stats", self.guarded(self.pulse_stats)),
                 Route("/pulse/alerts", self.guarded(self.pulse_alerts)),
                 Route("/pulse/series", self.guarded(self.pulse_series)),
+                Route("/pulse/requests", self.guarded(requests_endpoint(self.recent))),
                 # The page and its assets hold no data, so they load without the admin
                 # token; the page then asks for it when the data endpoints answer 401.
                 Route("/pulse", self.dashboard_redirect),
