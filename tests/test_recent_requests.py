@@ -142,17 +142,25 @@ def test_time_bounds_take_the_bucket_to_the_millisecond() -> None:
     assert stamp_at_or_after(t0 + 0.0004) == b"2027-01-15T08:00:00.001Z"
 
 
-def test_pages_stay_put_while_records_arrive() -> None:
-    """A cursor is a record's number: records filed between two pages do not shift the next page."""
-    ring = RequestRing(100)
+@pytest.mark.parametrize(
+    "query",
+    [RequestFilter(), RequestFilter(outcomes=("success",))],
+    ids=["unfiltered", "filtered"],
+)
+def test_pages_stay_put_while_records_arrive(query: RequestFilter) -> None:
+    """A cursor is a record's number: records filed between two pages do not shift the
+    next page, whether the page is a slice (no filter) or parsed records."""
+    ring = RequestRing(12)
     ring.file([_line(request_id=f"r{i}") for i in range(7)])
-    first = select(*ring.snapshot(), RequestFilter(), limit=3)
+    first = select(*ring.snapshot(), query, limit=3)
     assert _ids(first.lines) == ["r6", "r5", "r4"] and first.total == 7
     ring.file([_line(request_id=f"r{i}") for i in range(7, 10)])
-    second = select(*ring.snapshot(), RequestFilter(), limit=3, before=first.next)
+    second = select(*ring.snapshot(), query, limit=3, before=first.next)
     assert _ids(second.lines) == ["r3", "r2", "r1"] and second.total == 10
-    last = select(*ring.snapshot(), RequestFilter(), limit=3, before=second.next)
-    assert _ids(last.lines) == ["r0"] and last.next is None
+    ring.file([_line(request_id=f"r{i}") for i in range(10, 13)])  # r0 is forgotten
+    last = select(*ring.snapshot(), query, limit=3, before=second.next)
+    assert last.lines == [] and last.next is None and last.total == 12
+    assert _ids(select(*ring.snapshot(), query, limit=None).lines)[-1] == "r1"
 
 
 # -- through a real proxy ---------------------------------------------------------------

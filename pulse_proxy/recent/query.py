@@ -79,7 +79,18 @@ class RequestFilter:
             stamp = line[_STAMP]
             if (since is not None and stamp < since) or (until is not None and stamp >= until):
                 return False
-        return all(any(needle in line for needle in options) for options in self._needles)
+        for options in self._needles:  # loops, not all(any(...)): this runs per record
+            for needle in options:
+                if needle in line:
+                    break
+            else:
+                return False
+        return True
+
+    @property
+    def everything(self) -> bool:
+        """Whether every record passes (no filter given): nothing needs parsing then."""
+        return self == _EVERYTHING
 
     def matches(self, record: dict[str, Any]) -> bool:
         """Whether the parsed record passes every filter."""
@@ -115,6 +126,9 @@ class RequestFilter:
         return True
 
 
+_EVERYTHING = RequestFilter()
+
+
 @dataclass(frozen=True)
 class Page:
     """One page of records (their event lines, newest first), where the next begins
@@ -139,11 +153,15 @@ def select(
     :meth:`~pulse_proxy.recent.ring.RequestRing.snapshot`).  ``total`` counts every
     match in the ring, whatever the cursor; ``next`` is the cursor of the page after
     this one, the number of its last record, when an older match remains."""
+    end = len(lines) if before is None else max(0, min(len(lines), before - first))
+    if query.everything:
+        # Every record is an llm.request line: the page is a slice, parsed by no one.
+        start = 0 if limit is None else max(0, end - limit)
+        return Page(lines[start:end][::-1], first + start if start > 0 else None, len(lines))
     page: list[bytes] = []
     total = 0
     last = None
     more = False
-    end = len(lines) if before is None else max(0, min(len(lines), before - first))
     for index in range(len(lines) - 1, -1, -1):
         line = lines[index]
         if not query.may_match(line):

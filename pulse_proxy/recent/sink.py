@@ -29,13 +29,15 @@ from pulse_proxy.sinks.log import LineRenderer
 
 # Event fields that hold request or response text (only with accounting.log_content).
 TEXT_FIELDS = ("prompt_text", "completion_text")
-_TEXT_KEYS = tuple(orjson.dumps(name) + b":" for name in TEXT_FIELDS)
+# How both keys end in a line.  Only a key can hold it: a quote inside a JSON string
+# is escaped, so no value, whatever a client sent, has ``_text":`` in its bytes.
+_TEXT_KEY_END = b'_text":'
 
 
 def without_text(line: bytes) -> bytes:
     """``line`` with no prompt or completion text: unchanged when it has none (the
     default), else parsed and rendered again without those fields, keys in order."""
-    if not any(key in line for key in _TEXT_KEYS):
+    if _TEXT_KEY_END not in line:
         return line
     event = orjson.loads(line)
     for name in TEXT_FIELDS:
