@@ -157,7 +157,9 @@ def select(
     if query.everything:
         # Every record is an llm.request line: the page is a slice, parsed by no one.
         start = 0 if limit is None else max(0, end - limit)
-        return Page(lines[start:end][::-1], first + start if start > 0 else None, len(lines))
+        return Page(
+            list(reversed(lines[start:end])), first + start if start > 0 else None, len(lines)
+        )
     page: list[bytes] = []
     total = 0
     last = None
