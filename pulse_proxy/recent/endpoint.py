@@ -5,7 +5,8 @@ Query parameters (each optional; see :class:`~pulse_proxy.recent.query.RequestFi
 (``key:value``), ``min_latency_ms``, ``since`` / ``until`` (epoch seconds, the bounds of
 a chart's time bucket), ``limit`` (at most :data:`MAX_LIMIT`), ``cursor`` (the previous
 page's ``next``) and ``format`` (``json``, or ``jsonl`` for every match as one event a
-line, oldest first, which ``pulse-proxy report -`` reads).  A parameter that is not on
+line, oldest first, which ``pulse-proxy report -`` reads; ``limit`` and ``cursor`` page
+only the JSON answer).  A parameter that is not on
 this list, or a value that does not parse, is answered 400 naming it, rather than
 ignored: a misspelt filter would otherwise show every record as if it had matched.
 
