@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from importlib import resources
 
@@ -47,8 +47,12 @@ class AdminEndpoints:
         stats: RollingStats,
         breakdown: Breakdown,
         alerts: AlertEngine,
+        data: Sequence[tuple[str, Endpoint]] = (),
     ) -> None:
+        """``data``: further data endpoints by path (the recent requests, the upstreams,
+        the limits), served behind the admin token like ``/pulse/stats``."""
         self.admin_token = admin_token
+        self.data = list(data)
         self.readiness = readiness
         self.registry = registry
         self.stats = stats
@@ -65,6 +69,7 @@ class AdminEndpoints:
             Route("/pulse/stats", guarded(self.pulse_stats, token)),
             Route("/pulse/alerts", guarded(self.pulse_alerts, token)),
             Route("/pulse/series", guarded(self.pulse_series, token)),
+            *(Route(path, guarded(endpoint, token)) for path, endpoint in self.data),
             # The page and its assets hold no data, so they load without the admin
             # token; the page then asks for it when the data endpoints answer 401.
             Route("/pulse", dashboard_redirect),

@@ -39,6 +39,7 @@ from pulse_proxy.proxy.forward import Forwarder, new_identity
 from pulse_proxy.proxy.types import Receive, Scope, Send
 from pulse_proxy.proxy.urls import UpstreamBase, display_url
 from pulse_proxy.readiness import Readiness
+from pulse_proxy.recent import RecentRequests, requests_endpoint
 from pulse_proxy.settings import Settings, redacted
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LineWriter, LogSink, make_logger
@@ -186,7 +187,8 @@ class PulseApp:
             dropped=self.dropped_counts,
             degraded=self.degraded_counts,
         )
-        sinks: list[Sink] = [LogSink(logger, writer)]
+        self.recent = RecentRequests.from_settings(settings)
+        sinks: list[Sink] = [LogSink(logger, writer), self.recent]
         self.statsd: StatsdSink | None = None
         if settings.statsd.enabled:
             self.statsd = StatsdSink.from_settings(settings.statsd, error_rate=self.error_rate)
@@ -236,6 +238,7 @@ class PulseApp:
                 stats=self.stats,
                 breakdown=self.breakdown,
                 alerts=self.alerts,
+                data=[("/pulse/requests", requests_endpoint(self.recent))],
             ),
             lifespan=self._lifespan,
         )

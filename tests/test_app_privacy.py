@@ -27,7 +27,7 @@ SECRETS = (FAKE_OPENAI_KEY, FAKE_CLIENT_KEY, EMAIL, CARD, CARD.replace(" ", ""))
 
 
 def test_secrets_in_a_prompt_never_leave_the_proxy(tmp_path: Path) -> None:
-    """A prompt holding a key, an e-mail and a card is flagged, and none of them appears in stdout, stderr, /metrics, /pulse/* or alert payloads."""
+    """A prompt holding a key, an e-mail and a card is flagged, and none of them appears in stdout, stderr, /metrics, /pulse/* (recent requests and their export too) or alert payloads."""
     received: list[bytes] = []
 
     async def hook(request: Request) -> Response:
@@ -78,8 +78,15 @@ def test_secrets_in_a_prompt_never_leave_the_proxy(tmp_path: Path) -> None:
             wait_until(lambda: bool(received), timeout=15)
             surfaces = [
                 httpx.get(proc.url + p).content
-                for p in ("/metrics", "/pulse/stats", "/pulse/alerts")
+                for p in (
+                    "/metrics",
+                    "/pulse/stats",
+                    "/pulse/alerts",
+                    "/pulse/requests",
+                    "/pulse/requests?format=jsonl",
+                )
             ]
+            assert surfaces[3].count(b'"request_id"') == 2
             assert b"llm_prompt_risk_total" in surfaces[0]
         finally:
             _, stderr = proc.stop()

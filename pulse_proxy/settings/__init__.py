@@ -30,6 +30,7 @@ from pulse_proxy.proxy.urls import display_url
 from pulse_proxy.settings.alerts import AlertSettings
 from pulse_proxy.settings.sections import (
     AccountingSettings,
+    DashboardSettings,
     MetricsSettings,
     PricingSettings,
     RiskSettings,
@@ -53,6 +54,7 @@ class Settings(BaseSettings):
     accounting: AccountingSettings = AccountingSettings()
     metrics: MetricsSettings = MetricsSettings()
     risk: RiskSettings = RiskSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     pricing: PricingSettings = PricingSettings()
     alerts: AlertSettings = AlertSettings()
     webhooks: WebhookSettings = WebhookSettings()
@@ -160,6 +162,7 @@ __all__ = [
     "AccountingSettings",
     "AlertSettings",
     "ConfigError",
+    "DashboardSettings",
     "MetricsSettings",
     "OtelSettings",
     "PricingSettings",

@@ -1,4 +1,4 @@
-"""The core sections of the configuration: server, upstream, accounting, metrics, risk, pricing.
+"""The core sections of the configuration: server, upstream, accounting, metrics, risk, dashboard, pricing.
 
 Every model forbids unknown keys, so a typo (``uptream:``) fails start-up with the
 key's dotted path instead of being silently ignored.
@@ -151,6 +151,12 @@ class RiskSettings(Section):
     @property
     def blocking(self) -> frozenset[str]:
         return frozenset(flag for flag, action in self.policy.items() if action == "block")
+
+
+class DashboardSettings(Section):
+    # llm.request records kept in memory for /pulse/requests (about 1 KB each, the size
+    # of the event line); the oldest go first.  The cap keeps a typo from costing GBs.
+    recent_requests: int = Field(1000, gt=0, le=100_000)
 
 
 class PricingSettings(Section):
