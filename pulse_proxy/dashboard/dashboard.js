@@ -26,7 +26,8 @@
     spendBy: "api_key",
     filters: {},
     timeFilter: null,
-    offset: 0,
+    cursor: null, // the page shown: null for the newest, else the cursor /pulse/requests gave
+    newer: [], // the cursors of the pages before it, to go back
     requests: null,
     upstreams: null,
     limits: null,
@@ -77,7 +78,7 @@
         getJSON("/pulse/stats"),
         getJSON("/pulse/series?" + query.toString()),
         getJSON("/pulse/alerts"),
-        getJSONOptional("/pulse/requests?" + requestsQuery({ limit: PAGE_SIZE, offset: state.offset }).toString()),
+        getJSONOptional("/pulse/requests?" + requestsQuery(pageParams()).toString()),
         getJSONOptional("/pulse/upstreams"),
         getJSONOptional("/pulse/limits"),
         getReady(),
@@ -692,7 +693,14 @@
       tbody.appendChild(tr);
     }
     for (const row of rows) tbody.appendChild(row);
-    table.replaceChildren(headerRow(names), tbody);
+    const head = headerRow(names);
+    // A column of figures is right-aligned, its heading too.
+    if (rows.length) {
+      [...rows[0].children].forEach((td, i) => {
+        if (td.classList.contains("num")) head.rows[0].cells[i].classList.add("num");
+      });
+    }
+    table.replaceChildren(head, tbody);
   }
 
   function shareBar(share) {
@@ -876,6 +884,15 @@
   const FILTER_NAMES = ["model", "user", "api_key_hash", "tag", "outcome", "flag", "min_latency_ms"];
   const PAGE_SIZE = 50;
 
+  function pageParams() {
+    return state.cursor == null ? { limit: PAGE_SIZE } : { limit: PAGE_SIZE, cursor: state.cursor };
+  }
+
+  function firstPage() {
+    state.cursor = null;
+    state.newer = [];
+  }
+
   function requestsQuery(extra) {
     const query = new URLSearchParams();
     for (const [key, value] of Object.entries(state.filters)) if (value !== "" && value != null) query.set(key, value);
@@ -892,7 +909,7 @@
   function setFilters(filters, timeFilter) {
     state.filters = { ...filters };
     state.timeFilter = timeFilter || null;
-    state.offset = 0;
+    firstPage();
     const form = document.getElementById("request-filters");
     for (const name of FILTER_NAMES) form.elements[name].value = state.filters[name] || "";
     refresh();
@@ -908,7 +925,7 @@
       if (value) filters[name] = value;
     }
     state.filters = filters;
-    state.offset = 0;
+    firstPage();
     refresh();
   }
 
@@ -943,11 +960,12 @@
     const total = body.total == null ? records.length : body.total;
     section.dataset.total = String(total);
     section.dataset.shown = String(records.length);
+    const before = state.newer.length * PAGE_SIZE;
     document.getElementById("page-info").textContent = total
-      ? (state.offset + 1) + "–" + (state.offset + records.length) + " of " + fmtInt(total)
+      ? (before + 1) + "–" + (before + records.length) + " of " + fmtInt(total) + (state.cursor == null ? " · newest first" : "")
       : "";
-    document.getElementById("page-newer").disabled = state.offset === 0;
-    document.getElementById("page-older").disabled = state.offset + records.length >= total;
+    document.getElementById("page-newer").disabled = state.cursor == null;
+    document.getElementById("page-older").disabled = body.next == null;
   }
 
   function showDetail(record) {
@@ -985,11 +1003,19 @@
     document.getElementById("requests-export").addEventListener("click", () => exportRequests());
     document.querySelector("#time-filter button").addEventListener("click", () => {
       state.timeFilter = null;
-      state.offset = 0;
+      firstPage();
       refresh();
     });
-    document.getElementById("page-older").addEventListener("click", () => { state.offset += PAGE_SIZE; refresh(); });
-    document.getElementById("page-newer").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); refresh(); });
+    document.getElementById("page-older").addEventListener("click", () => {
+      if (!state.requests || state.requests.next == null) return;
+      state.newer.push(state.cursor);
+      state.cursor = state.requests.next;
+      refresh();
+    });
+    document.getElementById("page-newer").addEventListener("click", () => {
+      state.cursor = state.newer.length ? state.newer.pop() : null;
+      refresh();
+    });
     document.getElementById("detail-close").addEventListener("click", () => { document.getElementById("request-detail").hidden = true; });
     for (const button of document.querySelectorAll("[data-spend]")) {
       button.addEventListener("click", () => {
@@ -1027,6 +1053,7 @@
   }
   function fmtUsd(v) {
     if (v == null) return "–";
+    if (v === 0) return "$0";
     return "$" + (v >= 1 ? v.toFixed(2) : v.toPrecision(2));
   }
   function clock(seconds, withSeconds) {
