@@ -26,7 +26,6 @@ from typing import IO, Any
 
 import aiohttp
 import orjson
-from aiohttp import hdrs
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,7 +42,8 @@ from pulse_proxy.ops.bundled_mock import BundledMock
 from pulse_proxy.proxy.errors import openai_error_body, upstream_failure
 from pulse_proxy.proxy.forward import Forwarder, StreamAborted, new_identity
 from pulse_proxy.proxy.types import Receive, Scope, Send
-from pulse_proxy.proxy.urls import UpstreamBase, display_url
+from pulse_proxy.proxy.upstreams import Upstream, Upstreams
+from pulse_proxy.proxy.urls import display_url
 from pulse_proxy.readiness import Readiness
 from pulse_proxy.settings import Settings, redacted
 from pulse_proxy.sinks import Sink
@@ -90,50 +90,6 @@ class _DropStreamAborted(logging.Filter):
 logging.getLogger("uvicorn.error").addFilter(_DropStreamAborted())
 
 
-class UnframedRequest(aiohttp.ClientRequest):
-    """aiohttp's request, minus the ``Content-Length: 0`` it adds to a body-less
-    request of a method other than GET, HEAD, OPTIONS, TRACE.
-
-    The forwarder passes ``data=None`` only for a client request that had no body
-    framing at all (an SDK's DELETE, say), and ``b""`` for one that framed an empty
-    body, so the upstream sees the client's framing either way.  RFC 9110 §8.6: a
-    user agent SHOULD NOT send Content-Length when the request has no content and the
-    method does not anticipate any.  aiohttp has no switch for this (its
-    ``skip_auto_headers`` does not cover Content-Length).
-    """
-
-    def update_body_from_data(self, body: Any, *args: Any, **kwargs: Any) -> None:
-        preset = hdrs.CONTENT_LENGTH in self.headers
-        super().update_body_from_data(body, *args, **kwargs)
-        if body is None and not preset:
-            self.headers.popall(hdrs.CONTENT_LENGTH, None)
-
-
-def open_upstream_session(settings: Settings) -> aiohttp.ClientSession:
-    """One pooled client for all upstream traffic, configured to be transparent.
-
-    No decompression (bytes reach the client as sent), no cookie jar (one client's
-    cookies must never ride on another's request), no environment proxies, and none
-    of aiohttp's default headers (nor its ``Content-Length: 0``, see
-    :class:`UnframedRequest`): what the client did not send, we do not add.
-    """
-    upstream = settings.upstream
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=upstream.max_connections, ttl_dns_cache=300),
-        timeout=aiohttp.ClientTimeout(
-            total=None,
-            connect=upstream.connect_timeout_s,
-            sock_connect=upstream.connect_timeout_s,
-            sock_read=upstream.read_timeout_s,
-        ),
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=False,
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        request_class=UnframedRequest,
-    )
-
-
 class PulseApp:
     """The ASGI callable served by uvicorn.
 
@@ -160,7 +116,6 @@ class PulseApp:
         self.settings = settings
         self.bundled_mock = bundled_mock
         self.upstream_url = upstream_url.rstrip("/")
-        self.upstream = UpstreamBase(self.upstream_url)
         # This proxy's name in Via headers: its own requests (the probe's too) carry
         # it, so one that loops back here is answered 508 instead of forwarded again.
         self.identity = new_identity()
@@ -169,7 +124,16 @@ class PulseApp:
         self._startup_fields = startup_fields
         self._clock = clock
         self.readiness = Readiness(self._announce_readiness)
-        self._session: aiohttp.ClientSession | None = None
+        self.upstreams = Upstreams.from_settings(
+            settings,
+            primary_url=self.upstream_url,
+            mock_url=bundled_mock.url if bundled_mock is not None else None,
+            clock=clock,
+            on_change=self._breaker_changed,
+        )
+        self.upstream = self.upstreams.primary.base
+        # The last breaker transition per upstream: (event name, fields).
+        self.breaker_changes: dict[str, tuple[str, dict[str, Any]]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
         self.stats = RollingStats(clock=clock, max_models=settings.metrics.max_models)
@@ -224,9 +188,8 @@ class PulseApp:
         self.screen = Screen(settings.risk)
         self.forwarder = Forwarder(
             settings,
-            self._get_session,
+            self.upstreams,
             self.dispatcher.submit,
-            self.upstream_url,
             self.screen,
             clock=clock,
             identity=self.identity,
@@ -286,10 +249,11 @@ class PulseApp:
                 return
         await self.admin(scope, receive, send)
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("upstream session used outside the app's lifespan")
-        return self._session
+    def _breaker_changed(self, name: str, fields: dict[str, Any]) -> None:
+        """A breaker opened or closed: one event line, and kept for alert events."""
+        self.breaker_changes[fields["upstream"]] = (name, fields)
+        level = self.log.warning if name == "upstream.breaker_opened" else self.log.info
+        level(name, **fields)
 
     # -- lifespan -------------------------------------------------------------------
 
@@ -301,7 +265,7 @@ class PulseApp:
             await asyncio.gather(
                 *(asyncio.to_thread(tokens.get_encoding, n) for n in tokens.ENCODING_NAMES)
             )
-        self._session = open_upstream_session(self.settings)
+        self.upstreams.open()
         await self.dispatcher.start()
         for sink in (self.statsd, self.webhooks, self.otel):
             if sink is not None:
@@ -330,8 +294,7 @@ class PulseApp:
             for closing in self.dispatcher.sinks:
                 with contextlib.suppress(Exception):
                     await closing.aclose()
-            await self._session.close()
-            self._session = None
+            await self.upstreams.close()
             self.log.info(
                 "pulse.stopped",
                 processed=self.dispatcher.processed,
@@ -387,17 +350,36 @@ class PulseApp:
             self.log.info("llm.metrics.summary", window="1m", **window)
 
     async def probe(self) -> None:
-        """Ask the upstream for its model list; any HTTP answer below 500 means reachable.
+        """Probe every upstream; ready while any one is usable, and the reason names
+        those that are not."""
+        verdicts = await asyncio.gather(*(self._probe_one(u) for u in self.upstreams))
+        if len(verdicts) == 1:
+            self.readiness.set(*verdicts[0])
+            return
+        down = [
+            f"{upstream.name}: {reason}"
+            for upstream, (ok, reason) in zip(self.upstreams, verdicts, strict=True)
+            if not ok
+        ]
+        ready = len(down) < len(verdicts)
+        if not down:
+            self.readiness.set(True, "every upstream answered")
+        else:
+            prefix = "usable, but not every upstream" if ready else "no upstream usable"
+            self.readiness.set(ready, f"{prefix}: " + "; ".join(down))
+
+    async def _probe_one(self, upstream: Upstream) -> tuple[bool, str]:
+        """Ask one upstream for its model list; any HTTP answer below 500 means reachable.
 
         The probe carries our Via entry like any forwarded request: if the upstream
         leads back to this proxy, the probe is answered 508 (loop detected) on its
         first return instead of starting a chain of requests every interval."""
         headers = {"Via": f"1.1 {self.identity}"}
-        if self.settings.upstream.api_key:
-            headers["Authorization"] = f"Bearer {self.settings.upstream.api_key}"
+        if upstream.api_key:
+            headers["Authorization"] = f"Bearer {upstream.api_key}"
         try:
-            async with self._get_session().get(
-                self.upstream.url_for("/models"),
+            async with upstream.session.get(
+                upstream.base.url_for("/models"),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(
                     total=min(5.0, self.settings.upstream.probe_interval_s)
@@ -405,18 +387,13 @@ class PulseApp:
             ) as response:
                 await response.read()
                 if response.status == 508:
-                    self.readiness.set(
+                    return (
                         False,
                         "upstream answered 508: request loop, the upstream URL leads back to this proxy",
                     )
-                elif response.status < 500:
-                    self.readiness.set(True, f"upstream answered {response.status}")
-                else:
-                    self.readiness.set(False, f"upstream answered {response.status}")
+                return response.status < 500, f"upstream answered {response.status}"
         except (TimeoutError, aiohttp.ClientError) as exc:
-            self.readiness.set(
-                False, f"upstream unreachable: {self.upstream.address} ({upstream_failure(exc)})"
-            )
+            return False, f"upstream unreachable: {upstream.base.address} ({upstream_failure(exc)})"
 
     # -- admin routes -----------------------------------------------------------------
 

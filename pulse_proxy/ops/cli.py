@@ -67,10 +67,11 @@ def serve(args: argparse.Namespace) -> int:
     mock: BundledMock | None = None
     upstream_url = settings.upstream.url
     startup: dict[str, Any] = {"mock": False}
-    if upstream_url == "mock":
+    if upstream_url == "mock" or any(f.url == "mock" for f in settings.upstream.fallbacks):
         mock = BundledMock()
         mock.start()
-        upstream_url = mock.url
+        if upstream_url == "mock":
+            upstream_url = mock.url
         startup = {
             "mock": True,
             "message": f"forwarding to the bundled mock upstream at {mock.url}",
