@@ -136,7 +136,7 @@ class MockApp:
             return
         fault = self.fault
         if fault is not None and fault.get("hang"):
-            await watching(receive, self._healed.wait(), record)
+            await watching(receive, self._until_healed(), record)
             if record.outcome == "client_disconnected":
                 return
         try:
@@ -235,6 +235,9 @@ class MockApp:
         if answer is None:
             status, answer = 404, payloads.error(f"Nothing at {method} {path}")
         await send_body(send, status, [_JSON], orjson.dumps(answer))
+
+    async def _until_healed(self) -> None:
+        await self._healed.wait()
 
     def _set_fault(self, fault: dict[str, Any] | None) -> None:
         self.fault = fault
