@@ -25,6 +25,7 @@ from importlib import resources
 from typing import IO, Any
 
 import aiohttp
+import msgspec
 import orjson
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -39,6 +40,7 @@ from pulse_proxy.accounting.process import build_accountant
 from pulse_proxy.accounting.screening import Screen
 from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.ops.bundled_mock import BundledMock
+from pulse_proxy.proxy.breaker import BreakerState
 from pulse_proxy.proxy.errors import openai_error_body, upstream_failure
 from pulse_proxy.proxy.forward import Forwarder, StreamAborted, new_identity
 from pulse_proxy.proxy.types import Receive, Scope, Send
@@ -51,6 +53,7 @@ from pulse_proxy.sinks.log import LineWriter, LogSink, make_logger
 from pulse_proxy.sinks.otel import OtelSink
 from pulse_proxy.sinks.prometheus import PrometheusSink, exposition
 from pulse_proxy.sinks.statsd import StatsdSink
+from pulse_proxy.sinks.upstream_metrics import UpstreamCollector
 from pulse_proxy.sinks.webhook import WebhookSink
 from pulse_proxy.stats import RollingStats, window_label
 from pulse_proxy.stats.breakdown import Breakdown
@@ -145,6 +148,7 @@ class PulseApp:
         )
         self.alerts = AlertEngine(settings.alerts, self.stats, clock=clock)
         self.registry = CollectorRegistry()
+        self.registry.register(UpstreamCollector(self.upstreams))
         self.prometheus = PrometheusSink(
             self.registry,
             max_label_values=settings.metrics.max_label_values,
@@ -202,6 +206,7 @@ class PulseApp:
                 Route("/pulse/stats", self.guarded(self.pulse_stats)),
                 Route("/pulse/alerts", self.guarded(self.pulse_alerts)),
                 Route("/pulse/series", self.guarded(self.pulse_series)),
+                Route("/pulse/upstreams", self.guarded(self.pulse_upstreams)),
                 # The page and its assets hold no data, so they load without the admin
                 # token; the page then asks for it when the data endpoints answer 401.
                 Route("/pulse", self.dashboard_redirect),
@@ -340,7 +345,27 @@ class PulseApp:
             self.log.error("pulse.alerts_failed", error_type=type(exc).__name__)
             return
         for transition in transitions:
+            if transition.metric == "error_rate" and transition.event == "alert.fired":
+                transition = msgspec.structs.replace(transition, actions=self.failover_actions())
             self.dispatcher.publish_alert(transition)
+
+    def failover_actions(self) -> list[dict[str, Any]]:
+        """For an error-rate alert: which breakers are open (why, with the figures that
+        opened them) and which upstream traffic goes to now."""
+        now = self.upstreams.clock()
+        actions: list[dict[str, Any]] = []
+        traffic_to: str | None = None
+        for upstream in self.upstreams:
+            state = upstream.breaker.shown_state(now)
+            if state == BreakerState.CLOSED:
+                traffic_to = traffic_to or upstream.name
+                continue
+            _, fields = self.breaker_changes.get(upstream.name, ("", {"upstream": upstream.name}))
+            actions.append({"action": "breaker_opened", **fields, "state": state.name.lower()})
+        actions.append(
+            {"action": "traffic_to", "upstream": traffic_to or self.upstreams.primary.name}
+        )
+        return actions
 
     async def _summary_loop(self) -> None:
         interval = self.settings.server.summary_interval_s
@@ -426,6 +451,11 @@ class PulseApp:
         body = self.stats.to_json()
         body["breakdown"] = self.breakdown.to_json()
         return orjson.dumps(body)
+
+    async def pulse_upstreams(self, _: Request) -> Response:
+        """Each upstream in order: breaker state, recent error rate, latency, tries."""
+        body = {"upstreams": self.upstreams.describe()}
+        return Response(orjson.dumps(body), media_type="application/json")
 
     async def pulse_alerts(self, _: Request) -> Response:
         return Response(orjson.dumps(self.alerts.state()), media_type="application/json")

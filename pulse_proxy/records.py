@@ -332,6 +332,9 @@ class AlertEvent(Struct, frozen=True):
     resolved_at: str | None
     duration_s: float | None
     labels: dict[str, str] = field(default_factory=dict)
+    # What the proxy switched on or off meanwhile (an error-rate alert: breakers
+    # opened and where traffic went).
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_event(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__struct_fields__ if name != "event"}
