@@ -5,6 +5,7 @@ proxy in front, and the official ``openai`` SDK with its own retries turned off.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -336,3 +337,48 @@ def test_retry_budget_bounds_tries_when_every_upstream_fails(primary: Mock, fall
     tries = primary.tries + fallback.tries
     assert 200 < tries <= 200 * 1.2 + BUDGET_MIN_RETRIES
     assert sum(e.attempts for e in proxy.exchanges) == tries
+
+
+def test_client_disconnect_cancels_a_pending_retry(primary: Mock) -> None:
+    """A client hanging up during the wait before a retry leaves that retry unsent."""
+    primary.fail(status=503, retry_after="2")
+    config = {"upstream": {"url": primary.url + "/v1", "name": "primary", "retry": {"attempts": 2}}}
+    with start_proxy(primary.url + "/v1", config) as proxy:
+        body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(proxy.base_url + "/chat/completions", json=body, timeout=0.5)
+        (event,) = proxy.wait_for(1)
+        assert event.outcome == "client_disconnected"
+        assert event.attempts == 1 and event.failover_from is None
+        assert event.retry_wait_ms > 0
+        # The wait is neither the upstream's time nor the proxy's.
+        assert event.upstream_ms + event.retry_wait_ms <= event.latency_ms + 0.01
+        time.sleep(2.5)  # past the Retry-After the retry would have waited for
+    assert primary.tries == 1
+    breaker = proxy.app.upstreams.primary.breaker
+    assert breaker.admit(breaker.clock()) != 0  # no trial slot left held
+
+
+def _authorization(record: Any) -> list[str]:
+    return [value for name, value in record.headers if name.lower() == "authorization"]
+
+
+def test_each_upstream_gets_its_own_key_only_when_the_client_sent_none(
+    primary: Mock, fallback: Mock
+) -> None:
+    """A configured key goes to its own upstream only; a client's own key is never replaced."""
+    primary.fail(status=503)
+    config = _config(primary.url, fallback.url, api_key="primary-key")
+    config["upstream"]["fallbacks"][0]["api_key"] = "fallback-key"
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    with start_proxy(primary.url + "/v1", config) as proxy:
+        assert httpx.post(proxy.base_url + "/chat/completions", json=body).status_code == 200
+        headers = {"Authorization": "Bearer client-key"}
+        answer = httpx.post(proxy.base_url + "/chat/completions", json=body, headers=headers)
+        assert answer.status_code == 200
+        proxy.wait_for(2)
+    first, second = primary.posts()
+    via_fallback_first, via_fallback_second = fallback.posts()
+    assert _authorization(first) == ["Bearer primary-key"]
+    assert _authorization(via_fallback_first) == ["Bearer fallback-key"]
+    assert _authorization(second) == _authorization(via_fallback_second) == ["Bearer client-key"]

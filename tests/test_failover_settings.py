@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
 from conftest import clean_env
 
-from pulse_proxy.settings import ConfigError, build_settings, redacted
+from pulse_proxy.settings import ConfigError, build_settings, load_settings, redacted
 
 
 def test_defaults_keep_one_upstream_and_one_try() -> None:
@@ -78,7 +79,7 @@ def test_bad_values_are_refused_naming_the_key(upstream: dict[str, object], key:
     assert f"{key}:" in str(refused.value)
 
 
-def test_check_config_names_a_bad_fallback_key(tmp_path: object) -> None:
+def test_check_config_names_a_bad_fallback_key() -> None:
     """``pulse-proxy check-config`` exits non-zero naming the failover key at fault."""
     config = b"upstream:\n  url: https://api.openai.com/v1\n  retry:\n    attempts: 0\n"
     result = subprocess.run(
@@ -91,3 +92,13 @@ def test_check_config_names_a_bad_fallback_key(tmp_path: object) -> None:
     )
     assert result.returncode == 2
     assert b"upstream.retry.attempts" in result.stderr
+
+
+def test_the_example_config_reads_retry_on_from_yaml(tmp_path: Path) -> None:
+    """An unquoted ``on:`` (YAML's boolean true) is still the retry conditions' key."""
+    config = tmp_path / "pulse.yaml"
+    config.write_text("upstream:\n  retry:\n    attempts: 3\n    on: [timeout, 503]\n")
+    retry = load_settings(config, environ={}).upstream.retry
+    assert retry.attempts == 3 and retry.on == ("timeout", 503)
+    example = Path(__file__).parent.parent / "config" / "pulse.example.yaml"
+    assert load_settings(example, environ={}).upstream.retry.attempts == 3

@@ -303,6 +303,7 @@ class Forwarder:
         assert task is not None
         watch = self._watches.watch(receive, task)
         tries_s = 0.0  # upstream time of the tries before this one
+        waiting = False  # between tries: time that is not the upstream's
         upstream_started = time.perf_counter()
         response: aiohttp.ClientResponse | None = None
         try:
@@ -316,6 +317,7 @@ class Forwarder:
                     headers.append(("authorization", f"Bearer {api_key}"))
                 data = upstream.body_for(upstream_body) if upstream.models else upstream_body
                 exchange.attempts += 1
+                exchange.upstream = upstream.name
                 try_started = time.perf_counter()
                 upstream_started = try_started - tries_s
                 try:
@@ -329,9 +331,11 @@ class Forwarder:
                 except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                     self._failed(upstream, admission, "timeout", exc)
                     if plan is not None and upstreams.policy.on_timeout:
+                        tries_s += time.perf_counter() - try_started
+                        waiting = True
                         chosen = await self._next_try(plan, upstream, capture, None)
+                        waiting = False
                         if chosen is not None:
-                            tries_s += time.perf_counter() - try_started
                             upstream, admission = chosen
                             continue
                     exchange.upstream_ms = _ms_since(upstream_started)
@@ -362,9 +366,11 @@ class Forwarder:
                 except aiohttp.ClientError as exc:
                     self._failed(upstream, admission, "connect_error", exc)
                     if plan is not None and upstreams.policy.on_connect:
+                        tries_s += time.perf_counter() - try_started
+                        waiting = True
                         chosen = await self._next_try(plan, upstream, capture, None)
+                        waiting = False
                         if chosen is not None:
-                            tries_s += time.perf_counter() - try_started
                             upstream, admission = chosen
                             continue
                     exchange.upstream_ms = _ms_since(upstream_started)
@@ -387,14 +393,15 @@ class Forwarder:
                 admission = ADMITTED  # told: a cancellation now holds no trial
                 if plan is not None and status in upstreams.policy.on_status:
                     asked = retry_after(response.headers)
+                    tries_s += time.perf_counter() - try_started
+                    waiting = True
                     chosen = await self._next_try(plan, upstream, capture, asked, response)
+                    waiting = False
                     if chosen is not None:
-                        tries_s += time.perf_counter() - try_started
                         response = None
                         upstream, admission = chosen
                         continue
                 break
-            exchange.upstream = upstream.name
             await self._relay(send, capture, response, started, upstream_started, watch, upstream)
         except asyncio.CancelledError:
             upstream.breaker.release(admission)
@@ -405,13 +412,15 @@ class Forwarder:
                 exchange.outcome = "client_disconnected"
                 exchange.error_type = "client_disconnected"
                 if exchange.upstream_ms is None:
-                    exchange.upstream_ms = _ms_since(upstream_started)
+                    exchange.upstream_ms = (
+                        tries_s * 1000 if waiting else _ms_since(upstream_started)
+                    )
                 if response is not None:
                     response.close()
                 return
             # Cut by the server (see __call__): close, so the upstream sees it too.
             if exchange.upstream_ms is None:
-                exchange.upstream_ms = _ms_since(upstream_started)
+                exchange.upstream_ms = tries_s * 1000 if waiting else _ms_since(upstream_started)
             if response is not None:
                 response.close()
             raise
@@ -454,11 +463,6 @@ class Forwarder:
             return None
         if response is not None:
             response.close()
-        if exchange.failover_from is None:
-            exchange.failover_from = []
-        exchange.failover_from.append(failed.name)
-        if target is not failed:
-            upstreams.failed_over(failed.name, target.name)
         admission = plan.admission
         wait = chosen[1]
         if wait > 0:
@@ -470,6 +474,13 @@ class Forwarder:
                 raise
             finally:
                 exchange.retry_wait_ms += _ms_since(waited)
+        # Recorded only now that the next try goes ahead (a client gone meanwhile
+        # leaves a request that was served by no other upstream).
+        if exchange.failover_from is None:
+            exchange.failover_from = []
+        exchange.failover_from.append(failed.name)
+        if target is not failed:
+            upstreams.failed_over(failed.name, target.name)
         return target, admission
 
     async def _relay(

@@ -115,6 +115,14 @@ class RetrySettings(Section):
     # Retries may add at most this share to the upstream traffic of the last 10 s.
     budget_ratio: float = Field(0.2, ge=0, le=10)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, data: object) -> object:
+        """YAML 1.1 (PyYAML's) reads an unquoted ``on:`` key as the boolean true."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
     @field_validator("on", mode="before")
     @classmethod
     def _retryable_statuses(cls, value: object) -> object:
