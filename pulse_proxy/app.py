@@ -25,7 +25,6 @@ from importlib import resources
 from typing import IO, Any
 
 import aiohttp
-import msgspec
 import orjson
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -48,6 +47,7 @@ from pulse_proxy.proxy.upstreams import Upstream, Upstreams
 from pulse_proxy.proxy.urls import display_url
 from pulse_proxy.readiness import Readiness
 from pulse_proxy.settings import Settings, redacted
+from pulse_proxy.settings.alerts import AlertRule
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LineWriter, LogSink, make_logger
 from pulse_proxy.sinks.otel import OtelSink
@@ -146,7 +146,9 @@ class PulseApp:
             max_tag_keys=settings.metrics.max_tag_keys,
             max_rows=settings.metrics.max_breakdown_rows,
         )
-        self.alerts = AlertEngine(settings.alerts, self.stats, clock=clock)
+        self.alerts = AlertEngine(
+            settings.alerts, self.stats, clock=clock, actions=self._alert_actions
+        )
         self.registry = CollectorRegistry()
         self.registry.register(UpstreamCollector(self.upstreams))
         self.prometheus = PrometheusSink(
@@ -345,9 +347,10 @@ class PulseApp:
             self.log.error("pulse.alerts_failed", error_type=type(exc).__name__)
             return
         for transition in transitions:
-            if transition.metric == "error_rate" and transition.event == "alert.fired":
-                transition = msgspec.structs.replace(transition, actions=self.failover_actions())
             self.dispatcher.publish_alert(transition)
+
+    def _alert_actions(self, rule: AlertRule) -> list[dict[str, Any]]:
+        return self.failover_actions() if rule.metric == "error_rate" else []
 
     def failover_actions(self) -> list[dict[str, Any]]:
         """For an error-rate alert: which breakers are open (why, with the figures that

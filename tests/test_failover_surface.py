@@ -110,6 +110,8 @@ def test_metrics_endpoint_readiness_events_and_alert_actions(primary: Mock, fall
 
         wait_until(fired_yet)
         (fired,) = [a for a in proxy.sink.alerts if a.alert == "error_rate"]
+        (active,) = client.get("/pulse/alerts", headers=auth).json()["active"]
+        assert active["actions"] == fired.actions
         wanted = {"upstream.breaker_opened", "alert.fired"}
         wait_until(lambda: wanted <= {line["event"] for line in proxy.log_lines()})
         lines = proxy.log_lines()

@@ -329,7 +329,7 @@ class Forwarder:
                         allow_redirects=False,
                     )
                 except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                    self._failed(upstream, admission, "timeout", exc)
+                    admission = self._failed(upstream, admission, "timeout", exc)
                     if plan is not None and upstreams.policy.on_timeout:
                         tries_s += time.perf_counter() - try_started
                         waiting = True
@@ -352,7 +352,7 @@ class Forwarder:
                 except aiohttp.ClientResponseError as exc:
                     # The upstream answered, but not in HTTP the client could be given
                     # (aiohttp's parser refused it: a bare CR in a header, a bad name...).
-                    self._failed(upstream, admission, "bad_response", exc)
+                    admission = self._failed(upstream, admission, "bad_response", exc)
                     exchange.upstream_ms = _ms_since(upstream_started)
                     await self._proxy_error(
                         send,
@@ -364,7 +364,7 @@ class Forwarder:
                     )
                     return
                 except aiohttp.ClientError as exc:
-                    self._failed(upstream, admission, "connect_error", exc)
+                    admission = self._failed(upstream, admission, "connect_error", exc)
                     if plan is not None and upstreams.policy.on_connect:
                         tries_s += time.perf_counter() - try_started
                         waiting = True
@@ -429,11 +429,13 @@ class Forwarder:
             if response is not None:
                 response.release()
 
-    def _failed(self, upstream: Upstream, admission: int, result: str, exc: BaseException) -> None:
-        """A try that got no response: counted, and told to the upstream's breaker."""
+    def _failed(self, upstream: Upstream, admission: int, result: str, exc: BaseException) -> int:
+        """A try that got no response: counted, and told to the upstream's breaker.
+        Returns the admission now held: none that a cancellation would have to free."""
         upstream.note(result)
         upstream.last_error = upstream_failure(exc)
         upstream.breaker.record(False, admission, self._upstreams.clock())
+        return ADMITTED
 
     async def _next_try(
         self,
