@@ -7,12 +7,14 @@ import io
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import orjson
 import pytest
-from conftest import clean_env, free_port, start_proxy, wait_until
+from conftest import clean_env, free_port, proxy_process, start_proxy, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from test_failover import MESSAGES, Mock, _config, _mock
 
@@ -192,3 +194,28 @@ def test_pulse_mock_runs_twice_and_fails_one_on_demand() -> None:
         for mock in mocks:
             mock.terminate()
             mock.wait(timeout=15)
+
+
+def test_bundled_mock_serves_as_a_fallback(tmp_path: Path) -> None:
+    """``url: mock`` in a fallback starts the bundled mock behind a primary nobody listens on."""
+    config = tmp_path / "pulse.yaml"
+    config.write_text(
+        "upstream:\n"
+        f"  url: http://127.0.0.1:{free_port()}/v1\n"
+        "  name: openai\n"
+        "  fallbacks:\n"
+        "    - {url: mock, name: local, models: {gpt-4o-mini: 'llama3.1:8b'}}\n"
+        "  retry: {attempts: 2}\n"
+    )
+    with proxy_process("--config", str(config)) as proc:
+        (started,) = proc.events("pulse.started")
+        assert "serves as fallback 'local'" in started["message"]
+        client = openai.OpenAI(base_url=proc.url + "/v1", api_key="sk-test", max_retries=0)
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert reply.model == "llama3.1:8b"
+        wait_until(lambda: bool(proc.events("llm.request")))
+        code, stderr = proc.stop()
+    assert code == 0, stderr
+    (event,) = proc.events("llm.request")
+    assert event["upstream"] == "local" and event["failover_from"] == ["openai"]
+    assert event["attempts"] == 2 and event["retry_wait_ms"] == 0.0
