@@ -11,6 +11,12 @@ capture: that is the single ``llm.request`` event every request yields.  Even an
 nobody expected ends as an answer in OpenAI's shape (or a cut stream) and an event
 that says so, never as a bare 500 recorded as a success.
 
+Until the first byte of an answer goes to the client, a failed try may be tried
+again, on the same upstream or the next one (``upstream.retry``, ``fallbacks``): the
+order, waits and budget are decided in :mod:`~pulse_proxy.proxy.retry`, each
+upstream's health in :mod:`~pulse_proxy.proxy.breaker`.  With one upstream and one
+attempt (the default) no plan is built and the request makes its one try as before.
+
 Two helpers it leans on live beside it: :mod:`~pulse_proxy.proxy.streaming` (usage
 asked for on the client's behalf and hidden from it) and
 :mod:`~pulse_proxy.proxy.disconnect` (noticing a client that hangs up).
