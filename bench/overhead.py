@@ -661,17 +661,21 @@ def bare_argv(port: int, upstream_port: int, client: str = "aiohttp") -> list[st
     ]
 
 
+# ``--pulse-config``: a configuration for the pulse target (failover, limits...), with
+# ``{upstream}`` standing for the fast upstream's URL; rendered into the work dir.
+PULSE_CONFIG: dict[str, Any] = {"template": None, "path": None}
+
+
 def pulse_argv(pulse_cli: Path, port: int, upstream_port: int) -> list[str]:
     """The full proxy on ``port``, in front of the fast upstream."""
-    return [
-        str(pulse_cli),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--upstream",
-        f"http://127.0.0.1:{upstream_port}/v1",
-    ]
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    argv = [str(pulse_cli), "--host", "127.0.0.1", "--port", str(port), "--upstream", upstream]
+    template = PULSE_CONFIG["template"]
+    if template is not None:
+        path = Path(PULSE_CONFIG["path"])
+        path.write_text(template.replace("{upstream}", upstream))
+        argv += ["--config", str(path)]
+    return argv
 
 
 def http_request(
@@ -1593,6 +1597,9 @@ def verdict_lines(
 def run_bench(args: argparse.Namespace) -> int:
     procs = Processes()
     workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
+    if args.pulse_config:
+        PULSE_CONFIG["template"] = Path(args.pulse_config).read_text()
+        PULSE_CONFIG["path"] = str(workdir / "pulse-config.yaml")
     here = str(Path(__file__).resolve())
     notes: list[str] = []
     rows: list[Row] = []
@@ -1610,6 +1617,8 @@ def run_bench(args: argparse.Namespace) -> int:
         print()
 
         notes += check_canned_bodies()
+        if args.pulse_config:
+            notes.append(f"pulse runs with --config {args.pulse_config}")
         print("\n".join(f"* {n}" for n in notes), flush=True)
 
         targets = [t for t in TARGETS if t in args.targets]
@@ -1904,6 +1913,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--results", default=None, help="Markdown file to write (default: bench/results.md)"
+    )
+    parser.add_argument(
+        "--pulse-config",
+        default=None,
+        help="a pulse-proxy config file for the pulse target ({upstream} stands for the "
+        "fast upstream's URL): e.g. bench/configs/failover.yaml",
     )
     # Internal roles of this same file, run as child processes.
     parser.add_argument("--_upstream", type=int, help=argparse.SUPPRESS)

@@ -17,7 +17,12 @@ Routes:
 | ``GET /_mock/requests`` | the last 200 requests received, oldest first |
 | ``GET /_mock/requests/{x_request_id}`` | the newest request with that X-Request-ID (404 if none) |
 | ``POST /_mock/gates/{name}`` | release the streams held by ``X-Mock-Gate: name`` |
-| ``POST /_mock/reset`` | forget all requests; release and forget all gates |
+| ``POST /_mock/reset`` | forget all requests; release and forget all gates; clear the fault |
+| ``PUT /_mock/fault`` | from now on every ``/v1`` request fails: ``{"status": 503, "retry_after": "1"}`` answers that status (OpenAI's error body, optional ``Retry-After``); ``{"hang": true}`` sends nothing until the fault is cleared |
+| ``DELETE /_mock/fault`` | answer normally again (held requests go on) |
+
+The fault is what lets two mocks stand for a primary and a fallback: headers reach
+every upstream a proxy tries, so only state on one mock can fail that one alone.
 
 Every ``/v1`` answer carries ``X-Request-ID``: the client's, or a generated ``req_<hex>``.
 The per-request controls are documented in ``mock_upstream.scenarios``.
@@ -25,6 +30,8 @@ The per-request controls are documented in ``mock_upstream.scenarios``.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import gzip
 import hashlib
 import logging
@@ -78,6 +85,11 @@ class MockApp:
     def __init__(self) -> None:
         self.recorder = Recorder()
         self.gates = Gates()
+        # Set by PUT /_mock/fault: a status (and Retry-After) for every /v1 request,
+        # or {"hang": true}.  ``_healed`` is set whenever no fault holds requests.
+        self.fault: dict[str, Any] | None = None
+        self._healed = asyncio.Event()
+        self._healed.set()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -101,7 +113,7 @@ class MockApp:
         body = await _read_body(receive)
         if path.startswith("/_mock/"):
             if body is not None:
-                await self._admin(method, path, send)
+                await self._admin(method, path, body, send)
             return
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         first: dict[str, str] = {}
@@ -122,8 +134,20 @@ class MockApp:
         if body is None:
             record.finish("client_disconnected")
             return
+        fault = self.fault
+        if fault is not None and fault.get("hang"):
+            await watching(receive, self._until_healed(), record)
+            if record.outcome == "client_disconnected":
+                return
         try:
             controls = Controls.from_headers(first)
+            if fault is not None and isinstance(fault.get("status"), int):
+                retry_after = fault.get("retry_after")
+                controls = dataclasses.replace(
+                    controls,
+                    status=fault["status"],
+                    retry_after=str(retry_after) if retry_after is not None else None,
+                )
             reply = self._answer(method, path, body, controls)
         except ControlError as exc:
             controls = Controls()
@@ -173,7 +197,7 @@ class MockApp:
             log.exception("mock upstream failed to build an answer for %s %s", method, path)
             return Reply(500, payloads.error_for_status(500))
 
-    async def _admin(self, method: str, path: str, send: Send) -> None:
+    async def _admin(self, method: str, path: str, body: bytes, send: Send) -> None:
         status: int = 200
         answer: dict[str, Any] | None = None
         if method == "GET" and path == "/_mock/requests":
@@ -189,10 +213,38 @@ class MockApp:
         elif method == "POST" and path == "/_mock/reset":
             self.recorder.clear()
             self.gates.clear()
+            self._set_fault(None)
             answer = {"reset": True}
+        elif method == "PUT" and path == "/_mock/fault":
+            try:
+                fault = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                fault = None
+            if isinstance(fault, dict) and (
+                fault.get("hang") is True
+                or (isinstance(fault.get("status"), int) and 400 <= fault["status"] <= 599)
+            ):
+                self._set_fault(fault)
+                answer = {"fault": fault}
+            else:
+                status = 400
+                answer = payloads.error('give {"status": 400..599} or {"hang": true}')
+        elif method == "DELETE" and path == "/_mock/fault":
+            self._set_fault(None)
+            answer = {"fault": None}
         if answer is None:
             status, answer = 404, payloads.error(f"Nothing at {method} {path}")
         await send_body(send, status, [_JSON], orjson.dumps(answer))
+
+    async def _until_healed(self) -> None:
+        await self._healed.wait()
+
+    def _set_fault(self, fault: dict[str, Any] | None) -> None:
+        self.fault = fault
+        if fault is not None and fault.get("hang"):
+            self._healed.clear()
+        else:
+            self._healed.set()
 
 
 def create_app() -> MockApp:

@@ -90,9 +90,16 @@ class AlertEngine:
     """
 
     def __init__(
-        self, settings: AlertSettings, stats: RollingStats, clock: Callable[[], float] = time.time
+        self,
+        settings: AlertSettings,
+        stats: RollingStats,
+        clock: Callable[[], float] = time.time,
+        actions: Callable[[AlertRule], list[dict[str, Any]]] | None = None,
     ) -> None:
+        """``actions``, asked when a rule fires: what the proxy switched meanwhile
+        (for an error-rate rule, the breakers that opened and where traffic went)."""
         self.settings = settings
+        self._actions = actions
         self._stats = stats
         self._clock = clock
         self._states = {rule.name: _RuleState() for rule in settings.rules}
@@ -260,6 +267,7 @@ class AlertEngine:
             resolved_at=rfc3339(now) if kind == "alert.resolved" else None,
             duration_s=duration,
             labels=dict(rule.labels),
+            actions=self._actions(rule) if kind == "alert.fired" and self._actions else [],
         )
 
     # -- surfaces --------------------------------------------------------------------

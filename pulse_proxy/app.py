@@ -22,9 +22,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import IO, Any
 
 import aiohttp
-from aiohttp import hdrs
+import orjson
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 
 from pulse_proxy import __version__, uvicorn_log
 from pulse_proxy.accounting import tokens
@@ -34,18 +36,22 @@ from pulse_proxy.accounting.screening import Screen
 from pulse_proxy.admin import AdminEndpoints, admin_app
 from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.ops.bundled_mock import BundledMock
+from pulse_proxy.proxy.breaker import BreakerState
 from pulse_proxy.proxy.errors import upstream_failure
 from pulse_proxy.proxy.forward import Forwarder, new_identity
 from pulse_proxy.proxy.types import Receive, Scope, Send
-from pulse_proxy.proxy.urls import UpstreamBase, display_url
+from pulse_proxy.proxy.upstreams import Upstream, Upstreams
+from pulse_proxy.proxy.urls import display_url
 from pulse_proxy.readiness import Readiness
 from pulse_proxy.recent import RecentRequests, requests_endpoint
 from pulse_proxy.settings import Settings, redacted
+from pulse_proxy.settings.alerts import AlertRule
 from pulse_proxy.sinks import Sink
 from pulse_proxy.sinks.log import LineWriter, LogSink, make_logger
 from pulse_proxy.sinks.otel import OtelSink
 from pulse_proxy.sinks.prometheus import PrometheusSink
 from pulse_proxy.sinks.statsd import StatsdSink
+from pulse_proxy.sinks.upstream_metrics import UpstreamCollector
 from pulse_proxy.sinks.webhook import WebhookSink
 from pulse_proxy.stats import RollingStats
 from pulse_proxy.stats.breakdown import Breakdown
@@ -71,50 +77,6 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     from pulse_proxy.proxy.protocol import guarded_protocol
 
     return {**UVICORN_OPTIONS, "http": guarded_protocol(settings.server)}
-
-
-class UnframedRequest(aiohttp.ClientRequest):
-    """aiohttp's request, minus the ``Content-Length: 0`` it adds to a body-less
-    request of a method other than GET, HEAD, OPTIONS, TRACE.
-
-    The forwarder passes ``data=None`` only for a client request that had no body
-    framing at all (an SDK's DELETE, say), and ``b""`` for one that framed an empty
-    body, so the upstream sees the client's framing either way.  RFC 9110 §8.6: a
-    user agent SHOULD NOT send Content-Length when the request has no content and the
-    method does not anticipate any.  aiohttp has no switch for this (its
-    ``skip_auto_headers`` does not cover Content-Length).
-    """
-
-    def update_body_from_data(self, body: Any, *args: Any, **kwargs: Any) -> None:
-        preset = hdrs.CONTENT_LENGTH in self.headers
-        super().update_body_from_data(body, *args, **kwargs)
-        if body is None and not preset:
-            self.headers.popall(hdrs.CONTENT_LENGTH, None)
-
-
-def open_upstream_session(settings: Settings) -> aiohttp.ClientSession:
-    """One pooled client for all upstream traffic, configured to be transparent.
-
-    No decompression (bytes reach the client as sent), no cookie jar (one client's
-    cookies must never ride on another's request), no environment proxies, and none
-    of aiohttp's default headers (nor its ``Content-Length: 0``, see
-    :class:`UnframedRequest`): what the client did not send, we do not add.
-    """
-    upstream = settings.upstream
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=upstream.max_connections, ttl_dns_cache=300),
-        timeout=aiohttp.ClientTimeout(
-            total=None,
-            connect=upstream.connect_timeout_s,
-            sock_connect=upstream.connect_timeout_s,
-            sock_read=upstream.read_timeout_s,
-        ),
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=False,
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        request_class=UnframedRequest,
-    )
 
 
 def freeze_startup_heap() -> None:
@@ -158,7 +120,6 @@ class PulseApp:
         self.settings = settings
         self.bundled_mock = bundled_mock
         self.upstream_url = upstream_url.rstrip("/")
-        self.upstream = UpstreamBase(self.upstream_url)
         # This proxy's name in Via headers: its own requests (the probe's too) carry
         # it, so one that loops back here is answered 508 instead of forwarded again.
         self.identity = new_identity()
@@ -167,7 +128,16 @@ class PulseApp:
         self._startup_fields = startup_fields
         self._clock = clock
         self.readiness = Readiness(self._announce_readiness)
-        self._session: aiohttp.ClientSession | None = None
+        self.upstreams = Upstreams.from_settings(
+            settings,
+            primary_url=self.upstream_url,
+            mock_url=bundled_mock.url if bundled_mock is not None else None,
+            clock=clock,
+            on_change=self._breaker_changed,
+        )
+        self.upstream = self.upstreams.primary.base
+        # The last breaker transition per upstream: (event name, fields).
+        self.breaker_changes: dict[str, tuple[str, dict[str, Any]]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
         self.stats = RollingStats(clock=clock, max_models=settings.metrics.max_models)
@@ -177,8 +147,11 @@ class PulseApp:
             max_tag_keys=settings.metrics.max_tag_keys,
             max_rows=settings.metrics.max_breakdown_rows,
         )
-        self.alerts = AlertEngine(settings.alerts, self.stats, clock=clock)
+        self.alerts = AlertEngine(
+            settings.alerts, self.stats, clock=clock, actions=self._alert_actions
+        )
         self.registry = CollectorRegistry()
+        self.registry.register(UpstreamCollector(self.upstreams))
         self.prometheus = PrometheusSink(
             self.registry,
             max_label_values=settings.metrics.max_label_values,
@@ -223,9 +196,8 @@ class PulseApp:
         self.screen = Screen(settings.risk)
         self.forwarder = Forwarder(
             settings,
-            self._get_session,
+            self.upstreams,
             self.dispatcher.submit,
-            self.upstream_url,
             self.screen,
             clock=clock,
             identity=self.identity,
@@ -238,7 +210,10 @@ class PulseApp:
                 stats=self.stats,
                 breakdown=self.breakdown,
                 alerts=self.alerts,
-                data=[("/pulse/requests", requests_endpoint(self.recent))],
+                data=[
+                    ("/pulse/requests", requests_endpoint(self.recent)),
+                    ("/pulse/upstreams", self.pulse_upstreams),
+                ],
             ),
             lifespan=self._lifespan,
         )
@@ -276,10 +251,11 @@ class PulseApp:
                 return
         await self.admin(scope, receive, send)
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("upstream session used outside the app's lifespan")
-        return self._session
+    def _breaker_changed(self, name: str, fields: dict[str, Any]) -> None:
+        """A breaker opened or closed: one event line, and kept for alert events."""
+        self.breaker_changes[fields["upstream"]] = (name, fields)
+        level = self.log.warning if name == "upstream.breaker_opened" else self.log.info
+        level(name, **fields)
 
     # -- lifespan -------------------------------------------------------------------
 
@@ -291,7 +267,7 @@ class PulseApp:
             await asyncio.gather(
                 *(asyncio.to_thread(tokens.get_encoding, n) for n in tokens.ENCODING_NAMES)
             )
-        self._session = open_upstream_session(self.settings)
+        self.upstreams.open()
         await self.dispatcher.start()
         for sink in (self.statsd, self.webhooks, self.otel):
             if sink is not None:
@@ -318,8 +294,7 @@ class PulseApp:
             for closing in self.dispatcher.sinks:
                 with contextlib.suppress(Exception):
                     await closing.aclose()
-            await self._session.close()
-            self._session = None
+            await self.upstreams.close()
             self.log.info(
                 "pulse.stopped",
                 processed=self.dispatcher.processed,
@@ -367,6 +342,27 @@ class PulseApp:
         for transition in transitions:
             self.dispatcher.publish_alert(transition)
 
+    def _alert_actions(self, rule: AlertRule) -> list[dict[str, Any]]:
+        return self.failover_actions() if rule.metric == "error_rate" else []
+
+    def failover_actions(self) -> list[dict[str, Any]]:
+        """For an error-rate alert: which breakers are open (why, with the figures that
+        opened them) and which upstream traffic goes to now."""
+        now = self.upstreams.clock()
+        actions: list[dict[str, Any]] = []
+        traffic_to: str | None = None
+        for upstream in self.upstreams:
+            state = upstream.breaker.shown_state(now)
+            if state == BreakerState.CLOSED:
+                traffic_to = traffic_to or upstream.name
+                continue
+            _, fields = self.breaker_changes.get(upstream.name, ("", {"upstream": upstream.name}))
+            actions.append({"action": "breaker_opened", **fields, "state": state.name.lower()})
+        actions.append(
+            {"action": "traffic_to", "upstream": traffic_to or self.upstreams.primary.name}
+        )
+        return actions
+
     async def _summary_loop(self) -> None:
         interval = self.settings.server.summary_interval_s
         while True:
@@ -375,17 +371,36 @@ class PulseApp:
             self.log.info("llm.metrics.summary", window="1m", **window)
 
     async def probe(self) -> None:
-        """Ask the upstream for its model list; any HTTP answer below 500 means reachable.
+        """Probe every upstream; ready while any one is usable, and the reason names
+        those that are not."""
+        verdicts = await asyncio.gather(*(self._probe_one(u) for u in self.upstreams))
+        if len(verdicts) == 1:
+            self.readiness.set(*verdicts[0])
+            return
+        down = [
+            f"{upstream.name}: {reason}"
+            for upstream, (ok, reason) in zip(self.upstreams, verdicts, strict=True)
+            if not ok
+        ]
+        ready = len(down) < len(verdicts)
+        if not down:
+            self.readiness.set(True, "every upstream answered")
+        else:
+            prefix = "usable, but not every upstream" if ready else "no upstream usable"
+            self.readiness.set(ready, f"{prefix}: " + "; ".join(down))
+
+    async def _probe_one(self, upstream: Upstream) -> tuple[bool, str]:
+        """Ask one upstream for its model list; any HTTP answer below 500 means reachable.
 
         The probe carries our Via entry like any forwarded request: if the upstream
         leads back to this proxy, the probe is answered 508 (loop detected) on its
         first return instead of starting a chain of requests every interval."""
         headers = {"Via": f"1.1 {self.identity}"}
-        if self.settings.upstream.api_key:
-            headers["Authorization"] = f"Bearer {self.settings.upstream.api_key}"
+        if upstream.api_key:
+            headers["Authorization"] = f"Bearer {upstream.api_key}"
         try:
-            async with self._get_session().get(
-                self.upstream.url_for("/models"),
+            async with upstream.session.get(
+                upstream.base.url_for("/models"),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(
                     total=min(5.0, self.settings.upstream.probe_interval_s)
@@ -393,18 +408,18 @@ class PulseApp:
             ) as response:
                 await response.read()
                 if response.status == 508:
-                    self.readiness.set(
+                    return (
                         False,
                         "upstream answered 508: request loop, the upstream URL leads back to this proxy",
                     )
-                elif response.status < 500:
-                    self.readiness.set(True, f"upstream answered {response.status}")
-                else:
-                    self.readiness.set(False, f"upstream answered {response.status}")
+                return response.status < 500, f"upstream answered {response.status}"
         except (TimeoutError, aiohttp.ClientError) as exc:
-            self.readiness.set(
-                False, f"upstream unreachable: {self.upstream.address} ({upstream_failure(exc)})"
-            )
+            return False, f"upstream unreachable: {upstream.base.address} ({upstream_failure(exc)})"
+
+    async def pulse_upstreams(self, _: Request) -> Response:
+        """Each upstream in order: breaker state, recent error rate, latency, tries."""
+        body = {"upstreams": self.upstreams.describe()}
+        return Response(orjson.dumps(body), media_type="application/json")
 
 
 def create_app(

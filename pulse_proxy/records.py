@@ -91,6 +91,12 @@ class Exchange(Struct, array_like=True):
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     upstream_request_id: str | None = None
+    # Failover: tries made (0: none, the request was refused before), the upstreams
+    # tried before the one that answered (in order; null when the first one did), and
+    # the time spent waiting between tries (back-off or the upstream's Retry-After).
+    attempts: int = 0
+    failover_from: list[str] | None = None
+    retry_wait_ms: float = 0.0
     # Why the response was never read for usage, when it was not: "backlog" (the
     # accounting backlog was full) or "quarantined" (its batch kept crashing the
     # accounting process): tokens and cost are then absent rather than guessed; or
@@ -131,6 +137,8 @@ def round_timings(ex: Exchange) -> None:
         ex.upstream_ms = round(ex.upstream_ms, 3)
     if ex.overhead_ms is not None:
         ex.overhead_ms = round(ex.overhead_ms, 3)
+    if ex.retry_wait_ms:
+        ex.retry_wait_ms = round(ex.retry_wait_ms, 3)
 
 
 # Fields of an exchange that are not event fields (text rides along only when asked).
@@ -316,6 +324,9 @@ class AlertEvent(Struct, frozen=True):
     resolved_at: str | None
     duration_s: float | None
     labels: dict[str, str] = field(default_factory=dict)
+    # What the proxy switched on or off meanwhile (an error-rate alert: breakers
+    # opened and where traffic went).
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_event(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__struct_fields__ if name != "event"}

@@ -188,8 +188,12 @@ def test_unexpected_exception_before_the_answer_gives_500_and_a_failed_event(moc
     """No bare 500 recorded as a success: the client reads an OpenAI-shaped error and
     the event has a status and an outcome that counts as a failure."""
     with start_proxy(mock_url + "/v1") as proxy:
-        proxy.app.forwarder._session = _BrokenSession
-        response = httpx.get(proxy.base_url + "/models", headers={"X-Request-ID": "boom-1"})
+        primary = proxy.app.upstreams.primary
+        real, primary._session = primary._session, _BrokenSession()
+        try:
+            response = httpx.get(proxy.base_url + "/models", headers={"X-Request-ID": "boom-1"})
+        finally:
+            primary._session = real  # closed with the app, as it was opened
         assert response.status_code == 500
         error = response.json()["error"]
         assert error["code"] == "internal_error" and "RuntimeError" in error["message"]

@@ -67,14 +67,16 @@ def serve(args: argparse.Namespace) -> int:
     mock: BundledMock | None = None
     upstream_url = settings.upstream.url
     startup: dict[str, Any] = {"mock": False}
-    if upstream_url == "mock":
+    if upstream_url == "mock" or any(f.url == "mock" for f in settings.upstream.fallbacks):
         mock = BundledMock()
         mock.start()
-        upstream_url = mock.url
-        startup = {
-            "mock": True,
-            "message": f"forwarding to the bundled mock upstream at {mock.url}",
-        }
+        message = f"forwarding to the bundled mock upstream at {mock.url}"
+        if upstream_url == "mock":
+            upstream_url = mock.url
+        else:
+            (name,) = [f.name for f in settings.upstream.fallbacks if f.url == "mock"]
+            message = f"the bundled mock upstream at {mock.url} serves as fallback {name!r}"
+        startup = {"mock": True, "message": message}
     # uvicorn re-raises the signal that stopped it, after restoring the handlers it found;
     # with the default handlers that would kill us before the bundled mock is stopped.
     # Until uvicorn installs its own handlers, a stop request is remembered rather than

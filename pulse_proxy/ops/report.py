@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import itertools
 import math
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
@@ -103,6 +104,12 @@ class _Collector:
         self.largest: list[tuple[int, str, str, str]] = []  # min-heap of the 5 largest prompts
         self.alerts: deque[dict[str, Any]] = deque(maxlen=ALERTS_SHOWN)
         self.alert_counts: Counter[tuple[str, str]] = Counter()
+        # Failover: tries, answers per upstream, moves between upstreams, breakers.
+        self.attempts = 0
+        self.retried = 0
+        self.served: Counter[str] = Counter()
+        self.failovers: Counter[tuple[str, str]] = Counter()
+        self.breaker_events: Counter[tuple[str, str]] = Counter()
 
     @property
     def requests(self) -> int:
@@ -127,13 +134,37 @@ class _Collector:
         event = record.get("event")
         if event == "llm.request":
             self._request(record)
+        elif event in ("upstream.breaker_opened", "upstream.breaker_closed"):
+            self._breaker(str(record.get("upstream")), event.rsplit("_", 1)[1])
         elif event in ("alert.fired", "alert.resolved"):
             self.alerts.append(record)
             self.alert_counts[(str(record.get("alert")), str(event))] += 1
         else:
             self.foreign += 1
 
+    def _breaker(self, upstream: str, change: str) -> None:
+        if (upstream, change) in self.breaker_events or len(self.breaker_events) < MAX_MODELS:
+            self.breaker_events[(upstream, change)] += 1
+
+    def _tries(self, record: dict[str, Any]) -> None:
+        """Attempts and failovers (upstream names are few: bounded like models)."""
+        attempts = _integer(record.get("attempts"))
+        if attempts:
+            self.attempts += attempts
+            self.retried += attempts > 1
+        served = str(record.get("upstream") or "-")
+        if served in self.served or len(self.served) < MAX_MODELS:
+            self.served[served] += 1
+        before = record.get("failover_from")
+        if isinstance(before, list) and before:
+            path = [str(name) for name in before] + [served]
+            for source, target in itertools.pairwise(path):
+                key = (source, target)
+                if source != target and (key in self.failovers or len(self.failovers) < MAX_MODELS):
+                    self.failovers[key] += 1
+
     def _request(self, record: dict[str, Any]) -> None:
+        self._tries(record)
         at = _epoch(record.get("timestamp"))
         ex = _exchange(record, at if at is not None else 0.0)
         name = ex.model or UNKNOWN_MODEL
@@ -371,7 +402,9 @@ def _errors(data: _Collector, overall: Aggregate, out: TextIO, width: int) -> No
     outcomes = ", ".join(
         f"{k} {v:,}" for k, v in sorted(overall.outcomes.items(), key=lambda kv: -kv[1])
     )
-    out.write(f"outcomes: {outcomes or '-'}\n\n")
+    out.write(f"outcomes: {outcomes or '-'}\n")
+    _upstreams(data, overall, out)
+    out.write("\n")
     rows = []
     for name, a in [*_ranked(data), ("(all models)", overall)]:
         failures = {k: v for k, v in a.outcomes.items() if k != "success"}
@@ -407,6 +440,29 @@ def _errors(data: _Collector, overall: Aggregate, out: TextIO, width: int) -> No
     out.write(f"\nLast {len(rows)} alert events\n")
     headers = ["alert", "event", "at", "severity", "value", "threshold", "lasted"]
     out.write("\n".join(_table(headers, rows)) + "\n")
+
+
+def _upstreams(data: _Collector, overall: Aggregate, out: TextIO) -> None:
+    """Which upstreams answered, and how often requests needed more than one try."""
+    served = ", ".join(f"{name} {count:,}" for name, count in data.served.most_common())
+    out.write(f"served by: {served or '-'}\n")
+    if data.attempts:
+        out.write(
+            f"attempts: {data.attempts:,} upstream tries for {overall.requests:,} requests; "
+            f"{data.retried:,} requests needed more than one "
+            f"({_pct(data.retried, overall.requests)})\n"
+        )
+    failovers = ", ".join(
+        f"{source} -> {target} {count:,}"
+        for (source, target), count in data.failovers.most_common()
+    )
+    out.write(f"failovers: {failovers or 'none'}\n")
+    if data.breaker_events:
+        changes = ", ".join(
+            f"{upstream} {change} {count:,}"
+            for (upstream, change), count in sorted(data.breaker_events.items())
+        )
+        out.write(f"breakers: {changes}\n")
 
 
 def run_report(lines: Iterable[str], out: TextIO, *, width: int = 100) -> int:

@@ -11,6 +11,12 @@ capture: that is the single ``llm.request`` event every request yields.  Even an
 nobody expected ends as an answer in OpenAI's shape (or a cut stream) and an event
 that says so, never as a bare 500 recorded as a success.
 
+Until the first byte of an answer goes to the client, a failed try may be tried
+again, on the same upstream or the next one (``upstream.retry``, ``fallbacks``): the
+order, waits and budget are decided in :mod:`~pulse_proxy.proxy.retry`, each
+upstream's health in :mod:`~pulse_proxy.proxy.breaker`.  With one upstream and one
+attempt (the default) no plan is built and the request makes its one try as before.
+
 Two helpers it leans on live beside it: :mod:`~pulse_proxy.proxy.streaming` (usage
 asked for on the client's behalf and hidden from it) and
 :mod:`~pulse_proxy.proxy.disconnect` (noticing a client that hangs up).
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import re
 import secrets
 import time
@@ -30,6 +37,7 @@ from email.utils import formatdate
 import aiohttp
 
 from pulse_proxy.accounting.screening import Screen
+from pulse_proxy.proxy.breaker import ADMITTED
 from pulse_proxy.proxy.disconnect import DisconnectWatch, DisconnectWatches
 from pulse_proxy.proxy.errors import openai_error_body, upstream_failure
 from pulse_proxy.proxy.headers import (
@@ -40,9 +48,11 @@ from pulse_proxy.proxy.headers import (
     response_headers_relayable,
 )
 from pulse_proxy.proxy.protocol import CLIENT_TIMEOUT
+from pulse_proxy.proxy.retry import TryPlan, retry_after
 from pulse_proxy.proxy.streaming import UsageChunkFilter, inject_stream_usage
 from pulse_proxy.proxy.types import Receive, Scope, Send
-from pulse_proxy.proxy.urls import UpstreamBase, upstream_path
+from pulse_proxy.proxy.upstreams import Upstream, Upstreams
+from pulse_proxy.proxy.urls import upstream_path
 from pulse_proxy.records import Capture, Endpoint, Exchange
 from pulse_proxy.settings import Settings
 
@@ -92,21 +102,21 @@ class Forwarder:
     def __init__(
         self,
         settings: Settings,
-        session_getter: Callable[[], aiohttp.ClientSession],
+        upstreams: Upstreams,
         on_complete: Callable[[Capture], None],
-        upstream_url: str,
         screen: Screen | None = None,
         clock: Callable[[], float] = time.time,
         identity: str | None = None,
+        rnd: Callable[[], float] = random.random,
     ) -> None:
         self._settings = settings
-        self._session = session_getter
+        self._upstreams = upstreams
+        self._primary = upstreams.primary
         self._on_complete = on_complete
-        self._upstream = UpstreamBase(upstream_url)
         self.identity = identity or new_identity()
         self._via = f"1.1 {self.identity}"
-        self._label = settings.upstream.label
-        self._api_key = settings.upstream.api_key
+        self._label = upstreams.primary.name
+        self._rnd = rnd
         self._max_body = settings.server.max_body_bytes
         self._capture_limit = settings.accounting.max_capture_bytes
         self._inject = settings.upstream.inject_stream_usage
@@ -161,7 +171,10 @@ class Forwarder:
             # Raw float milliseconds here; accounting rounds them for the event, off the loop.
             exchange.latency_ms = (ended - started) * 1000
             if exchange.upstream_ms is not None:
-                exchange.overhead_ms = max(exchange.latency_ms - exchange.upstream_ms, 0.0)
+                # Time spent waiting between tries is neither the upstream's nor ours.
+                exchange.overhead_ms = max(
+                    exchange.latency_ms - exchange.upstream_ms - exchange.retry_wait_ms, 0.0
+                )
             exchange.ended_at = self._clock()
             self._on_complete(capture)
 
@@ -266,76 +279,138 @@ class Forwarder:
             if injected is not None:
                 upstream_body = injected
                 capture.usage_injected = True
-        headers = client_headers.upstream
-        headers.append(("x-request-id", exchange.request_id))
-        headers.append(("via", f"{via}, {self._via}" if via else self._via))
-        if self._api_key and capture.api_key is None:
-            # An empty Authorization from the client must not travel beside ours.
-            headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
-            headers.append(("authorization", f"Bearer {self._api_key}"))
+        base_headers = client_headers.upstream
+        base_headers.append(("x-request-id", exchange.request_id))
+        base_headers.append(("via", f"{via}, {self._via}" if via else self._via))
         # The client's framing, as sent: a request without Content-Length or
         # Transfer-Encoding has no body, and gets none (data=None, no Content-Length;
-        # see open_upstream_session); one that framed an empty body still says so.
+        # see UnframedRequest); one that framed an empty body still says so.
         framed = (
             client_headers.content_length is not None
             or client_headers.transfer_encoding is not None
         )
         query = capture.query
-        target = self._upstream.url_for(sub_path, query.decode("latin-1") if query else "")
+        query_text = query.decode("latin-1") if query else ""
 
-        # 4. Forward, watching for the client going away meanwhile.
+        # 4. Forward, watching for the client going away meanwhile.  With one upstream
+        # and one attempt (the default) there is no plan: one try, as it always was.
+        upstreams = self._upstreams
+        now = upstreams.clock()
+        plan: TryPlan | None = None
+        if upstreams.single:
+            upstream = self._primary
+            admission = upstream.breaker.force(now)
+        else:
+            plan = TryPlan(upstreams.breakers, upstreams.policy, self._rnd)
+            upstreams.budget.request(now)
+            upstream = upstreams.items[plan.first(now)]
+            admission = plan.admission
         task = asyncio.current_task()
         assert task is not None
         watch = self._watches.watch(receive, task)
+        tries_s = 0.0  # upstream time of the tries before this one
+        waiting = False  # between tries: time that is not the upstream's
         upstream_started = time.perf_counter()
         response: aiohttp.ClientResponse | None = None
         try:
-            try:
-                response = await self._session().request(
-                    exchange.method,
-                    target,
-                    data=upstream_body if upstream_body or framed else None,
-                    headers=headers,
-                    allow_redirects=False,
+            while True:
+                headers = base_headers
+                api_key = upstream.api_key
+                if api_key and capture.api_key is None:
+                    # An empty Authorization from the client must not travel beside
+                    # ours; and each upstream's key goes to that upstream only.
+                    headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
+                    headers.append(("authorization", f"Bearer {api_key}"))
+                data = upstream.body_for(upstream_body) if upstream.models else upstream_body
+                exchange.attempts += 1
+                exchange.upstream = upstream.name
+                try_started = time.perf_counter()
+                upstream_started = try_started - tries_s
+                try:
+                    response = await upstream.session.request(
+                        exchange.method,
+                        upstream.base.url_for(sub_path, query_text),
+                        data=data if data or framed else None,
+                        headers=headers,
+                        allow_redirects=False,
+                    )
+                except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                    admission = self._failed(upstream, admission, "timeout", exc)
+                    if plan is not None and upstreams.policy.on_timeout:
+                        tries_s += time.perf_counter() - try_started
+                        waiting = True
+                        chosen = await self._next_try(plan, upstream, capture, None)
+                        waiting = False
+                        if chosen is not None:
+                            upstream, admission = chosen
+                            continue
+                    exchange.upstream_ms = _ms_since(upstream_started)
+                    await self._proxy_error(
+                        send,
+                        capture,
+                        504,
+                        "timeout",
+                        "upstream_timeout",
+                        f"The upstream {upstream.base.address} did not answer in time "
+                        f"({upstream_failure(exc)}).",
+                    )
+                    return
+                except aiohttp.ClientResponseError as exc:
+                    # The upstream answered, but not in HTTP the client could be given
+                    # (aiohttp's parser refused it: a bare CR in a header, a bad name...).
+                    admission = self._failed(upstream, admission, "bad_response", exc)
+                    exchange.upstream_ms = _ms_since(upstream_started)
+                    await self._proxy_error(
+                        send,
+                        capture,
+                        502,
+                        "upstream_error",
+                        "upstream_bad_response",
+                        f"The upstream's response was not valid HTTP: {type(exc).__name__}.",
+                    )
+                    return
+                except aiohttp.ClientError as exc:
+                    admission = self._failed(upstream, admission, "connect_error", exc)
+                    if plan is not None and upstreams.policy.on_connect:
+                        tries_s += time.perf_counter() - try_started
+                        waiting = True
+                        chosen = await self._next_try(plan, upstream, capture, None)
+                        waiting = False
+                        if chosen is not None:
+                            upstream, admission = chosen
+                            continue
+                    exchange.upstream_ms = _ms_since(upstream_started)
+                    await self._proxy_error(
+                        send,
+                        capture,
+                        502,
+                        "connection_error",
+                        "upstream_connection_error",
+                        f"Upstream unreachable: {upstream.base.address} ({upstream_failure(exc)}).",
+                    )
+                    return
+                status = response.status
+                failed = status >= 500 or status in upstreams.policy.on_status
+                upstream.note(
+                    _RESULTS[status // 100] if status != 429 else "rate_limited",
+                    (time.perf_counter() - try_started) * 1000,
                 )
-            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                exchange.upstream_ms = _ms_since(upstream_started)
-                await self._proxy_error(
-                    send,
-                    capture,
-                    504,
-                    "timeout",
-                    "upstream_timeout",
-                    f"The upstream {self._upstream.address} did not answer in time "
-                    f"({upstream_failure(exc)}).",
-                )
-                return
-            except aiohttp.ClientResponseError as exc:
-                # The upstream answered, but not in HTTP the client could be given
-                # (aiohttp's parser refused it: a bare CR in a header, a bad name...).
-                exchange.upstream_ms = _ms_since(upstream_started)
-                await self._proxy_error(
-                    send,
-                    capture,
-                    502,
-                    "upstream_error",
-                    "upstream_bad_response",
-                    f"The upstream's response was not valid HTTP: {type(exc).__name__}.",
-                )
-                return
-            except aiohttp.ClientError as exc:
-                exchange.upstream_ms = _ms_since(upstream_started)
-                await self._proxy_error(
-                    send,
-                    capture,
-                    502,
-                    "connection_error",
-                    "upstream_connection_error",
-                    f"Upstream unreachable: {self._upstream.address} ({upstream_failure(exc)}).",
-                )
-                return
-            await self._relay(send, capture, response, started, upstream_started, watch)
+                upstream.breaker.record(not failed, admission, upstreams.clock())
+                admission = ADMITTED  # told: a cancellation now holds no trial
+                if plan is not None and status in upstreams.policy.on_status:
+                    asked = retry_after(response.headers)
+                    tries_s += time.perf_counter() - try_started
+                    waiting = True
+                    chosen = await self._next_try(plan, upstream, capture, asked, response)
+                    waiting = False
+                    if chosen is not None:
+                        response = None
+                        upstream, admission = chosen
+                        continue
+                break
+            await self._relay(send, capture, response, started, upstream_started, watch, upstream)
         except asyncio.CancelledError:
+            upstream.breaker.release(admission)
             if watch.gone and task.cancelling():
                 # Our own cancellation: the client hung up.  Close (not release) the
                 # upstream connection so the upstream sees the disconnect too.
@@ -343,13 +418,15 @@ class Forwarder:
                 exchange.outcome = "client_disconnected"
                 exchange.error_type = "client_disconnected"
                 if exchange.upstream_ms is None:
-                    exchange.upstream_ms = _ms_since(upstream_started)
+                    exchange.upstream_ms = (
+                        tries_s * 1000 if waiting else _ms_since(upstream_started)
+                    )
                 if response is not None:
                     response.close()
                 return
             # Cut by the server (see __call__): close, so the upstream sees it too.
             if exchange.upstream_ms is None:
-                exchange.upstream_ms = _ms_since(upstream_started)
+                exchange.upstream_ms = tries_s * 1000 if waiting else _ms_since(upstream_started)
             if response is not None:
                 response.close()
             raise
@@ -357,6 +434,62 @@ class Forwarder:
             watch.stop()
             if response is not None:
                 response.release()
+
+    def _failed(self, upstream: Upstream, admission: int, result: str, exc: BaseException) -> int:
+        """A try that got no response: counted, and told to the upstream's breaker.
+        Returns the admission now held: none that a cancellation would have to free."""
+        upstream.note(result)
+        upstream.last_error = upstream_failure(exc)
+        upstream.breaker.record(False, admission, self._upstreams.clock())
+        return ADMITTED
+
+    async def _next_try(
+        self,
+        plan: TryPlan,
+        failed: Upstream,
+        capture: Capture,
+        asked_wait: float | None,
+        response: aiohttp.ClientResponse | None = None,
+    ) -> tuple[Upstream, int] | None:
+        """Where the request goes after a failed try, once any wait is over; None when
+        it goes nowhere (attempts spent, no usable upstream left, budget exhausted):
+        the client then gets this try's answer.  A response being retried is closed
+        here, before the wait, so its connection is not held meanwhile."""
+        exchange = capture.exchange
+        upstreams = self._upstreams
+        if exchange.attempts >= upstreams.policy.attempts:
+            return None
+        now = upstreams.clock()
+        index = upstreams.items.index(failed)
+        plan.failed(index, now, asked_wait)
+        chosen = plan.next(now)
+        if chosen is None:
+            return None
+        target = upstreams.items[chosen[0]]
+        if not upstreams.budget.spend(now):
+            target.breaker.release(plan.admission)
+            return None
+        if response is not None:
+            response.close()
+        admission = plan.admission
+        wait = chosen[1]
+        if wait > 0:
+            waited = time.perf_counter()
+            try:
+                await asyncio.sleep(wait)
+            except asyncio.CancelledError:
+                target.breaker.release(admission)
+                raise
+            finally:
+                exchange.retry_wait_ms += _ms_since(waited)
+        # Recorded only now that the next try goes ahead (a client gone meanwhile
+        # leaves a request that was served by no other upstream).
+        if exchange.failover_from is None:
+            exchange.failover_from = []
+        exchange.failover_from.append(failed.name)
+        if target is not failed:
+            upstreams.failed_over(failed.name, target.name)
+        return target, admission
 
     async def _relay(
         self,
@@ -366,6 +499,7 @@ class Forwarder:
         started: float,
         upstream_started: float,
         watch: DisconnectWatch,
+        upstream: Upstream,
     ) -> None:
         exchange = capture.exchange
         raw_headers = response.raw_headers
@@ -435,7 +569,7 @@ class Forwarder:
                 bytes_out,
                 "timeout",
                 "upstream_timeout",
-                f"The upstream {self._upstream.address} stopped sending mid-response.",
+                f"The upstream {upstream.base.address} stopped sending mid-response.",
             )
             raise StreamAborted from None
         except aiohttp.ClientError as exc:
@@ -445,7 +579,7 @@ class Forwarder:
                 bytes_out,
                 "connection_error",
                 "upstream_stream_interrupted",
-                f"The connection to the upstream {self._upstream.address} broke "
+                f"The connection to the upstream {upstream.base.address} broke "
                 f"mid-response ({upstream_failure(exc)}).",
             )
             raise StreamAborted from None
@@ -555,6 +689,8 @@ class Forwarder:
 
 
 _KEEPALIVE = b": keepalive\n\n"
+# A try's result by status class, as llm_upstream_attempts_total{result} counts it.
+_RESULTS = ("success", "success", "success", "success", "client_error", "server_error")
 
 
 async def _prepend(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -30,9 +30,12 @@ from pulse_proxy.proxy.urls import display_url
 from pulse_proxy.settings.alerts import AlertSettings
 from pulse_proxy.settings.sections import (
     AccountingSettings,
+    BreakerSettings,
     DashboardSettings,
+    FallbackSettings,
     MetricsSettings,
     PricingSettings,
+    RetrySettings,
     RiskSettings,
     ServerSettings,
     UpstreamSettings,
@@ -145,6 +148,10 @@ def redacted(settings: Settings) -> dict[str, Any]:
     """The effective config for display: secrets replaced, never printed."""
     data = settings.model_dump(mode="json")
     data["upstream"]["url"] = display_url(data["upstream"]["url"])
+    for fallback in data["upstream"]["fallbacks"]:
+        fallback["url"] = display_url(fallback["url"])
+        if fallback.get("api_key"):
+            fallback["api_key"] = "***"
     data["webhooks"] = settings.webhooks.redacted()
     data["otel"] = settings.otel.redacted()
     data["otel"]["endpoint"] = display_url(data["otel"]["endpoint"])
@@ -161,11 +168,14 @@ def redacted(settings: Settings) -> dict[str, Any]:
 __all__ = [
     "AccountingSettings",
     "AlertSettings",
+    "BreakerSettings",
     "ConfigError",
     "DashboardSettings",
+    "FallbackSettings",
     "MetricsSettings",
     "OtelSettings",
     "PricingSettings",
+    "RetrySettings",
     "RiskSettings",
     "ServerSettings",
     "Settings",

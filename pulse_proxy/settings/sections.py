@@ -10,7 +10,14 @@ from collections.abc import Iterable
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pulse_proxy.proxy.urls import http_base_url
 
@@ -54,6 +61,121 @@ class ServerSettings(Section):
     max_connections: int = Field(2048, gt=0)
 
 
+def _upstream_url(value: str) -> str:
+    if value == "mock":
+        return value
+    return http_base_url(value, "'mock' or an http(s) base URL such as https://api.openai.com/v1")
+
+
+class FallbackSettings(Section):
+    """A further upstream, tried in list order after the primary (``upstream.url``)."""
+
+    url: str
+    # The ``upstream`` field and label for answers it serves; required, since two
+    # fallbacks on one host would otherwise share a name.
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")
+    # Sent only when the client sent no credential, and only to this upstream.
+    api_key: str | None = None
+    # Requested model -> this upstream's name for it (an Azure deployment, say).
+    models: dict[str, str] = Field(default_factory=dict)
+    # Unset: the primary's (upstream.connect_timeout_s / read_timeout_s).
+    connect_timeout_s: float | None = Field(None, gt=0)
+    read_timeout_s: float | None = Field(None, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str) -> str:
+        return _upstream_url(value)
+
+
+# What ``upstream.retry.on`` may hold besides status codes.
+RetryCondition = Literal["connect_error", "timeout"]
+DEFAULT_RETRY_ON: tuple[RetryCondition | int, ...] = (
+    "connect_error",
+    "timeout",
+    429,
+    500,
+    502,
+    503,
+    504,
+)
+
+
+class RetrySettings(Section):
+    """Further tries of a request that failed before its answer began."""
+
+    # Tries per request across all upstreams; 1: no retry, no failover.
+    attempts: int = Field(1, ge=1, le=10)
+    on: tuple[RetryCondition | int, ...] = DEFAULT_RETRY_ON
+    # Full jitter: before trying an upstream again, a random wait in
+    # [0, min(max_backoff_s, backoff_s * 2**n)].  A Retry-After longer than
+    # max_backoff_s skips that upstream for the request instead.
+    backoff_s: float = Field(0.25, ge=0)
+    max_backoff_s: float = Field(8.0, ge=0)
+    # Retries may add at most this share to the upstream traffic of the last 10 s.
+    budget_ratio: float = Field(0.2, ge=0, le=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, data: object) -> object:
+        """YAML 1.1 (PyYAML's) reads an unquoted ``on:`` key as the boolean true."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _retryable_statuses(cls, value: object) -> object:
+        """One message naming the entry, rather than pydantic's per-union-member list."""
+        if not isinstance(value, list | tuple):
+            return value
+        for item in value:
+            if isinstance(item, str) and not item.isdigit():
+                if item not in ("connect_error", "timeout"):
+                    raise ValueError(
+                        f"{item!r} is not a retry condition: use connect_error, timeout "
+                        "or a status code (429, 5xx)"
+                    )
+                continue
+            try:
+                status = int(item)
+            except (TypeError, ValueError):
+                raise ValueError(f"{item!r} is not a retry condition") from None
+            if not (status == 429 or 500 <= status <= 599):
+                raise ValueError(
+                    f"{status} cannot be retried: only 429 and 5xx statuses (a client's own "
+                    "error is answered as the upstream gave it)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> RetrySettings:
+        if self.max_backoff_s < self.backoff_s:
+            raise ValueError("max_backoff_s must be at least backoff_s")
+        return self
+
+
+class BreakerSettings(Section):
+    """The circuit breaker kept for each upstream separately."""
+
+    # Opens after this many failed tries in a row (0: never on this ground).
+    consecutive_failures: int = Field(5, ge=0)
+    # ... or when the share of failed tries over window_s exceeds this (with at
+    # least min_requests tries in the window).
+    error_rate: float = Field(0.5, gt=0, le=1)
+    min_requests: int = Field(20, ge=1)
+    window_s: float = Field(30.0, gt=0, le=3600)
+    # How long it stays open before one trial request; doubled on each failed trial.
+    open_for_s: float = Field(10.0, gt=0)
+    max_open_for_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _open_for_ordered(self) -> BreakerSettings:
+        if self.max_open_for_s < self.open_for_s:
+            raise ValueError("max_open_for_s must be at least open_for_s")
+        return self
+
+
 class UpstreamSettings(Section):
     # A base URL including the version prefix, or "mock" for the bundled mock.
     url: str = "mock"
@@ -71,23 +193,41 @@ class UpstreamSettings(Section):
     inject_stream_usage: bool = True
     # Send an SSE comment this often while waiting for a stream's first chunk (0: off).
     sse_keepalive_s: float = Field(0.0, ge=0)
+    # Further upstreams, tried in order when the primary fails (see retry, breaker).
+    fallbacks: tuple[FallbackSettings, ...] = ()
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
 
     @field_validator("url")
     @classmethod
     def _url_is_http(cls, value: str) -> str:
-        if value == "mock":
-            return value
-        return http_base_url(
-            value, "'mock' or an http(s) base URL such as https://api.openai.com/v1"
-        )
+        return _upstream_url(value)
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _fallbacks_distinct(
+        cls, value: tuple[FallbackSettings, ...], info: ValidationInfo
+    ) -> tuple[FallbackSettings, ...]:
+        """Names must tell upstreams apart (events, labels, breaker state are by name),
+        and one bundled mock serves one upstream."""
+        url = info.data.get("url", "mock")
+        primary = _label(url, info.data.get("name"))
+        require_unique([primary, *(f.name for f in value)], "upstream")
+        if [url, *(f.url for f in value)].count("mock") > 1:
+            raise ValueError("only one upstream can be the bundled mock ('mock')")
+        return value
 
     @property
     def label(self) -> str:
-        if self.name:
-            return self.name
-        if self.url == "mock":
-            return "mock"
-        return urlsplit(self.url).hostname or "upstream"
+        return _label(self.url, self.name)
+
+
+def _label(url: str, name: str | None) -> str:
+    if name:
+        return name
+    if url == "mock":
+        return "mock"
+    return urlsplit(url).hostname or "upstream"
 
 
 class AccountingSettings(Section):

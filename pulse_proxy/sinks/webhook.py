@@ -112,7 +112,28 @@ def slack_payload(alert: AlertEvent) -> dict[str, Any]:
                 "elements": [{"type": "mrkdwn", "text": _slack_escape(labels)[:3000]}],
             }
         )
+    if alert.actions:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": _slack_escape(_actions_text(alert.actions))[:3000]}
+                ],
+            }
+        )
     return {"text": _slack_escape(text), "blocks": blocks}
+
+
+def _actions_text(actions: list[dict[str, Any]]) -> str:
+    """``breaker opened: primary (consecutive_failures); traffic to: fallback``."""
+    parts = []
+    for action in actions:
+        kind = str(action.get("action", "")).replace("_", " ")
+        detail = str(action.get("upstream", ""))
+        if action.get("reason"):
+            detail += f" ({action['reason']})"
+        parts.append(f"{kind}: {detail}")
+    return "; ".join(parts)
 
 
 # -- delivery ------------------------------------------------------------------------

@@ -154,6 +154,18 @@ def test_slack_text_is_escaped() -> None:
     assert payload["blocks"][1]["text"]["text"] == "&lt;!channel&gt; &amp; &lt;http://x|y&gt;"
 
 
+def test_alert_actions_reach_both_payloads() -> None:
+    """What the proxy switched (breaker opened, where traffic went) is in the JSON and in Slack's summary."""
+    actions = [
+        {"action": "breaker_opened", "upstream": "primary", "reason": "error_rate"},
+        {"action": "traffic_to", "upstream": "azure"},
+    ]
+    alert = make_alert(metric="error_rate", actions=actions)
+    assert json_payload(alert)["actions"] == actions
+    context = slack_payload(alert)["blocks"][-1]["elements"][0]["text"]
+    assert context == "breaker opened: primary (error_rate); traffic to: azure"
+
+
 def test_retries_until_the_receiver_recovers(hooks: tuple[Receiver, str]) -> None:
     """A receiver that answers 503 twice gets the alert on the third attempt."""
     receiver, url = hooks
