@@ -218,7 +218,9 @@
       error_rate: [
         s ? s.error_rate : null,
         s && s.error_rate != null ? fmtPct(s.error_rate) : "–",
-        s ? fmtInt(s.errors) + " error" + (s.errors === 1 ? "" : "s") : "",
+        s ? fmtInt(s.errors) + " error" + (s.errors === 1 ? "" : "s") +
+          (s.outcomes && s.outcomes.throttled ? " · " + fmtInt(s.outcomes.throttled) + " throttled" : "") +
+          (s.failovers ? " · " + fmtInt(s.failovers) + " failed over" : "") : "",
       ],
       latency_p50: [s ? s.latency_ms.p50 : null, fmtMs(s ? s.latency_ms.p50 : null), s && s.ttft_ms.p50 != null ? "TTFT p50 " + fmtMs(s.ttft_ms.p50) : ""],
       latency_p95: [s ? s.latency_ms.p95 : null, fmtMs(s ? s.latency_ms.p95 : null), s && s.latency_ms.max != null ? "max " + fmtMs(s.latency_ms.max) : ""],
@@ -585,7 +587,31 @@
         tip(clock(p.t, true) + " · " + fmtInt(p.errors) + " of " + fmtInt(p.requests) + " failed" + (p.error_rate == null ? "" : " (" + fmtPct(p.error_rate) + ")")),
       ]), p.t, step));
     }
-    f.svg.append(polyline(line, "error"), dots);
+    // Throttled requests (the proxy's own 429s, not upstream errors) as a share of the
+    // slot's requests, beside the error rate; requests served after a failover as marks.
+    const throttledBars = el("g");
+    const failovers = el("g");
+    let throttled = 0;
+    let failedOver = 0;
+    for (const p of points) {
+      const x = tx.x(p.t);
+      if (p.throttled) {
+        throttled += p.throttled;
+        const share = Math.min(1, p.throttled / Math.max(1, p.requests));
+        throttledBars.appendChild(el("rect", {
+          class: "bar throttled", x: x + 1, width: Math.max(1, tx.slot - 2), y: y(Math.min(share, max)), height: f.y0 - y(Math.min(share, max)),
+          "data-t": p.t, "data-throttled": p.throttled,
+        }, [tip(clock(p.t, true) + " · " + fmtInt(p.throttled) + " throttled by a limit")]));
+      }
+      if (p.failovers) {
+        failedOver += p.failovers;
+        const mid = x + tx.slot / 2;
+        failovers.appendChild(el("path", {
+          class: "marker failover", d: "M" + mid + "," + (f.y0 - 12) + " l5,5 l-5,5 l-5,-5 Z", "data-t": p.t, "data-failovers": p.failovers,
+        }, [tip(clock(p.t, true) + " · " + fmtInt(p.failovers) + " request" + (p.failovers === 1 ? "" : "s") + " served by a fallback")]));
+      }
+    }
+    f.svg.append(throttledBars, polyline(line, "error"), dots, failovers);
     if (threshold != null && threshold <= max) {
       f.svg.appendChild(el("line", { class: "marker-line threshold", x1: f.x0, x2: f.x1, y1: y(threshold), y2: y(threshold), "data-marker": "threshold", "data-value": threshold }));
       f.svg.appendChild(el("text", { class: "marker-label threshold", x: f.x1 + 4, y: y(threshold) + 4 }, [text(fmtPct(threshold, 0))]));
@@ -608,7 +634,7 @@
     const requests = points.reduce((sum, p) => sum + p.requests, 0);
     const errors = points.reduce((sum, p) => sum + p.errors, 0);
     if (requests === 0) noData(f, "No requests in this window");
-    chartData(f.svg, { chart: "errors", points: points.length, requests, errors, markers: shown.length, threshold });
+    chartData(f.svg, { chart: "errors", points: points.length, requests, errors, markers: shown.length, threshold, throttled, failovers: failedOver });
     renderAlertList();
   }
 
@@ -840,16 +866,21 @@
     const note = document.getElementById("upstreams-note");
     const upstreams = state.upstreams && state.upstreams.upstreams;
     if (upstreams) {
-      fillTable(table, ["Upstream", "State", "Error rate", "Latency p50"], upstreams.map((u) => {
+      fillTable(table, ["Upstream", "Breaker", "Error rate", "Latency", "Tries"], upstreams.map((u) => {
         const tr = document.createElement("tr");
         const label = BREAKER_STATES[u.state] || String(u.state);
         tr.dataset.upstream = u.name;
-        tr.dataset.state = label;
-        tr.append(cell(u.name, "name"), cell(span("state " + label.replace("-", "_"), label)),
-          cell(u.error_rate == null ? "–" : fmtPct(u.error_rate), "num"), cell(fmtMs(u.latency_p50_ms), "num"));
+        tr.dataset.state = u.state;
+        tr.dataset.errorRate = u.error_rate == null ? "" : String(u.error_rate);
+        const tries = Object.values(u.attempts || {}).reduce((a, b) => a + b, 0);
+        const state = span("state " + u.state, label + (u.state === "open" && u.reopen_in_s != null ? " · trial in " + Math.ceil(u.reopen_in_s) + " s" : ""));
+        tr.append(cell(u.name, "name"), cell(state),
+          cell(u.error_rate == null ? "–" : fmtPct(u.error_rate), "num"), cell(fmtMs(u.latency_ms), "num"), cell(fmtInt(tries), "num"));
+        if (u.last_error) tr.title = "last error: " + u.last_error;
         return tr;
       }), "No upstream configured");
-      note.textContent = "";
+      const ready = state.ready;
+      note.textContent = ready ? "Readiness: " + (ready.status === "ready" ? "ready" : "not ready") + (ready.reason ? " (" + ready.reason + ")" : "") : "";
     } else {
       const ready = state.ready;
       const tr = document.createElement("tr");

@@ -29,6 +29,7 @@ class Aggregate(Struct, array_like=True):
     errors: int = 0
     outcomes: dict[str, int] = {}
     flags: dict[str, int] = {}  # requests per risk flag (the detectors' names: a few)
+    failovers: int = 0  # requests answered by another upstream than the first one tried
     latency: Sketch = field(default_factory=Sketch)
     ttft: Sketch = field(default_factory=Sketch)
     prompt: Sketch = field(default_factory=Sketch)
@@ -49,6 +50,8 @@ class Aggregate(Struct, array_like=True):
         if outcome in ERROR_OUTCOMES:
             self.errors += 1
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if ex.failover_from:
+            self.failovers += 1
         if ex.risk_flags:
             flags = self.flags
             for flag in ex.risk_flags:
@@ -93,6 +96,7 @@ class Aggregate(Struct, array_like=True):
         mine = self.outcomes
         for outcome, count in other.outcomes.items():
             mine[outcome] = mine.get(outcome, 0) + count
+        self.failovers += other.failovers
         if other.flags:
             flags = self.flags
             for flag, count in other.flags.items():
@@ -198,6 +202,7 @@ class Aggregate(Struct, array_like=True):
             "error_rate": _r(self.errors / n, 4) if n else None,
             "outcomes": dict(sorted(self.outcomes.items())),
             "risk_flags": dict(sorted(self.flags.items())),
+            "failovers": self.failovers,
             "latency_ms": self._dist_summary("latency_ms"),
             "ttft_ms": self._dist_summary("ttft_ms"),
             "prompt_tokens": prompt,

@@ -28,6 +28,8 @@ def _point(t: float, step_s: float, aggregate: Aggregate | None) -> dict[str, An
         "prompt_p95": _r(a.prompt.quantile(0.95)),
         "prompt_max": float(a.prompt_max) if a.prompt.count else None,
         "flags": dict(sorted(a.flags.items())),
+        "failovers": a.failovers,
+        "throttled": a.outcomes.get("throttled", 0),
     }
 
 
