@@ -21,6 +21,7 @@ from test_dashboard import (  # noqa: F401 - browser is a fixture
     browser,
     output_dirs,
     rendered,
+    screenshot,
     stats,
     wait,
 )
@@ -211,6 +212,9 @@ def test_panels_show_what_the_api_reports_and_the_table_follows_the_charts(
                 for directory in dirs:
                     (directory / f"panel-{panel}-{scheme}.png").write_bytes(png)
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        browser.find_element(By.ID, "detail-close").click()
+        screenshot(browser, "page-laptop-light", dirs, width=1366, height=900, mobile=False)
+        screenshot(browser, "page-phone-dark", dirs, width=390, height=844, mobile=True, dark=True)
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
 
