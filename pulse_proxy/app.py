@@ -33,6 +33,8 @@ from pulse_proxy.accounting.process import build_accountant
 from pulse_proxy.accounting.screening import Screen
 from pulse_proxy.admin import AdminEndpoints, admin_app
 from pulse_proxy.alerts import AlertEngine
+from pulse_proxy.limits.build import build_limiter
+from pulse_proxy.limits.observe import BackendAlert, CorrectionSink, LimitsCollector, act
 from pulse_proxy.ops.bundled_mock import BundledMock
 from pulse_proxy.proxy.errors import upstream_failure
 from pulse_proxy.proxy.forward import Forwarder, new_identity
@@ -208,6 +210,13 @@ class PulseApp:
             )
             sinks.append(self.webhooks)
         sinks.extend(extra_sinks)
+        self.limiter = build_limiter(settings, clock=clock)
+        self.backend_alert: BackendAlert | None = None
+        if self.limiter is not None:
+            sinks.append(CorrectionSink(self.limiter))
+            self.registry.register(LimitsCollector(self.limiter))
+            if self.limiter.store is not None:
+                self.backend_alert = BackendAlert(self.limiter, clock=clock)
 
         self.accountant = build_accountant(settings)
         self.dispatcher = Dispatcher(
@@ -227,6 +236,7 @@ class PulseApp:
             self.screen,
             clock=clock,
             identity=self.identity,
+            limits=self.limiter,
         )
         self.admin = admin_app(
             AdminEndpoints(
@@ -236,6 +246,7 @@ class PulseApp:
                 stats=self.stats,
                 breakdown=self.breakdown,
                 alerts=self.alerts,
+                limits=self.limiter,
             ),
             lifespan=self._lifespan,
         )
@@ -317,6 +328,8 @@ class PulseApp:
                     await closing.aclose()
             await self._session.close()
             self._session = None
+            if self.limiter is not None and self.limiter.store is not None:
+                await self.limiter.store.aclose()
             self.log.info(
                 "pulse.stopped",
                 processed=self.dispatcher.processed,
@@ -362,7 +375,13 @@ class PulseApp:
             self.log.error("pulse.alerts_failed", error_type=type(exc).__name__)
             return
         for transition in transitions:
+            if self.limiter is not None:
+                transition = act(self.limiter, transition)
             self.dispatcher.publish_alert(transition)
+        if self.backend_alert is not None:
+            backend = self.backend_alert.evaluate()
+            if backend is not None:
+                self.dispatcher.publish_alert(backend)
 
     async def _summary_loop(self) -> None:
         interval = self.settings.server.summary_interval_s

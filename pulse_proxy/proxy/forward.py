@@ -30,6 +30,8 @@ from email.utils import formatdate
 import aiohttp
 
 from pulse_proxy.accounting.screening import Screen
+from pulse_proxy.limits.answer import send_refusal
+from pulse_proxy.limits.limiter import Limiter
 from pulse_proxy.proxy.disconnect import DisconnectWatch, DisconnectWatches
 from pulse_proxy.proxy.errors import openai_error_body, upstream_failure
 from pulse_proxy.proxy.headers import (
@@ -98,6 +100,7 @@ class Forwarder:
         screen: Screen | None = None,
         clock: Callable[[], float] = time.time,
         identity: str | None = None,
+        limits: Limiter | None = None,
     ) -> None:
         self._settings = settings
         self._session = session_getter
@@ -114,6 +117,7 @@ class Forwarder:
         self._screen = screen if screen else None
         self._clock = clock
         self._watches = DisconnectWatches()
+        self._limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -163,6 +167,8 @@ class Forwarder:
             if exchange.upstream_ms is not None:
                 exchange.overhead_ms = max(exchange.latency_ms - exchange.upstream_ms, 0.0)
             exchange.ended_at = self._clock()
+            if self._limits is not None:
+                self._limits.release(capture)
             self._on_complete(capture)
 
     async def _exchange(
@@ -257,6 +263,13 @@ class Forwarder:
                     "prompt_blocked",
                     f"The request was blocked by LLM Pulse policy ({', '.join(flags)}).",
                 )
+                return
+
+        # 2b. Limits: a request over one is answered 429 here, the upstream never called.
+        if self._limits is not None:
+            refusal = await self._limits.admit(capture)
+            if refusal is not None:
+                await send_refusal(send, capture, refusal)
                 return
 
         # 3. What goes upstream.

@@ -1,0 +1,99 @@
+"""Throttling end to end: the official openai SDK against a real proxy and mock."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from conftest import RunningProxy, run_server, start_proxy, wait_until
+
+MESSAGES = [{"role": "user", "content": "Name three colours."}]
+
+
+class CountingUpstream:
+    """The bundled mock, counting the requests that reach it."""
+
+    def __init__(self) -> None:
+        from mock_upstream.app import create_app
+
+        self.app = create_app()
+        self.seen = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/chat"):
+            self.seen += 1
+        await self.app(scope, receive, send)
+
+
+@contextlib.contextmanager
+def counted_proxy(limits: dict[str, Any]) -> Iterator[tuple[RunningProxy, CountingUpstream]]:
+    upstream = CountingUpstream()
+    with run_server(upstream) as url, start_proxy(url + "/v1", {"limits": limits}) as proxy:
+        yield proxy, upstream
+
+
+def sdk(proxy: RunningProxy, key: str, **options: Any) -> openai.OpenAI:
+    options.setdefault("max_retries", 0)
+    return openai.OpenAI(base_url=proxy.base_url, api_key=key, **options)
+
+
+PER_KEY = {"rules": [{"name": "per_key", "by": "api_key", "requests_per_min": 5}]}
+
+
+def test_sixth_request_is_refused_with_openai_headers() -> None:
+    """Over requests_per_min, the SDK raises RateLimitError with OpenAI's rate-limit
+    headers; another key is unaffected, and the upstream saw only what was admitted."""
+    with counted_proxy(PER_KEY) as (proxy, upstream):
+        client = sdk(proxy, "sk-first-key")
+        for _ in range(5):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        headers = refused.value.response.headers
+        assert refused.value.code == "rate_limit_exceeded"
+        assert "per_key" in refused.value.message and "sk-first-key" not in refused.value.message
+        assert int(headers["retry-after"]) >= 1 and int(headers["retry-after-ms"]) > 0
+        assert headers["x-ratelimit-limit-requests"] == "5"
+        assert headers["x-ratelimit-remaining-requests"] == "0"
+        assert headers["x-ratelimit-reset-requests"].endswith("s")
+        sdk(proxy, "sk-second-key").chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        events = proxy.wait_for(7)
+        assert upstream.seen == 6
+        throttled = [e for e in events if e.outcome == "throttled"]
+        assert len(throttled) == 1 and throttled[0].throttled_by == "per_key"
+        assert throttled[0].status_code == 429 and not throttled[0].is_error
+        assert throttled[0].api_key_hash == events[0].api_key_hash
+        metrics = httpx.get(proxy.url + "/metrics").text
+        assert 'llm_throttled_total{rule="per_key"} 1.0' in metrics
+
+
+def test_sdk_backoff_gets_through() -> None:
+    """With the SDK's default retries on, its own backoff (it waits the 429's
+    retry-after-ms) gets a refused request through once the limit has room again."""
+    import threading
+
+    limits = {"rules": [{"name": "one_at_a_time", "by": "all", "concurrent": 1}]}
+    with counted_proxy(limits) as (proxy, upstream):
+        holder = threading.Thread(
+            target=sdk(proxy, "sk-a").chat.completions.create,
+            kwargs={
+                "model": "gpt-4o-mini",
+                "messages": MESSAGES,
+                "extra_headers": {"x-mock-latency-ms": "400"},
+            },
+        )
+        holder.start()
+        wait_until(lambda: upstream.seen == 1)
+        retried = sdk(proxy, "sk-b", max_retries=2).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        )
+        holder.join()
+        assert retried.choices
+        events = proxy.wait_for(3)
+        outcomes = sorted(e.outcome for e in events)
+        assert outcomes == ["success", "success", "throttled"]
+        assert upstream.seen == 2
