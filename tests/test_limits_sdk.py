@@ -97,3 +97,62 @@ def test_sdk_backoff_gets_through() -> None:
         outcomes = sorted(e.outcome for e in events)
         assert outcomes == ["success", "success", "throttled"]
         assert upstream.seen == 2
+
+
+class FixedClock:
+    """Mid-slot and still: the windows do not slide during the test."""
+
+    def __init__(self) -> None:
+        self.now = 60 * 30_000_000 + 30.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_tokens_per_min_by_user_holds_within_one_request() -> None:
+    """tokens_per_min by user, streamed and plain: what is admitted stays within one
+    request's worth of the limit, another user is unaffected, and /pulse/limits shows
+    the charge corrected to the upstream's usage."""
+    limits = {"rules": [{"name": "user_tokens", "by": "user", "tokens_per_min": 300}]}
+    upstream = CountingUpstream()
+    with (
+        run_server(upstream) as url,
+        start_proxy(url + "/v1", {"limits": limits}, clock=FixedClock()) as proxy,
+    ):
+        client = sdk(proxy, "sk-any")
+        admitted = 0
+        refused = 0
+        for n in range(12):
+            options: dict[str, Any] = {
+                "model": "gpt-4o-mini",
+                "messages": MESSAGES,
+                "max_tokens": 60,
+                "user": "ann",
+                "extra_headers": {"x-mock-completion-tokens": "20"},
+            }
+            try:
+                if n % 2:
+                    list(client.chat.completions.create(stream=True, **options))
+                else:
+                    client.chat.completions.create(**options)
+                admitted += 1
+            except openai.RateLimitError as exc:
+                assert exc.response.headers["x-ratelimit-limit-tokens"] == "300"
+                refused += 1
+            # Let accounting correct the charge before the next request is checked.
+            wait_until(lambda n=n: len(proxy.sink.exchanges) == n + 1)
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, user="bob", max_tokens=60
+        )
+        events = proxy.wait_for(13)
+        ann = [e for e in events if e.user == "ann" and e.outcome == "success"]
+        used = sum(e.total_tokens for e in ann)
+        assert refused and admitted == len(ann)
+        one_request = max(e.total_tokens for e in ann)
+        assert 300 - 2 * one_request - 60 < used <= 300
+        report = httpx.get(proxy.url + "/pulse/limits").json()
+        (rule,) = report["rules"]
+        (tokens,) = rule["limits"]
+        top = {row["value"]: row["used"] for row in tokens["top"]}
+        assert top["ann"] == used  # the upstream's usage, not the charge made ahead
+        assert rule["throttled"] == refused

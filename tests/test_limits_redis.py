@@ -1,0 +1,93 @@
+"""Fleet-wide limits on a real redis-server: two proxies, one limit; an outage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from conftest import RedisServer, run_server, start_proxy, wait_until
+from test_limits_sdk import MESSAGES, CountingUpstream, sdk
+
+
+def shared(redis: RedisServer, **extra: Any) -> dict[str, Any]:
+    return {
+        "limits": {
+            "backend": "redis",
+            "redis_url": redis.url,
+            "rules": [{"name": "fleet_key", "by": "api_key", "requests_per_min": 10}],
+            **extra,
+        },
+        # Same salt on both proxies, as a fleet would configure: the same key hash.
+        "accounting": {"key_hash_salt": "fleet-salt"},
+        "alerts": {"evaluation_interval_s": 0.1},
+    }
+
+
+def test_two_proxies_share_one_limit(redis_server: RedisServer) -> None:
+    """Two proxies on one Redis, 10 requests a minute per key: 10 requests to each
+    admit 10 in total, not 20, and the upstream sees 10."""
+    upstream = CountingUpstream()
+    with (
+        run_server(upstream) as url,
+        start_proxy(url + "/v1", shared(redis_server)) as first,
+        start_proxy(url + "/v1", shared(redis_server)) as second,
+    ):
+        admitted = 0
+        for proxy in (first, second):
+            client = sdk(proxy, "sk-fleet-key")
+            for _ in range(10):
+                try:
+                    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+                    admitted += 1
+                except openai.RateLimitError:
+                    pass
+        assert admitted == 10
+        assert upstream.seen == 10
+        first.wait_for(10)
+        assert [e.outcome for e in second.wait_for(10)] == ["throttled"] * 10
+
+
+def test_redis_outage_allows_and_alerts(redis_server: RedisServer) -> None:
+    """Redis stopped mid-run: requests flow (on_backend_error: allow), each one is
+    counted and marked, limits_backend_down fires; Redis back: it resolves and the
+    limit applies again."""
+    upstream = CountingUpstream()
+    with (
+        run_server(upstream) as url,
+        start_proxy(url + "/v1", shared(redis_server)) as proxy,
+    ):
+        client = sdk(proxy, "sk-outage")
+        for _ in range(10):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+        redis_server.stop()
+        for _ in range(5):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        events = proxy.wait_for(16)
+        assert [e.limits_backend_error is not None for e in events[-5:]] == [True] * 5
+        metrics = httpx.get(proxy.url + "/metrics").text
+        assert "pulse_limits_backend_errors_total 5.0" in metrics
+        wait_until(lambda: any(a.alert == "limits_backend_down" for a in proxy.sink.alerts))
+        (fired,) = proxy.sink.alerts
+        assert fired.event == "alert.fired"
+
+        redis_server.start()
+        # The counters died with the server: once it answers, ten more are admitted
+        # and the next refused.
+
+        def refused() -> bool:
+            try:
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            except openai.RateLimitError:
+                return True
+            return False
+
+        wait_until(refused, interval=0.05)
+        wait_until(lambda: proxy.exchanges[-1].outcome == "throttled")
+        assert proxy.exchanges[-1].limits_backend_error is None
+        wait_until(lambda: any(a.event == "alert.resolved" for a in proxy.sink.alerts))
+        assert [a.alert for a in proxy.sink.alerts] == ["limits_backend_down"] * 2
