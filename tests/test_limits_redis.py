@@ -8,7 +8,9 @@ import httpx
 import openai
 import pytest
 from conftest import RedisServer, run_server, start_proxy, wait_until
-from test_limits_sdk import MESSAGES, CountingUpstream, sdk
+from test_limits_sdk import MESSAGES, CountingUpstream, close_clients, sdk
+
+__all__ = ["close_clients"]  # the autouse fixture, here too
 
 
 def shared(redis: RedisServer, **extra: Any) -> dict[str, Any]:
