@@ -193,3 +193,16 @@ def test_go_durations() -> None:
     assert window.go_duration(0.02) == "20ms"
     assert window.go_duration(1.5) == "1.5s"
     assert window.go_duration(360) == "6m0s"
+
+
+def test_throttled_requests_stay_out_of_the_error_rate() -> None:
+    """A throttled request is neither an error nor part of the error rate's
+    denominator: throttling cannot dilute (and so resolve) an error_rate alert."""
+    from pulse_proxy.stats.aggregate import Aggregate
+
+    aggregate = Aggregate()
+    for outcome in ("success", "upstream_error", "throttled", "throttled"):
+        aggregate.add(Exchange(request_id="r", method="POST", path="/v1/x", outcome=outcome))  # type: ignore[arg-type]
+    assert aggregate.errors == 1
+    assert aggregate.measure("error_rate", "rate", 60).value == 0.5
+    assert aggregate.summary(60)["error_rate"] == 0.5

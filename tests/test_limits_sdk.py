@@ -82,6 +82,9 @@ def test_sixth_request_is_refused_with_openai_headers() -> None:
         assert throttled[0].api_key_hash == events[0].api_key_hash
         metrics = httpx.get(proxy.url + "/metrics").text
         assert 'llm_throttled_total{rule="per_key"} 1.0' in metrics
+        breakdown = httpx.get(proxy.url + "/pulse/stats").json()["breakdown"]["5m"]["api_key"]
+        assert breakdown[events[0].api_key_hash]["throttled"] == 1
+        assert breakdown[events[0].api_key_hash]["errors"] == 0
 
 
 def test_sdk_backoff_gets_through() -> None:
