@@ -93,3 +93,34 @@ def test_redis_outage_allows_and_alerts(redis_server: RedisServer) -> None:
         assert proxy.exchanges[-1].limits_backend_error is None
         wait_until(lambda: any(a.event == "alert.resolved" for a in proxy.sink.alerts))
         assert [a.alert for a in proxy.sink.alerts] == ["limits_backend_down"] * 2
+
+
+def test_concurrent_queue_on_redis(redis_server: RedisServer) -> None:
+    """A shared concurrency limit with a queue: a second request waits for the first
+    to end (on either replica) instead of a 429."""
+    import threading
+
+    config = shared(redis_server)
+    config["limits"]["rules"] = [
+        {"name": "one_in_flight", "by": "all", "concurrent": 1, "queue_timeout_s": 5}
+    ]
+    upstream = CountingUpstream()
+    with (
+        run_server(upstream) as url,
+        start_proxy(url + "/v1", config) as first,
+        start_proxy(url + "/v1", config) as second,
+    ):
+        holder = threading.Thread(
+            target=sdk(first, "sk-a").chat.completions.create,
+            kwargs={
+                "model": "gpt-4o-mini",
+                "messages": MESSAGES,
+                "extra_headers": {"x-mock-latency-ms": "300"},
+            },
+        )
+        holder.start()
+        wait_until(lambda: upstream.seen == 1)
+        answer = sdk(second, "sk-b").chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        holder.join()
+        assert answer.choices
+        assert [e.outcome for e in first.wait_for(1) + second.wait_for(1)] == ["success"] * 2

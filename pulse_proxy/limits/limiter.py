@@ -15,6 +15,7 @@ With the memory store the whole check is synchronous dict arithmetic.  With Redi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 # Charges awaiting their correction; past this the oldest are corrected never.
 _MAX_PENDING = 50_000
 _TOP = 10
+_SHARED_QUEUE_POLL_S = 0.05
 
 
 class Limiter:
@@ -90,15 +92,15 @@ class Limiter:
         if self.store is not None:
             return await self._admit_shared(capture, checks)
         denial = self.memory.admit(checks, self._clock())
-        while denial is not None:
-            rule = denial.check.limit.rule
-            if denial.check.limit.kind != "concurrent" or not rule.queue_timeout_s:
-                break
-            try:
-                await self.memory.wait_for_slot(denial.check, rule.queue_timeout_s)
-            except TimeoutError:
-                break
-            denial = self.memory.admit(checks, self._clock())
+        if denial is not None and _queues(denial):
+            # Real time, whatever clock the windows use: a queue is waited in real time.
+            deadline = time.monotonic() + denial.check.limit.rule.queue_timeout_s
+            while denial is not None and _queues(denial):
+                try:
+                    await self.memory.wait_for_slot(denial.check, deadline - time.monotonic())
+                except TimeoutError:
+                    break
+                denial = self.memory.admit(checks, self._clock())
         if denial is not None:
             return self._refuse(denial)
         self._hold(capture, checks)
@@ -122,6 +124,15 @@ class Limiter:
                 1.0,
                 error_type="limits_backend_unavailable",
             )
+        if denial is not None and _queues(denial):
+            # No release reaches this replica from the others: poll for a free slot.
+            deadline = time.monotonic() + denial.check.limit.rule.queue_timeout_s
+            while denial is not None and _queues(denial) and time.monotonic() < deadline:
+                await asyncio.sleep(_SHARED_QUEUE_POLL_S)
+                try:
+                    denial = await self.store.admit(checks, self._clock())
+                except BackendError:
+                    break
         if denial is not None:
             return self._refuse(denial)
         self._hold(capture, checks)
@@ -232,6 +243,11 @@ class Limiter:
             "max_keys": self.settings.max_keys,
             "rules": rules,
         }
+
+
+def _queues(denial: Denial) -> bool:
+    """Whether the refusal may wait: a concurrency limit with a queue timeout."""
+    return denial.check.limit.kind == "concurrent" and bool(denial.check.limit.rule.queue_timeout_s)
 
 
 def _actual(exchange: Exchange, reported: float | None, charged: float) -> float:
