@@ -206,3 +206,20 @@ def test_throttled_requests_stay_out_of_the_error_rate() -> None:
     assert aggregate.errors == 1
     assert aggregate.measure("error_rate", "rate", 60).value == 0.5
     assert aggregate.summary(60)["error_rate"] == 0.5
+
+
+def test_example_config_limits_validate() -> None:
+    """The example config's commented limits section, uncommented, is a valid config
+    with both actions waiting on their alerts."""
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).parent.parent / "config" / "pulse.example.yaml").read_text()
+    block = text[text.index("# limits:") :].splitlines()
+    uncommented = "\n".join(line[2:] for line in block if line.startswith("# "))
+    settings = build_settings(yaml.safe_load(uncommented))
+    assert [(r.name, r.when_alert) for r in settings.limits.rules] == [
+        ("token_brake", "token_spike"),
+        ("protect_upstream", "error_rate"),
+    ]
