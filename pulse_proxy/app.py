@@ -34,7 +34,13 @@ from pulse_proxy.accounting.screening import Screen
 from pulse_proxy.admin import AdminEndpoints, admin_app
 from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.limits.build import build_limiter
-from pulse_proxy.limits.observe import BackendAlert, CorrectionSink, LimitsCollector, act
+from pulse_proxy.limits.observe import (
+    BACKEND_ALERT,
+    BackendAlert,
+    CorrectionSink,
+    LimitsCollector,
+    act,
+)
 from pulse_proxy.ops.bundled_mock import BundledMock
 from pulse_proxy.proxy.errors import upstream_failure
 from pulse_proxy.proxy.forward import Forwarder, new_identity
@@ -179,12 +185,13 @@ class PulseApp:
             max_rows=settings.metrics.max_breakdown_rows,
         )
         self.alerts = AlertEngine(settings.alerts, self.stats, clock=clock)
+        self.backend_alert: BackendAlert | None = None
         self.registry = CollectorRegistry()
         self.prometheus = PrometheusSink(
             self.registry,
             max_label_values=settings.metrics.max_label_values,
             error_rate=self.error_rate,
-            alert_firing=self.alerts.firing,
+            alert_firing=self.alerts_firing,
             dropped=self.dropped_counts,
             degraded=self.degraded_counts,
         )
@@ -211,7 +218,6 @@ class PulseApp:
             sinks.append(self.webhooks)
         sinks.extend(extra_sinks)
         self.limiter = build_limiter(settings, clock=clock)
-        self.backend_alert: BackendAlert | None = None
         if self.limiter is not None:
             sinks.append(CorrectionSink(self.limiter))
             self.registry.register(LimitsCollector(self.limiter))
@@ -256,6 +262,13 @@ class PulseApp:
         self.stats.merge(tally.stats)
         self.breakdown.merge(tally.breakdown)
         self.prometheus.merge(tally.prometheus)
+
+    def alerts_firing(self) -> dict[str, bool]:
+        """Every rule's state for ``llm_alert_firing``, the built-in limits_backend_down too."""
+        firing = self.alerts.firing()
+        if self.backend_alert is not None:
+            firing[BACKEND_ALERT] = self.backend_alert.firing
+        return firing
 
     def error_rate(self) -> float | None:
         """The 5-minute error rate, read at scrape / flush time."""

@@ -433,8 +433,14 @@ class RedisServer:
 
         wait_until(answers)
 
+    def pause(self, paused: bool) -> None:
+        """SIGSTOP / SIGCONT: a Redis that accepts connections but answers nothing."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
     def stop(self) -> None:
         if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
             self._process.terminate()
             self._process.wait(timeout=10)
             self._process = None

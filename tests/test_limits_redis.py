@@ -76,6 +76,8 @@ def test_redis_outage_allows_and_alerts(redis_server: RedisServer) -> None:
         wait_until(lambda: any(a.alert == "limits_backend_down" for a in proxy.sink.alerts))
         (fired,) = proxy.sink.alerts
         assert fired.event == "alert.fired"
+        metrics = httpx.get(proxy.url + "/metrics").text
+        assert 'llm_alert_firing{alert="limits_backend_down"} 1.0' in metrics
 
         redis_server.start()
         # The counters died with the server: once it answers, ten more are admitted
@@ -124,3 +126,25 @@ def test_concurrent_queue_on_redis(redis_server: RedisServer) -> None:
         holder.join()
         assert answer.choices
         assert [e.outcome for e in first.wait_for(1) + second.wait_for(1)] == ["success"] * 2
+
+
+def test_silent_redis_times_out_and_deny_refuses(redis_server: RedisServer) -> None:
+    """A Redis that answers nothing costs a request at most backend_timeout_ms: with
+    on_backend_error deny it is refused (429, marked "timeout"), the upstream not called."""
+    upstream = CountingUpstream()
+    config = shared(redis_server, on_backend_error="deny", backend_timeout_ms=100)
+    with run_server(upstream) as url, start_proxy(url + "/v1", config) as proxy:
+        client = sdk(proxy, "sk-silent")
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        redis_server.pause(True)
+        try:
+            with pytest.raises(openai.RateLimitError) as refused:
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        finally:
+            redis_server.pause(False)
+        assert "unavailable" in refused.value.message
+        first, second = proxy.wait_for(2)
+        assert first.limits_backend_error is None
+        assert (second.outcome, second.limits_backend_error) == ("throttled", "timeout")
+        assert second.error_type == "limits_backend_unavailable"
+        assert upstream.seen == 1
