@@ -223,3 +223,48 @@ def test_example_config_limits_validate() -> None:
         ("token_brake", "token_spike"),
         ("protect_upstream", "error_rate"),
     ]
+
+
+def test_tags_models_and_match() -> None:
+    """by tag:<key> and by model count per value; match limits only the values named;
+    a request without the dimension is not counted by the rule."""
+    clock = Clock()
+    lim = limiter(
+        [
+            {"name": "team", "by": "tag:team", "match": ["search"], "requests_per_min": 1},
+            {"name": "model", "by": "model", "requests_per_min": 2},
+        ],
+        clock,
+    )
+
+    def request(tags: str | None, model: str) -> Capture:
+        cap = capture(body=b'{"model":"%s","messages":[]}' % model.encode())
+        cap.tags_header = tags
+        return cap
+
+    assert admit(lim, request("team=search", "a")) is None
+    assert admit(lim, request("team=search", "b")).rule == "team"
+    assert admit(lim, request("team=ads", "b")) is None  # not matched
+    assert admit(lim, request(None, "a")) is None
+    assert admit(lim, request(None, "a")).rule == "model"
+
+
+def test_cost_per_day_from_the_price_table() -> None:
+    """cost_usd_per_day charges the priced estimate ahead and refuses past the budget."""
+    from pulse_proxy.accounting.pricing import PriceTable
+
+    settings = LimitsSettings.model_validate(
+        {"rules": [{"name": "budget", "by": "user", "cost_usd_per_day": 0.01}]}
+    )
+    lim = Limiter(
+        settings, hash_key=b"k" * 32, max_tags=10, prices=PriceTable.load(), clock=Clock()
+    )
+    body = b'{"model":"gpt-4o","max_tokens":300,"messages":[{"role":"user","content":"hi"}]}'
+    admitted = 0
+    while admit(lim, capture(user="ann", body=body, request_id=str(admitted))) is None:
+        admitted += 1
+        assert admitted < 100
+    (cost,) = lim.snapshot()["rules"][0]["limits"]
+    assert cost["kind"] == "cost" and cost["window_s"] == 86_400
+    assert 0.01 - 0.004 < cost["top"][0]["used"] <= 0.01
+    assert admitted >= 2

@@ -174,3 +174,15 @@ def test_tokens_per_min_by_user_holds_within_one_request() -> None:
         top = {row["value"]: row["used"] for row in tokens["top"]}
         assert top["ann"] == used  # the upstream's usage, not the charge made ahead
         assert rule["throttled"] == refused
+
+
+def test_limits_endpoint_is_guarded_like_stats(mock_url: str) -> None:
+    """/pulse/limits demands the admin token exactly when /pulse/stats does."""
+    config = {"server": {"admin_token": "admin-secret"}, "limits": PER_KEY}
+    with start_proxy(mock_url + "/v1", config) as proxy:
+        for path in ("/pulse/stats", "/pulse/limits"):
+            assert httpx.get(proxy.url + path).status_code == 401
+            answer = httpx.get(proxy.url + path, headers={"Authorization": "Bearer admin-secret"})
+            assert answer.status_code == 200
+        body = answer.json()
+        assert body["backend"] == "memory" and body["rules"][0]["name"] == "per_key"
