@@ -125,15 +125,18 @@ class FixedClock:
         return self.now
 
 
-def test_tokens_per_min_by_user_holds_within_one_request() -> None:
+@pytest.mark.parametrize("mode", ["inline", "process"])
+def test_tokens_per_min_by_user_holds_within_one_request(mode: str) -> None:
     """tokens_per_min by user, streamed and plain: what is admitted stays within one
     request's worth of the limit, another user is unaffected, and /pulse/limits shows
-    the charge corrected to the upstream's usage."""
+    the charge corrected to the upstream's usage (accounted in the proxy or in its
+    accounting process)."""
     limits = {"rules": [{"name": "user_tokens", "by": "user", "tokens_per_min": 300}]}
+    config = {"limits": limits, "accounting": {"mode": mode}}
     upstream = CountingUpstream()
     with (
         run_server(upstream) as url,
-        start_proxy(url + "/v1", {"limits": limits}, clock=FixedClock()) as proxy,
+        start_proxy(url + "/v1", config, clock=FixedClock()) as proxy,
     ):
         client = sdk(proxy, "sk-any")
         admitted = 0
