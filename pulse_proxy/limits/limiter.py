@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +70,9 @@ class Limiter:
             limit.kind in ("tokens", "cost") for rule in self.rules for limit in rule.limits
         )
         self._held: dict[int, list[Check]] = {}
-        self._pending: dict[str, list[Check]] = {}
+        # Ordered for an O(1) eviction of the oldest (a dict's first key after many
+        # deletions at its front takes a scan to find).
+        self._pending: OrderedDict[str, list[Check]] = OrderedDict()
         self.throttled: dict[str, int] = {rule.name: 0 for rule in self.rules}
         self.backend_errors = 0
 
@@ -147,7 +150,7 @@ class Limiter:
         if self.charges_usage:
             pending = self._pending
             if len(pending) >= _MAX_PENDING:
-                del pending[next(iter(pending))]
+                pending.popitem(last=False)
             # Keyed by request id, which may be the client's: a duplicate id merely
             # leaves the earlier request's charge uncorrected.
             usage = [check for check in checks if check.limit.kind in ("tokens", "cost")]

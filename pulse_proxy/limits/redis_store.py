@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -91,7 +92,7 @@ class RedisStore:
         self._quiet_until = 0.0
         self._background: set[asyncio.Task[Any]] = set()
         # What this replica last read of each key (fleet-wide figures), for /pulse/limits.
-        self._seen: dict[int, dict[str, tuple[float, float, float]]] = {}
+        self._seen: dict[int, OrderedDict[str, tuple[float, float, float]]] = {}
         # Whether the last call failed: the limits_backend_down alert reads it.
         self.down = False
 
@@ -179,9 +180,9 @@ class RedisStore:
         self._quiet_until = self._monotonic() + _QUIET_AFTER_FAILURE_S
 
     def _remember(self, check: Check, current: float, previous: float, now: float) -> None:
-        seen = self._seen.setdefault(id(check.limit), {})
+        seen = self._seen.setdefault(id(check.limit), OrderedDict())
         if check.key not in seen and len(seen) >= self._max_keys:
-            del seen[next(iter(seen))]
+            seen.popitem(last=False)
         seen[check.key] = (current, previous, now)
 
     def _later(self, call: Any) -> None:

@@ -47,10 +47,6 @@ class Limit:
     limit: float
     window_s: float
 
-    @property
-    def table(self) -> str:
-        return f"{self.rule.name}:{self.kind}"
-
 
 @dataclass(slots=True, eq=False)
 class Rule:
