@@ -161,6 +161,12 @@
     badge.dataset.active = String(active);
   }
 
+  // Requests a limit answered 429: beside the error rate, never in it.
+  function throttledNote(s) {
+    const throttled = (s.outcomes && s.outcomes.throttled) || 0;
+    return throttled ? " · " + fmtInt(throttled) + " throttled" : "";
+  }
+
   function renderFigures(s) {
     const none = s === null || s.requests === 0;
     const figures = {
@@ -168,7 +174,7 @@
       error_rate: [
         s ? s.error_rate : null,
         s && s.error_rate != null ? fmtPct(s.error_rate) : "–",
-        s ? fmtInt(s.errors) + " error" + (s.errors === 1 ? "" : "s") : "",
+        s ? fmtInt(s.errors) + " error" + (s.errors === 1 ? "" : "s") + throttledNote(s) : "",
       ],
       latency_p50: [s ? s.latency_ms.p50 : null, fmtMs(s ? s.latency_ms.p50 : null), s && s.ttft_ms.p50 != null ? "TTFT p50 " + fmtMs(s.ttft_ms.p50) : ""],
       latency_p95: [s ? s.latency_ms.p95 : null, fmtMs(s ? s.latency_ms.p95 : null), s && s.latency_ms.max != null ? "max " + fmtMs(s.latency_ms.max) : ""],

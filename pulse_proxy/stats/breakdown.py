@@ -32,7 +32,8 @@ from pulse_proxy.records import Exchange
 from pulse_proxy.stats import window_label
 from pulse_proxy.stats.labels import BoundedLabel
 
-# A row is six floats: requests, errors, prompt, completion and total tokens, cost (USD).
+# A row is seven floats: requests, errors, prompt, completion and total tokens, cost (USD),
+# requests throttled (answered 429 by a limit rule, never an error).
 _BUCKET_S = 10
 _TAG_PREFIX = "tag:"
 OTHER_TAG = _TAG_PREFIX + "other"
@@ -140,7 +141,7 @@ class Breakdown:
                 merged = self._sum_buckets(now - window_s)
         out: dict[str, dict[str, dict[str, float]]] = {}
         for (dimension, value), totals in sorted(merged.items(), key=lambda item: -item[1][0]):
-            requests, errors, prompt, completion, total, cost = totals
+            requests, errors, prompt, completion, total, cost, throttled = totals
             # Spelled out: a dict display costs a third of a comprehension over the names.
             figures: dict[str, Any] = {
                 "requests": int(requests),
@@ -150,6 +151,7 @@ class Breakdown:
                 "total_tokens": int(total),
                 "cost_usd": round(cost, 8),
                 "error_rate": round(errors / requests, 4) if requests else None,
+                "throttled": int(throttled),
             }
             dimension_rows = out.get(dimension)
             if dimension_rows is None:
@@ -216,6 +218,7 @@ def _add_row(totals: list[float], amounts: list[float]) -> None:
     totals[3] += amounts[3]
     totals[4] += amounts[4]
     totals[5] += amounts[5]
+    totals[6] += amounts[6]
 
 
 class BreakdownTally(Struct, array_like=True):
@@ -243,6 +246,7 @@ class BreakdownTally(Struct, array_like=True):
             float(ex.completion_tokens or 0),
             float(ex.total_tokens or 0),
             float(ex.cost_usd or 0.0),
+            1.0 if ex.outcome == "throttled" else 0.0,
         ]
         start = int(ex.ended_at // _BUCKET_S) * _BUCKET_S
         for key in keys:
