@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from pulse_proxy.alerts import AlertEngine
+from pulse_proxy.limits.limiter import Limiter
 from pulse_proxy.proxy.errors import openai_error_body
 from pulse_proxy.readiness import Readiness
 from pulse_proxy.sinks.prometheus import exposition
@@ -47,6 +48,7 @@ class AdminEndpoints:
         stats: RollingStats,
         breakdown: Breakdown,
         alerts: AlertEngine,
+        limits: Limiter | None = None,
         data: Sequence[tuple[str, Endpoint]] = (),
     ) -> None:
         """``data``: further data endpoints by path (the recent requests, the upstreams,
@@ -58,6 +60,7 @@ class AdminEndpoints:
         self.stats = stats
         self.breakdown = breakdown
         self.alerts = alerts
+        self.limits = limits
 
     def routes(self) -> list[Route]:
         """The fixed list of admin paths; the data ones behind the admin token."""
@@ -69,6 +72,7 @@ class AdminEndpoints:
             Route("/pulse/stats", guarded(self.pulse_stats, token)),
             Route("/pulse/alerts", guarded(self.pulse_alerts, token)),
             Route("/pulse/series", guarded(self.pulse_series, token)),
+            Route("/pulse/limits", guarded(self.pulse_limits, token)),
             *(Route(path, guarded(endpoint, token)) for path, endpoint in self.data),
             # The page and its assets hold no data, so they load without the admin
             # token; the page then asks for it when the data endpoints answer 401.
@@ -109,6 +113,15 @@ class AdminEndpoints:
 
     async def pulse_alerts(self, _: Request) -> Response:
         return Response(orjson.dumps(self.alerts.state()), media_type="application/json")
+
+    async def pulse_limits(self, _: Request) -> Response:
+        """Each limit rule, its state, and its top consumers against the limit."""
+        if self.limits is None:
+            body: dict[str, object] = {"backend": None, "rules": []}
+        else:
+            # Tables hold up to limits.max_keys keys each: sorted in a thread.
+            body = await asyncio.to_thread(self.limits.snapshot)
+        return Response(orjson.dumps(body), media_type="application/json")
 
     async def pulse_series(self, request: Request) -> Response:
         """The dashboard's charts: ``?window=1m|5m|1h`` and optionally ``&model=NAME``."""

@@ -35,6 +35,14 @@ from pulse_proxy.accounting.process import build_accountant
 from pulse_proxy.accounting.screening import Screen
 from pulse_proxy.admin import AdminEndpoints, admin_app
 from pulse_proxy.alerts import AlertEngine
+from pulse_proxy.limits.build import build_limiter
+from pulse_proxy.limits.observe import (
+    BACKEND_ALERT,
+    BackendAlert,
+    CorrectionSink,
+    LimitsCollector,
+    act,
+)
 from pulse_proxy.ops.bundled_mock import BundledMock
 from pulse_proxy.proxy.breaker import BreakerState
 from pulse_proxy.proxy.errors import upstream_failure
@@ -150,13 +158,14 @@ class PulseApp:
         self.alerts = AlertEngine(
             settings.alerts, self.stats, clock=clock, actions=self._alert_actions
         )
+        self.backend_alert: BackendAlert | None = None
         self.registry = CollectorRegistry()
         self.registry.register(UpstreamCollector(self.upstreams))
         self.prometheus = PrometheusSink(
             self.registry,
             max_label_values=settings.metrics.max_label_values,
             error_rate=self.error_rate,
-            alert_firing=self.alerts.firing,
+            alert_firing=self.alerts_firing,
             dropped=self.dropped_counts,
             degraded=self.degraded_counts,
         )
@@ -183,6 +192,12 @@ class PulseApp:
             )
             sinks.append(self.webhooks)
         sinks.extend(extra_sinks)
+        self.limiter = build_limiter(settings, clock=clock)
+        if self.limiter is not None:
+            sinks.append(CorrectionSink(self.limiter))
+            self.registry.register(LimitsCollector(self.limiter))
+            if self.limiter.store is not None:
+                self.backend_alert = BackendAlert(self.limiter, clock=clock)
 
         self.accountant = build_accountant(settings)
         self.dispatcher = Dispatcher(
@@ -201,6 +216,7 @@ class PulseApp:
             self.screen,
             clock=clock,
             identity=self.identity,
+            limits=self.limiter,
         )
         self.admin = admin_app(
             AdminEndpoints(
@@ -214,6 +230,7 @@ class PulseApp:
                     ("/pulse/requests", requests_endpoint(self.recent)),
                     ("/pulse/upstreams", self.pulse_upstreams),
                 ],
+                limits=self.limiter,
             ),
             lifespan=self._lifespan,
         )
@@ -223,6 +240,13 @@ class PulseApp:
         self.stats.merge(tally.stats)
         self.breakdown.merge(tally.breakdown)
         self.prometheus.merge(tally.prometheus)
+
+    def alerts_firing(self) -> dict[str, bool]:
+        """Every rule's state for ``llm_alert_firing``, the built-in limits_backend_down too."""
+        firing = self.alerts.firing()
+        if self.backend_alert is not None:
+            firing[BACKEND_ALERT] = self.backend_alert.firing
+        return firing
 
     def error_rate(self) -> float | None:
         """The 5-minute error rate, read at scrape / flush time."""
@@ -295,6 +319,8 @@ class PulseApp:
                 with contextlib.suppress(Exception):
                     await closing.aclose()
             await self.upstreams.close()
+            if self.limiter is not None and self.limiter.store is not None:
+                await self.limiter.store.aclose()
             self.log.info(
                 "pulse.stopped",
                 processed=self.dispatcher.processed,
@@ -340,7 +366,13 @@ class PulseApp:
             self.log.error("pulse.alerts_failed", error_type=type(exc).__name__)
             return
         for transition in transitions:
+            if self.limiter is not None:
+                transition = act(self.limiter, transition)
             self.dispatcher.publish_alert(transition)
+        if self.backend_alert is not None:
+            backend = self.backend_alert.evaluate()
+            if backend is not None:
+                self.dispatcher.publish_alert(backend)
 
     def _alert_actions(self, rule: AlertRule) -> list[dict[str, Any]]:
         return self.failover_actions() if rule.metric == "error_rate" else []

@@ -36,6 +36,7 @@ Outcome = Literal[
     "connection_error",
     "client_disconnected",
     "rejected",
+    "throttled",
 ]
 Endpoint = Literal["chat", "completions", "embeddings", "responses", "models", "other"]
 TokenSource = Literal["upstream", "tiktoken", "estimate"]
@@ -109,6 +110,11 @@ class Exchange(Struct, array_like=True):
     completion_text: str | None = None
     # Wall-clock end of the request (epoch seconds): what windows and alerts bucket by.
     ended_at: float = field(default_factory=time.time)
+    # The limit rule that answered 429 in the upstream's stead (``outcome: throttled``).
+    throttled_by: str | None = None
+    # Set when the limits' shared store failed for this request ("timeout",
+    # "unavailable"): it was then let through or refused by limits.on_backend_error.
+    limits_backend_error: str | None = None
 
     @property
     def is_error(self) -> bool:
@@ -324,8 +330,8 @@ class AlertEvent(Struct, frozen=True):
     resolved_at: str | None
     duration_s: float | None
     labels: dict[str, str] = field(default_factory=dict)
-    # What the proxy switched on or off meanwhile (an error-rate alert: breakers
-    # opened and where traffic went).
+    # What the proxy switched on or off meanwhile: breakers opened and where traffic
+    # went (an error-rate alert), limit rules switched on (fired) or off (resolved).
     actions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_event(self) -> dict[str, Any]:

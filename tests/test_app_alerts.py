@@ -160,7 +160,13 @@ def test_high_latency(mock_url: str, receiver: tuple[Receiver, str]) -> None:
         assert fired.metric == "latency_ms" and fired.stat == "p95" and fired.window_s == 300
         assert transitions[1].duration_s is not None and transitions[1].duration_s > 0
         _webhooks_got_both(rec, "latency", "high_latency")
-        lines = [line for line in proxy.log_lines() if line["event"].startswith("alert.")]
+
+        # The log sink writes on its own thread: wait for the line rather than race it.
+        def alert_lines() -> list[dict[str, Any]]:
+            return [line for line in proxy.log_lines() if line["event"].startswith("alert.")]
+
+        wait_until(lambda: len(alert_lines()) >= 2)
+        lines = alert_lines()
         assert [line["event"] for line in lines] == ["alert.fired", "alert.resolved"]
 
 

@@ -227,6 +227,7 @@ def test_failovers_and_upstream_states_show(
     requests served after a failover, and the upstream panel shows both breakers as
     /pulse/upstreams reports them."""
     from conftest import free_port
+    from selenium.webdriver.common.by import By
 
     dead = f"http://127.0.0.1:{free_port()}/v1"
     config = {
@@ -238,6 +239,12 @@ def test_failovers_and_upstream_states_show(
             "retry": {"attempts": 2},
             "breaker": {"consecutive_failures": 3},
         },
+        "limits": {
+            "rules": [
+                {"name": "bo_cap", "by": "user", "match": ["bo"], "requests_per_min": 2},
+                {"name": "protect", "by": "all", "concurrent": 8, "when_alert": "error_rate"},
+            ]
+        },
     }
     with start_proxy(dead, config) as running:
         with httpx.Client(base_url=running.base_url, timeout=30) as client:
@@ -247,7 +254,13 @@ def test_failovers_and_upstream_states_show(
                     "messages": [{"role": "user", "content": f"hi {i}"}],
                 }
                 assert client.post("/chat/completions", json=body).status_code == 200
-        events = running.wait_for(6)
+            bo = {"X-Pulse-User": "bo"}
+            statuses = [
+                client.post("/chat/completions", json=body, headers=bo).status_code
+                for _ in range(3)
+            ]
+            assert statuses == [200, 200, 429]
+        events = running.wait_for(9)
         failed_over = sum(1 for e in events if e.failover_from)
         assert failed_over >= 3  # until the primary's breaker opened, then straight to the fallback
         browser.get(running.url + "/pulse/")
@@ -265,3 +278,17 @@ def test_failovers_and_upstream_states_show(
         shown = {r["upstream"]: r["state"] for r in rows(browser, "upstreams-table")}
         assert shown == {u["name"]: u["state"] for u in upstreams}
         assert shown["primary"] == "open" and shown["fallback"] == "closed"
+        limits = {r["name"]: r for r in httpx.get(running.url + "/pulse/limits").json()["rules"]}
+        shown_limits = {r["rule"]: r for r in rows(browser, "limits-table")}
+        assert set(shown_limits) == {"bo_cap", "protect"}
+        cap = limits["bo_cap"]["limits"][0]
+        assert cap["top"][0]["value"] == "bo"
+        assert float(shown_limits["bo_cap"]["ratio"]) == cap["top"][0]["ratio"] >= 1
+        cap_row = browser.find_element(By.CSS_SELECTOR, "#limits-table tr[data-rule=bo_cap]").text
+        assert "bo" in cap_row and cap_row.split()[-1] == "1"  # refused once
+        protect_row = browser.find_element(By.CSS_SELECTOR, "#limits-table tr[data-rule=protect]")
+        assert "off until error_rate fires" in protect_row.text
+        errors_card = browser.find_element(
+            By.CSS_SELECTOR, '.figure[data-metric="error_rate"]'
+        ).text
+        assert "1 throttled" in errors_card

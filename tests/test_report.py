@@ -210,3 +210,16 @@ def test_long_model_names_are_shown_whole() -> None:
         width = len(names[0])
         assert header[width : width + 2 + len("requests")] == "  requests", table
         assert all(line[width : width + 2] == "  " for line in rows), table
+
+
+def test_throttled_requests_counted_per_rule() -> None:
+    """Throttled requests are counted per limit rule and are not errors."""
+    lines = [request_line(i) for i in range(4)]
+    lines += [
+        request_line(10 + i, outcome="throttled", throttled_by="per_key", total_tokens=None)
+        for i in range(3)
+    ]
+    lines.append(request_line(20, outcome="throttled", throttled_by="token_brake"))
+    text = section(report(lines)[1], "4. Errors and alerts")
+    assert "0 errors in 8 requests" in text
+    assert "throttled (answered 429 by a limit rule, not errors): per_key 3, token_brake 1" in text

@@ -112,6 +112,19 @@ def parse_tags(header: str | None, limit: int) -> dict[str, str]:
     return tags
 
 
+def key_hash_key(salt: str | None) -> bytes:
+    """The blake2b key for :func:`key_hash` from ``accounting.key_hash_salt`` (random
+    when unset, and the hashes then differ per run)."""
+    return hashlib.sha256(salt.encode() if salt else os.urandom(32)).digest()
+
+
+def key_hash(key: str, hash_key: bytes) -> str:
+    """Salted and short: an unsalted full hash of a key is itself a credential.  The
+    limits compute it on the request path, so that ``/pulse/limits`` names keys as
+    the events do."""
+    return hashlib.blake2b(key.encode("utf-8", "replace"), key=hash_key, digest_size=6).hexdigest()
+
+
 class Accountant:
     def __init__(
         self,
@@ -121,8 +134,7 @@ class Accountant:
         risk: RiskFn | None = None,
         redact: RedactFn | None = None,
     ) -> None:
-        salt = settings.accounting.key_hash_salt
-        self._salt = hashlib.sha256(salt.encode() if salt else os.urandom(32)).digest()
+        self._salt = key_hash_key(settings.accounting.key_hash_salt)
         self._max_tags = settings.accounting.max_tags
         self._log_content = settings.accounting.log_content
         self._content_cap = settings.accounting.content_max_chars
@@ -135,10 +147,7 @@ class Accountant:
         self._configured_keys = [settings.upstream.api_key] if settings.upstream.api_key else []
 
     def key_hash(self, key: str) -> str:
-        """Salted and short: an unsalted full hash of a key is itself a credential."""
-        return hashlib.blake2b(
-            key.encode("utf-8", "replace"), key=self._salt, digest_size=6
-        ).hexdigest()
+        return key_hash(key, self._salt)
 
     async def finish(self, capture: Capture) -> Exchange:
         big = len(capture.request_body) > _THREAD_THRESHOLD_BYTES or capture.captured_bytes > (

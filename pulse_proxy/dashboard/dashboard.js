@@ -211,6 +211,12 @@
     badge.dataset.active = String(active);
   }
 
+  // Requests a limit answered 429: beside the error rate, never in it.
+  function throttledNote(s) {
+    const throttled = (s.outcomes && s.outcomes.throttled) || 0;
+    return throttled ? " · " + fmtInt(throttled) + " throttled" : "";
+  }
+
   function renderFigures(s) {
     const none = s === null || s.requests === 0;
     const figures = {
@@ -218,8 +224,7 @@
       error_rate: [
         s ? s.error_rate : null,
         s && s.error_rate != null ? fmtPct(s.error_rate) : "–",
-        s ? fmtInt(s.errors) + " error" + (s.errors === 1 ? "" : "s") +
-          (s.outcomes && s.outcomes.throttled ? " · " + fmtInt(s.outcomes.throttled) + " throttled" : "") +
+        s ? fmtInt(s.errors) + " error" + (s.errors === 1 ? "" : "s") + throttledNote(s) +
           (s.failovers ? " · " + fmtInt(s.failovers) + " failed over" : "") : "",
       ],
       latency_p50: [s ? s.latency_ms.p50 : null, fmtMs(s ? s.latency_ms.p50 : null), s && s.ttft_ms.p50 != null ? "TTFT p50 " + fmtMs(s.ttft_ms.p50) : ""],
@@ -861,6 +866,8 @@
 
   const BREAKER_STATES = { closed: "closed", half_open: "half-open", "half-open": "half-open", open: "open" };
 
+  const LIMIT_UNITS = { requests: "req/min", tokens: "tokens/min", cost: "USD/day", concurrent: "in flight" };
+
   function renderUpstreams() {
     const table = document.getElementById("upstreams-table");
     const note = document.getElementById("upstreams-note");
@@ -895,18 +902,26 @@
     const limitsTable = document.getElementById("limits-table");
     limitsTable.hidden = !limits;
     if (limits) {
+      // One row per limit of each rule: its busiest consumer and how much of the limit it
+      // used; a rule waiting on an alert says so instead of looking idle.
       const rows = [];
       for (const rule of limits) {
-        for (const c of (rule.top || rule.consumers || []).slice(0, 3)) {
+        for (const limit of rule.limits || []) {
+          const top = (limit.top || [])[0];
+          const ratio = top ? top.ratio : null;
           const tr = document.createElement("tr");
-          const used = c.used != null && c.limit ? c.used / c.limit : c.ratio;
           tr.dataset.rule = rule.name;
-          tr.append(cell(rule.name, "name"), cell(String(c.value != null ? c.value : c.key || ""), "name"),
-            cell(used == null ? "–" : fmtPct(used, 0), "num" + (used >= 1 ? " over" : used >= 0.8 ? " near" : "")));
+          tr.dataset.kind = limit.kind;
+          tr.dataset.ratio = ratio == null ? "" : String(ratio);
+          const name = rule.name + (rule.active ? "" : " · off until " + rule.when_alert + " fires");
+          tr.append(cell(name, "name"), cell(fmtNum(limit.limit) + " " + (LIMIT_UNITS[limit.kind] || limit.kind)),
+            cell(top ? String(top.value) : "–", "name"),
+            cell(ratio == null ? "–" : fmtPct(ratio, 0), "num" + (ratio >= 1 ? " over" : ratio >= 0.8 ? " near" : "")),
+            cell(fmtInt(rule.throttled || 0), "num"));
           rows.push(tr);
         }
       }
-      fillTable(limitsTable, ["Limit", "Top consumer", "Used"], rows, "No limit in use");
+      fillTable(limitsTable, ["Limit", "At most", "Top consumer", "Used", "Refused"], rows, "No limit in use");
     }
   }
 

@@ -110,6 +110,8 @@ class _Collector:
         self.served: Counter[str] = Counter()
         self.failovers: Counter[tuple[str, str]] = Counter()
         self.breaker_events: Counter[tuple[str, str]] = Counter()
+        # Requests answered 429 by a limit rule, per rule (bounded like the models).
+        self.throttled: Counter[str] = Counter()
 
     @property
     def requests(self) -> int:
@@ -171,6 +173,12 @@ class _Collector:
         if name not in self.models and len(self.models) >= MAX_MODELS:
             name = OTHER_MODEL
         self.models.setdefault(name, Aggregate()).add(ex)
+        if ex.outcome == "throttled":
+            rule = record.get("throttled_by")
+            rule = rule if isinstance(rule, str) and rule else "(unnamed)"
+            if rule not in self.throttled and len(self.throttled) >= MAX_MODELS:
+                rule = OTHER_MODEL
+            self.throttled[rule] += 1
         if ex.prompt_tokens is not None:
             size = max(ex.prompt_tokens, 0)
             self.prompt_buckets[0 if size == 0 else (size.bit_length() - 1) // 2 + 1] += (
@@ -404,6 +412,9 @@ def _errors(data: _Collector, overall: Aggregate, out: TextIO, width: int) -> No
     )
     out.write(f"outcomes: {outcomes or '-'}\n")
     _upstreams(data, overall, out)
+    if data.throttled:
+        by_rule = ", ".join(f"{rule} {count:,}" for rule, count in data.throttled.most_common())
+        out.write(f"throttled (answered 429 by a limit rule, not errors): {by_rule}\n")
     out.write("\n")
     rows = []
     for name, a in [*_ranked(data), ("(all models)", overall)]:

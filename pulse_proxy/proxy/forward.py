@@ -37,6 +37,8 @@ from email.utils import formatdate
 import aiohttp
 
 from pulse_proxy.accounting.screening import Screen
+from pulse_proxy.limits.answer import send_refusal
+from pulse_proxy.limits.limiter import Limiter
 from pulse_proxy.proxy.breaker import ADMITTED
 from pulse_proxy.proxy.disconnect import DisconnectWatch, DisconnectWatches
 from pulse_proxy.proxy.errors import openai_error_body, upstream_failure
@@ -108,6 +110,7 @@ class Forwarder:
         clock: Callable[[], float] = time.time,
         identity: str | None = None,
         rnd: Callable[[], float] = random.random,
+        limits: Limiter | None = None,
     ) -> None:
         self._settings = settings
         self._upstreams = upstreams
@@ -124,6 +127,7 @@ class Forwarder:
         self._screen = screen if screen else None
         self._clock = clock
         self._watches = DisconnectWatches()
+        self._limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -176,6 +180,8 @@ class Forwarder:
                     exchange.latency_ms - exchange.upstream_ms - exchange.retry_wait_ms, 0.0
                 )
             exchange.ended_at = self._clock()
+            if self._limits is not None:
+                self._limits.release(capture)
             self._on_complete(capture)
 
     async def _exchange(
@@ -270,6 +276,13 @@ class Forwarder:
                     "prompt_blocked",
                     f"The request was blocked by LLM Pulse policy ({', '.join(flags)}).",
                 )
+                return
+
+        # 2b. Limits: a request over one is answered 429 here, the upstream never called.
+        if self._limits is not None:
+            refusal = await self._limits.admit(capture)
+            if refusal is not None:
+                await send_refusal(send, capture, refusal)
                 return
 
         # 3. What goes upstream.

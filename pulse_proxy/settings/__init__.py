@@ -28,6 +28,7 @@ from pydantic_settings import (
 
 from pulse_proxy.proxy.urls import display_url
 from pulse_proxy.settings.alerts import AlertSettings
+from pulse_proxy.settings.limits import LimitRule, LimitsSettings
 from pulse_proxy.settings.sections import (
     AccountingSettings,
     BreakerSettings,
@@ -63,6 +64,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     statsd: StatsdSettings = StatsdSettings()
     otel: OtelSettings = OtelSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -85,6 +87,10 @@ class Settings(BaseSettings):
         )
         if unknown:
             raise ValueError(f"alerts.rules name unknown webhooks: {unknown}")
+        alerts = self.limits.unknown_alerts({rule.name for rule in self.alerts.rules})
+        if alerts:
+            named = ", ".join(f"{key}: {name!r}" for key, name in alerts.items())
+            raise ValueError(f"when_alert names no alert rule ({named})")
         return self
 
 
@@ -155,6 +161,8 @@ def redacted(settings: Settings) -> dict[str, Any]:
     data["webhooks"] = settings.webhooks.redacted()
     data["otel"] = settings.otel.redacted()
     data["otel"]["endpoint"] = display_url(data["otel"]["endpoint"])
+    if data["limits"]["redis_url"]:
+        data["limits"]["redis_url"] = display_url(data["limits"]["redis_url"])
     for section, key in (
         ("server", "admin_token"),
         ("upstream", "api_key"),
@@ -172,6 +180,8 @@ __all__ = [
     "ConfigError",
     "DashboardSettings",
     "FallbackSettings",
+    "LimitRule",
+    "LimitsSettings",
     "MetricsSettings",
     "OtelSettings",
     "PricingSettings",

@@ -125,11 +125,11 @@ def slack_payload(alert: AlertEvent) -> dict[str, Any]:
 
 
 def _actions_text(actions: list[dict[str, Any]]) -> str:
-    """``breaker opened: primary (consecutive_failures); traffic to: fallback``."""
+    """``breaker opened: primary (consecutive_failures); traffic to: fallback; limit on: cap``."""
     parts = []
     for action in actions:
         kind = str(action.get("action", "")).replace("_", " ")
-        detail = str(action.get("upstream", ""))
+        detail = str(action.get("upstream") or action.get("limit") or "")
         if action.get("reason"):
             detail += f" ({action['reason']})"
         parts.append(f"{kind}: {detail}")

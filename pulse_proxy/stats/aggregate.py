@@ -87,6 +87,13 @@ class Aggregate(Struct, array_like=True):
             self.cost_sum += cost
             self.cost_requests += 1
 
+    @property
+    def forwarded(self) -> int:
+        """Requests the error rate is over: all but those a limit answered 429, so
+        that throttling neither dilutes it nor (for a limit switched on by the
+        error_rate alert) resolves that alert by itself."""
+        return self.requests - self.outcomes.get("throttled", 0)
+
     def merge(self, other: Aggregate) -> None:
         """Fold ``other`` in, as if its requests had been added here."""
         if not other.requests:
@@ -155,7 +162,7 @@ class Aggregate(Struct, array_like=True):
             n = self.requests
             return Measurement(float(n) if stat == "count" else n / span, n)
         if metric == "error_rate":
-            n = self.requests
+            n = self.forwarded
             if stat == "count":
                 return Measurement(float(n), n)
             if stat == "sum":
@@ -199,7 +206,7 @@ class Aggregate(Struct, array_like=True):
             "requests": n,
             "rate_per_s": _r(n / span, 4),
             "errors": self.errors,
-            "error_rate": _r(self.errors / n, 4) if n else None,
+            "error_rate": _r(self.errors / self.forwarded, 4) if self.forwarded else None,
             "outcomes": dict(sorted(self.outcomes.items())),
             "risk_flags": dict(sorted(self.flags.items())),
             "failovers": self.failovers,

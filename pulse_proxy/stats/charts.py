@@ -17,7 +17,7 @@ def _point(t: float, step_s: float, aggregate: Aggregate | None) -> dict[str, An
         "t": t,
         "requests": a.requests,
         "errors": a.errors,
-        "error_rate": _r(a.errors / a.requests, 4) if a.requests else None,
+        "error_rate": _r(a.errors / a.forwarded, 4) if a.forwarded else None,
         "latency_p50": _r(a.latency.quantile(0.5)),
         "latency_p95": _r(a.latency.quantile(0.95)),
         "tokens": a.total_sum,
