@@ -218,7 +218,11 @@ def _sse_frames() -> list[bytes]:
 PLAIN_BODY = _plain_response_body()
 SSE_FRAMES = _sse_frames()
 SSE_BODY = b"".join(SSE_FRAMES)
-SSE_BODY_NO_USAGE = b"".join(SSE_FRAMES[:-2] + SSE_FRAMES[-1:])
+# What a client that did not ask for usage gets: no usage chunk, and no "usage": null on
+# the other chunks (as OpenAI sends a stream without include_usage).
+SSE_BODY_NO_USAGE = b"".join(
+    [frame.replace(b',"usage":null}', b"}") for frame in SSE_FRAMES[:-2]] + SSE_FRAMES[-1:]
+)
 
 PLAIN_RESPONSE = (
     b"HTTP/1.1 200 OK\r\n"
