@@ -209,8 +209,9 @@ def test_panels_show_what_the_api_reports_and_the_table_follows_the_charts(
                 element = browser.find_element(By.ID, panel)
                 browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
                 png = element.screenshot_as_png
+                name = f"panel-{panel.removeprefix('panel-')}-{scheme}.png"
                 for directory in dirs:
-                    (directory / f"panel-{panel}-{scheme}.png").write_bytes(png)
+                    (directory / name).write_bytes(png)
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
         browser.find_element(By.ID, "detail-close").click()
         screenshot(browser, "page-laptop-light", dirs, width=1366, height=900, mobile=False)
@@ -222,6 +223,7 @@ def test_panels_show_what_the_api_reports_and_the_table_follows_the_charts(
 def test_failovers_and_upstream_states_show(
     browser: Any,  # noqa: F811 - the fixture
     mock_url: str,
+    tmp_path: Path,
 ) -> None:
     """A primary nobody listens on and the mock as its fallback: the error chart marks the
     requests served after a failover, and the upstream panel shows both breakers as
@@ -292,3 +294,14 @@ def test_failovers_and_upstream_states_show(
             By.CSS_SELECTOR, '.figure[data-metric="error_rate"]'
         ).text
         assert "1 throttled" in errors_card
+        panel = browser.find_element(By.ID, "panel-upstreams")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", panel)
+        for scheme in ("light", "dark"):
+            browser.execute_cdp_cmd(
+                "Emulation.setEmulatedMedia",
+                {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+            )
+            png = panel.screenshot_as_png
+            for directory in output_dirs(tmp_path):
+                (directory / f"panel-upstreams-failover-{scheme}.png").write_bytes(png)
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
