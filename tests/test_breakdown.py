@@ -16,7 +16,7 @@ CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def _row() -> list[float]:
-    return [1.0, 0.0, 10.0, 5.0, 15.0, 0.001, 0.0]
+    return [1.0, 0.0, 10.0, 5.0, 15.0, 0.001, 0.0, 0.0]
 
 
 def test_a_hundred_thousand_tag_keys_fold_into_tag_other() -> None:
@@ -72,7 +72,7 @@ def test_running_windows_match_summing_the_buckets() -> None:
         ended = now[0] - rng.choice([0.0, 0.0, 5.0, 60.0, 290.0, 3590.0, 4000.0])
         tally = BreakdownTally()
         tally.rows[("user", f"u{rng.randrange(8)}")] = {
-            int(ended // 10) * 10: [1.0, 1.0, 3.0, 2.0, 5.0, 0.1, 0.0]
+            int(ended // 10) * 10: [1.0, 1.0, 3.0, 2.0, 5.0, 0.1, 1.0, 0.0]
         }
         breakdown.merge(tally)
         if rng.random() < 0.05:

@@ -153,6 +153,7 @@ def screenshot(
         {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
     )
     viewport(driver, width=width, height=height, mobile=mobile)
+    driver.execute_script("window.scrollTo(0, 0)")  # a sticky header stays at the top
     full_height = driver.execute_script("return document.documentElement.scrollHeight")
     shot = driver.execute_cdp_cmd(
         "Page.captureScreenshot",

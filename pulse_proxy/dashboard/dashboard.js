@@ -1,5 +1,6 @@
-// LLM Pulse dashboard: polls /pulse/stats, /pulse/series and /pulse/alerts and draws the
-// four seed dashboards as inline SVG.  No library and nothing fetched from elsewhere: the
+// LLM Pulse dashboard: polls /pulse/stats, /pulse/series, /pulse/alerts and the recent
+// requests, and draws the four seed dashboards, who spends, the model mix, risk flags,
+// the upstreams and a table of the requests themselves, as inline SVG and plain tables.  No library and nothing fetched from elsewhere: the
 // page's Content-Security-Policy only lets this origin's files load.
 //
 // Every figure drawn is also written into the DOM as data-* attributes (the headline's
@@ -22,6 +23,15 @@
     seq: 0,
     timer: null,
     renders: 0,
+    spendBy: "api_key",
+    filters: {},
+    timeFilter: null,
+    cursor: null, // the page shown: null for the newest, else the cursor /pulse/requests gave
+    newer: [], // the cursors of the pages before it, to go back
+    requests: null,
+    upstreams: null,
+    limits: null,
+    ready: null,
   };
 
   // -- data ------------------------------------------------------------------------
@@ -38,19 +48,43 @@
     return response.json();
   }
 
+  // An endpoint that a proxy may not have (no failover, no limits configured): null.
+  async function getJSONOptional(path) {
+    try {
+      return await getJSON(path);
+    } catch (error) {
+      if (error instanceof AuthRequired) throw error;
+      return null;
+    }
+  }
+
+  // /readyz answers 503 with its reason when not ready: both are an answer here.
+  async function getReady() {
+    try {
+      const response = await fetch("/readyz", { cache: "no-store" });
+      return await response.json();
+    } catch (error) {
+      return null;
+    }
+  }
+
   async function refresh() {
     clearTimeout(state.timer);
     const seq = ++state.seq;
     const query = new URLSearchParams({ window: state.window });
     if (state.model) query.set("model", state.model);
     try {
-      const [stats, series, alerts] = await Promise.all([
+      const [stats, series, alerts, requests, upstreams, limits, ready] = await Promise.all([
         getJSON("/pulse/stats"),
         getJSON("/pulse/series?" + query.toString()),
         getJSON("/pulse/alerts"),
+        getJSONOptional("/pulse/requests?" + requestsQuery(pageParams()).toString()),
+        getJSONOptional("/pulse/upstreams"),
+        getJSONOptional("/pulse/limits"),
+        getReady(),
       ]);
       if (seq !== state.seq) return; // a newer request (control change) superseded this one
-      Object.assign(state, { stats, series, alerts });
+      Object.assign(state, { stats, series, alerts, requests, upstreams, limits, ready });
       hideAuth();
       render();
       setStatus("Updated " + clock(Date.now() / 1000, true) + " · refreshes every " + POLL_MS / 1000 + " s", false);
@@ -79,6 +113,8 @@
     document.getElementById("auth-error").hidden = !hadToken;
     document.getElementById("figures").hidden = true;
     document.getElementById("charts").hidden = true;
+    document.getElementById("insights").hidden = true;
+    document.getElementById("requests").hidden = true;
     document.getElementById("empty-state").hidden = true;
     document.body.dataset.state = "auth";
     setStatus("Waiting for the admin token", true);
@@ -109,11 +145,17 @@
     document.getElementById("empty-state").hidden = !empty;
     document.getElementById("figures").hidden = empty;
     document.getElementById("charts").hidden = empty;
+    document.getElementById("insights").hidden = empty;
+    document.getElementById("requests").hidden = empty;
     renderModels();
     renderBadge();
     if (!empty) {
       renderFigures(scope());
       drawCharts();
+      renderSpend();
+      renderModelMix();
+      renderUpstreams();
+      renderRequests();
     }
     state.renders += 1;
     const main = document.getElementById("main");
@@ -129,6 +171,14 @@
     drawTokens(document.getElementById("chart-tokens"));
     drawPrompt(document.getElementById("chart-prompt"));
     drawErrors(document.getElementById("chart-errors"));
+    drawRisk(document.getElementById("chart-risk"));
+  }
+
+  // A click on a chart's time slot narrows the request table to that slot.
+  function onSlotClick(node, t, step) {
+    node.classList.add("clickable");
+    node.addEventListener("click", () => setFilters(state.filters, { since: t, until: t + step }));
+    return node;
   }
 
   function renderModels() {
@@ -174,7 +224,8 @@
       error_rate: [
         s ? s.error_rate : null,
         s && s.error_rate != null ? fmtPct(s.error_rate) : "–",
-        s ? fmtInt(s.errors) + " error" + (s.errors === 1 ? "" : "s") + throttledNote(s) : "",
+        s ? fmtInt(s.errors) + " error" + (s.errors === 1 ? "" : "s") + throttledNote(s) +
+          (s.failovers ? " · " + fmtInt(s.failovers) + " failed over" : "") : "",
       ],
       latency_p50: [s ? s.latency_ms.p50 : null, fmtMs(s ? s.latency_ms.p50 : null), s && s.ttft_ms.p50 != null ? "TTFT p50 " + fmtMs(s.ttft_ms.p50) : ""],
       latency_p95: [s ? s.latency_ms.p95 : null, fmtMs(s ? s.latency_ms.p95 : null), s && s.latency_ms.max != null ? "max " + fmtMs(s.latency_ms.max) : ""],
@@ -385,10 +436,10 @@
         dots.appendChild(el("circle", { class: "dot p50", cx: mid, cy: yLat(p.latency_p50), r: 3, "data-t": p.t, "data-value": p.latency_p50 }));
         dots.appendChild(el("circle", { class: "dot p95", cx: mid, cy: yLat(p.latency_p95), r: 3, "data-t": p.t, "data-value": p.latency_p95 }));
       }
-      hovers.appendChild(el("rect", { class: "hover", x, width: tx.slot, y: f.y1, height: f.y0 - f.y1 }, [
+      hovers.appendChild(onSlotClick(el("rect", { class: "hover", x, width: tx.slot, y: f.y1, height: f.y0 - f.y1, "data-t": p.t }, [
         tip(clock(p.t, true) + " · " + fmtInt(p.requests) + " requests" +
           (p.latency_p50 == null ? "" : " · p50 " + fmtMs(p.latency_p50) + " · p95 " + fmtMs(p.latency_p95))),
-      ]));
+      ]), p.t, step));
     }
     f.svg.append(bars, polyline(p50, "p50"), polyline(p95, "p95"), dots, hovers);
     const total = points.reduce((sum, p) => sum + p.requests, 0);
@@ -419,10 +470,10 @@
       if (p.tokens_per_request != null) {
         dots.appendChild(el("circle", { class: "dot tpr", cx: mid, cy: yTpr(p.tokens_per_request), r: 3, "data-t": p.t, "data-value": p.tokens_per_request }));
       }
-      hovers.appendChild(el("rect", { class: "hover", x, width: tx.slot, y: f.y1, height: f.y0 - f.y1 }, [
+      hovers.appendChild(onSlotClick(el("rect", { class: "hover", x, width: tx.slot, y: f.y1, height: f.y0 - f.y1, "data-t": p.t }, [
         tip(clock(p.t, true) + " · " + fmtInt(p.tokens) + " tokens (" + fmtNum(p.tokens_per_minute) + "/min)" +
           (p.tokens_per_request == null ? "" : " · " + fmtNum(p.tokens_per_request) + " per request")),
-      ]));
+      ]), p.t, step));
     }
     f.svg.append(bars, polyline(line, "tpr"), dots, hovers);
     const tokens = points.reduce((sum, p) => sum + p.tokens, 0);
@@ -537,11 +588,35 @@
       if (p.error_rate != null) {
         dots.appendChild(el("circle", { class: "dot error", cx: mid, cy: y(p.error_rate), r: 3, "data-t": p.t, "data-value": p.error_rate, "data-errors": p.errors, "data-requests": p.requests }));
       }
-      hovers.appendChild(el("rect", { class: "hover", x: tx.x(p.t), width: tx.slot, y: f.y1, height: f.y0 - f.y1 }, [
+      hovers.appendChild(onSlotClick(el("rect", { class: "hover", x: tx.x(p.t), width: tx.slot, y: f.y1, height: f.y0 - f.y1, "data-t": p.t }, [
         tip(clock(p.t, true) + " · " + fmtInt(p.errors) + " of " + fmtInt(p.requests) + " failed" + (p.error_rate == null ? "" : " (" + fmtPct(p.error_rate) + ")")),
-      ]));
+      ]), p.t, step));
     }
-    f.svg.append(polyline(line, "error"), dots);
+    // Throttled requests (the proxy's own 429s, not upstream errors) as a share of the
+    // slot's requests, beside the error rate; requests served after a failover as marks.
+    const throttledBars = el("g");
+    const failovers = el("g");
+    let throttled = 0;
+    let failedOver = 0;
+    for (const p of points) {
+      const x = tx.x(p.t);
+      if (p.throttled) {
+        throttled += p.throttled;
+        const share = Math.min(1, p.throttled / Math.max(1, p.requests));
+        throttledBars.appendChild(el("rect", {
+          class: "bar throttled", x: x + 1, width: Math.max(1, tx.slot - 2), y: y(Math.min(share, max)), height: f.y0 - y(Math.min(share, max)),
+          "data-t": p.t, "data-throttled": p.throttled,
+        }, [tip(clock(p.t, true) + " · " + fmtInt(p.throttled) + " throttled by a limit")]));
+      }
+      if (p.failovers) {
+        failedOver += p.failovers;
+        const mid = x + tx.slot / 2;
+        failovers.appendChild(el("path", {
+          class: "marker failover", d: "M" + mid + "," + (f.y0 - 12) + " l5,5 l-5,5 l-5,-5 Z", "data-t": p.t, "data-failovers": p.failovers,
+        }, [tip(clock(p.t, true) + " · " + fmtInt(p.failovers) + " request" + (p.failovers === 1 ? "" : "s") + " served by a fallback")]));
+      }
+    }
+    f.svg.append(throttledBars, polyline(line, "error"), dots, failovers);
     if (threshold != null && threshold <= max) {
       f.svg.appendChild(el("line", { class: "marker-line threshold", x1: f.x0, x2: f.x1, y1: y(threshold), y2: y(threshold), "data-marker": "threshold", "data-value": threshold }));
       f.svg.appendChild(el("text", { class: "marker-label threshold", x: f.x1 + 4, y: y(threshold) + 4 }, [text(fmtPct(threshold, 0))]));
@@ -564,7 +639,7 @@
     const requests = points.reduce((sum, p) => sum + p.requests, 0);
     const errors = points.reduce((sum, p) => sum + p.errors, 0);
     if (requests === 0) noData(f, "No requests in this window");
-    chartData(f.svg, { chart: "errors", points: points.length, requests, errors, markers: shown.length, threshold });
+    chartData(f.svg, { chart: "errors", points: points.length, requests, errors, markers: shown.length, threshold, throttled, failovers: failedOver });
     renderAlertList();
   }
 
@@ -601,6 +676,402 @@
     return node;
   }
 
+  // -- spend, models, risk, upstreams ------------------------------------------------
+
+  // Rows of the spend breakdown for one dimension ("api_key", "user" or every "tag:*"),
+  // largest spend first: cost, then tokens, then requests.
+  function spendRows(by) {
+    const windows = state.stats.breakdown || {};
+    const dimensions = windows[state.window] || {};
+    const rows = [];
+    for (const [dimension, values] of Object.entries(dimensions)) {
+      const wanted = by === "tag" ? dimension.startsWith("tag:") : dimension === by;
+      if (!wanted) continue;
+      for (const [value, f] of Object.entries(values)) rows.push({ dimension, value, ...f });
+    }
+    rows.sort((a, b) => b.cost_usd - a.cost_usd || b.total_tokens - a.total_tokens || b.requests - a.requests);
+    return rows;
+  }
+
+  function cell(content, cls) {
+    const td = document.createElement("td");
+    if (cls) td.className = cls;
+    if (content instanceof Node) td.appendChild(content);
+    else td.textContent = content;
+    return td;
+  }
+
+  function headerRow(names) {
+    const tr = document.createElement("tr");
+    for (const name of names) {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = name;
+      tr.appendChild(th);
+    }
+    const thead = document.createElement("thead");
+    thead.appendChild(tr);
+    return thead;
+  }
+
+  function fillTable(table, names, rows, empty) {
+    const tbody = document.createElement("tbody");
+    if (!rows.length) {
+      const tr = document.createElement("tr");
+      const td = cell(empty, "none");
+      td.colSpan = names.length;
+      tr.appendChild(td);
+      tbody.appendChild(tr);
+    }
+    for (const row of rows) tbody.appendChild(row);
+    const head = headerRow(names);
+    // A column of figures is right-aligned, its heading too.
+    if (rows.length) {
+      [...rows[0].children].forEach((td, i) => {
+        if (td.classList.contains("num")) head.rows[0].cells[i].classList.add("num");
+      });
+    }
+    table.replaceChildren(head, tbody);
+  }
+
+  function shareBar(share) {
+    const bar = document.createElement("span");
+    bar.className = "share";
+    const fill = document.createElement("span");
+    fill.style.width = Math.max(0, Math.min(100, share * 100)).toFixed(1) + "%";
+    bar.appendChild(fill);
+    return bar;
+  }
+
+  function renderSpend() {
+    const by = state.spendBy;
+    const rows = spendRows(by);
+    const throttled = rows.some((r) => r.throttled);
+    const names = [by === "api_key" ? "Key (hash)" : by === "user" ? "User" : "Tag", "Requests", "Tokens", "Cost", "Errors"];
+    if (throttled) names.push("Throttled");
+    const top = rows.slice(0, 10);
+    const totalCost = rows.reduce((sum, r) => sum + r.cost_usd, 0);
+    fillTable(document.getElementById("spend-table"), names, top.map((r) => {
+      const tr = document.createElement("tr");
+      tr.className = "link";
+      tr.dataset.dimension = r.dimension;
+      tr.dataset.value = r.value;
+      tr.dataset.requests = String(r.requests);
+      tr.dataset.totalTokens = String(r.total_tokens);
+      tr.dataset.costUsd = String(r.cost_usd);
+      const label = by === "tag" ? r.dimension.slice(4) + "=" + r.value : r.value;
+      tr.append(
+        cell(label, "name"), cell(fmtInt(r.requests), "num"), cell(fmtCompact(r.total_tokens), "num"),
+        cell(fmtUsd(r.cost_usd), "num"), cell(r.errors ? fmtPct(r.error_rate) : "–", "num"),
+      );
+      if (throttled) tr.appendChild(cell(fmtInt(r.throttled || 0), "num"));
+      tr.title = "Show this " + (by === "api_key" ? "key" : by) + "'s requests";
+      tr.addEventListener("click", () => {
+        const filter = by === "api_key" ? { api_key_hash: r.value } : by === "user" ? { user: r.value } : { tag: r.dimension.slice(4) + ":" + r.value };
+        setFilters(filter);
+      });
+      return tr;
+    }), "No " + (by === "api_key" ? "keys" : by === "user" ? "users" : "tags") + " in this window");
+    document.getElementById("spend-note").textContent = rows.length
+      ? rows.length + " in this window" + (totalCost ? " · " + fmtUsd(totalCost) + " in all" : "") + " · click a row for its requests"
+      : "";
+  }
+
+  function renderModelMix() {
+    const models = state.stats.windows[state.window].models;
+    const entries = Object.entries(models);
+    const total = entries.reduce((sum, [, m]) => sum + m.requests, 0);
+    fillTable(document.getElementById("models-table"), ["Model", "Requests", "Share", "Tokens", "Cost", "Errors"], entries.map(([name, m]) => {
+      const tr = document.createElement("tr");
+      tr.className = "link";
+      tr.dataset.model = name;
+      tr.dataset.requests = String(m.requests);
+      tr.dataset.totalTokens = String(m.tokens.total);
+      tr.dataset.costUsd = m.cost_usd.sum == null ? "" : String(m.cost_usd.sum);
+      tr.append(
+        cell(name, "name"), cell(fmtInt(m.requests), "num"), cell(shareBar(total ? m.requests / total : 0)),
+        cell(fmtCompact(m.tokens.total), "num"), cell(fmtUsd(m.cost_usd.sum), "num"),
+        cell(m.errors ? fmtPct(m.error_rate) : "–", "num"),
+      );
+      tr.title = "Show this model's requests";
+      tr.addEventListener("click", () => setFilters({ model: name }));
+      return tr;
+    }), "No requests in this window");
+  }
+
+  const FLAGS = ["long_prompt", "jailbreak", "pii", "secret"];
+
+  function flagNames(points, totals) {
+    const names = new Set(FLAGS.filter((f) => totals[f]));
+    for (const p of points) for (const f of Object.keys(p.flags || {})) names.add(f);
+    return [...names].sort((a, b) => FLAGS.indexOf(a) - FLAGS.indexOf(b));
+  }
+
+  function drawRisk(container) {
+    const { points, step_s: step } = state.series;
+    const s = scope();
+    const totals = (s && s.risk_flags) || {};
+    const names = flagNames(points, totals);
+    const f = frame(container, 180);
+    const top = Math.max(0, ...points.map((p) => Object.values(p.flags || {}).reduce((a, b) => a + b, 0)));
+    const y = valueAxis(f, niceMax(top), "left", (v) => fmtInt(v), top === 0);
+    const tx = timeAxis(f, points, step);
+    const bars = el("g");
+    for (const p of points) {
+      let base = f.y0;
+      for (const name of names) {
+        const count = (p.flags || {})[name] || 0;
+        if (!count) continue;
+        const h = f.y0 - y(count);
+        const rect = el("rect", {
+          class: "bar flag flag-" + FLAGS.indexOf(name), x: tx.x(p.t) + 1, width: Math.max(1, tx.slot - 2), y: base - h, height: h,
+          "data-t": p.t, "data-flag": name, "data-count": count,
+        }, [tip(clock(p.t, true) + " · " + name + ": " + fmtInt(count))]);
+        rect.addEventListener("click", () => setFilters({ flag: name }, { since: p.t, until: p.t + step }));
+        bars.appendChild(rect);
+        base -= h;
+      }
+    }
+    f.svg.appendChild(bars);
+    const flagged = names.reduce((sum, n) => sum + (totals[n] || 0), 0);
+    if (!flagged) noData(f, "No flagged prompts in this window");
+    chartData(f.svg, { chart: "risk", points: points.length, flagged });
+    const legend = document.getElementById("risk-legend");
+    legend.replaceChildren(...names.map((name) => {
+      const key = span("key flag-" + FLAGS.indexOf(name), name + " " + fmtInt(totals[name] || 0));
+      key.dataset.flag = name;
+      key.dataset.count = String(totals[name] || 0);
+      return key;
+    }));
+    // Who sent them: the users (and keys) whose prompts were flagged, from the breakdown.
+    const rows = [];
+    const dimensions = (state.stats.breakdown || {})[state.window] || {};
+    for (const dimension of ["user", "api_key"]) {
+      for (const [value, r] of Object.entries(dimensions[dimension] || {})) {
+        if (r.flagged) rows.push({ dimension, value, flagged: r.flagged, requests: r.requests });
+      }
+    }
+    rows.sort((a, b) => b.flagged - a.flagged);
+    fillTable(document.getElementById("risk-table"), ["Flagged by", "Flagged", "of requests"], rows.slice(0, 8).map((r) => {
+      const tr = document.createElement("tr");
+      tr.className = "link";
+      tr.dataset.dimension = r.dimension;
+      tr.dataset.value = r.value;
+      tr.dataset.flagged = String(r.flagged);
+      tr.append(cell((r.dimension === "user" ? "user " : "key ") + r.value, "name"), cell(fmtInt(r.flagged), "num"), cell(fmtInt(r.requests), "num"));
+      tr.addEventListener("click", () => setFilters(r.dimension === "user" ? { user: r.value } : { api_key_hash: r.value }));
+      return tr;
+    }), "No flagged prompts in this window");
+  }
+
+  const BREAKER_STATES = { closed: "closed", half_open: "half-open", "half-open": "half-open", open: "open" };
+
+  const LIMIT_UNITS = { requests: "req/min", tokens: "tokens/min", cost: "USD/day", concurrent: "in flight" };
+
+  function renderUpstreams() {
+    const table = document.getElementById("upstreams-table");
+    const note = document.getElementById("upstreams-note");
+    const upstreams = state.upstreams && state.upstreams.upstreams;
+    if (upstreams) {
+      fillTable(table, ["Upstream", "Breaker", "Error rate", "Latency", "Tries"], upstreams.map((u) => {
+        const tr = document.createElement("tr");
+        const label = BREAKER_STATES[u.state] || String(u.state);
+        tr.dataset.upstream = u.name;
+        tr.dataset.state = u.state;
+        tr.dataset.errorRate = u.error_rate == null ? "" : String(u.error_rate);
+        const tries = Object.values(u.attempts || {}).reduce((a, b) => a + b, 0);
+        const state = span("state " + u.state, label + (u.state === "open" && u.reopen_in_s != null ? " · trial in " + Math.ceil(u.reopen_in_s) + " s" : ""));
+        tr.append(cell(u.name, "name"), cell(state),
+          cell(u.error_rate == null ? "–" : fmtPct(u.error_rate), "num"), cell(fmtMs(u.latency_ms), "num"), cell(fmtInt(tries), "num"));
+        if (u.last_error) tr.title = "last error: " + u.last_error;
+        return tr;
+      }), "No upstream configured");
+      const ready = state.ready;
+      note.textContent = ready ? "Readiness: " + (ready.status === "ready" ? "ready" : "not ready") + (ready.reason ? " (" + ready.reason + ")" : "") : "";
+    } else {
+      const ready = state.ready;
+      const tr = document.createElement("tr");
+      const label = ready && ready.status === "ready" ? "ready" : "not ready";
+      tr.dataset.upstream = "upstream";
+      tr.dataset.state = label;
+      tr.append(cell("upstream", "name"), cell(span("state " + (label === "ready" ? "closed" : "open"), label)), cell(ready ? ready.reason || "" : "–"));
+      fillTable(table, ["Upstream", "Readiness", "Why"], [tr], "");
+      note.textContent = "One upstream, no failover configured: its readiness, as /readyz answers.";
+    }
+    const limits = state.limits && state.limits.rules;
+    const limitsTable = document.getElementById("limits-table");
+    limitsTable.hidden = !limits;
+    if (limits) {
+      // One row per limit of each rule: its busiest consumer and how much of the limit it
+      // used; a rule waiting on an alert says so instead of looking idle.
+      const rows = [];
+      for (const rule of limits) {
+        for (const limit of rule.limits || []) {
+          const top = (limit.top || [])[0];
+          const ratio = top ? top.ratio : null;
+          const tr = document.createElement("tr");
+          tr.dataset.rule = rule.name;
+          tr.dataset.kind = limit.kind;
+          tr.dataset.ratio = ratio == null ? "" : String(ratio);
+          const name = rule.name + (rule.active ? "" : " · off until " + rule.when_alert + " fires");
+          tr.append(cell(name, "name"), cell(fmtNum(limit.limit) + " " + (LIMIT_UNITS[limit.kind] || limit.kind)),
+            cell(top ? String(top.value) : "–", "name"),
+            cell(ratio == null ? "–" : fmtPct(ratio, 0), "num" + (ratio >= 1 ? " over" : ratio >= 0.8 ? " near" : "")),
+            cell(fmtInt(rule.throttled || 0), "num"));
+          rows.push(tr);
+        }
+      }
+      fillTable(limitsTable, ["Limit", "At most", "Top consumer", "Used", "Refused"], rows, "No limit in use");
+    }
+  }
+
+  // -- recent requests -----------------------------------------------------------------
+
+  const FILTER_NAMES = ["model", "user", "api_key_hash", "tag", "outcome", "flag", "min_latency_ms"];
+  const PAGE_SIZE = 50;
+
+  function pageParams() {
+    return state.cursor == null ? { limit: PAGE_SIZE } : { limit: PAGE_SIZE, cursor: state.cursor };
+  }
+
+  function firstPage() {
+    state.cursor = null;
+    state.newer = [];
+  }
+
+  function requestsQuery(extra) {
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(state.filters)) if (value !== "" && value != null) query.set(key, value);
+    if (state.timeFilter) {
+      query.set("since", String(state.timeFilter.since));
+      query.set("until", String(state.timeFilter.until));
+    }
+    for (const [key, value] of Object.entries(extra || {})) query.set(key, String(value));
+    return query;
+  }
+
+  // Filters from a click elsewhere (a spend row, a chart bar): they replace the current
+  // ones, and the table is brought into view.
+  function setFilters(filters, timeFilter) {
+    state.filters = { ...filters };
+    state.timeFilter = timeFilter || null;
+    firstPage();
+    const form = document.getElementById("request-filters");
+    for (const name of FILTER_NAMES) form.elements[name].value = state.filters[name] || "";
+    refresh();
+    document.getElementById("requests").scrollIntoView({ block: "start", behavior: "smooth" });
+  }
+
+  function onFilterSubmit(event) {
+    event.preventDefault();
+    const form = event.target;
+    const filters = {};
+    for (const name of FILTER_NAMES) {
+      const value = form.elements[name].value.trim();
+      if (value) filters[name] = value;
+    }
+    state.filters = filters;
+    firstPage();
+    refresh();
+  }
+
+  function renderRequests() {
+    const table = document.getElementById("requests-table");
+    const section = document.getElementById("requests");
+    const body = state.requests;
+    const chip = document.getElementById("time-filter");
+    chip.hidden = !state.timeFilter;
+    if (state.timeFilter) chip.querySelector("span").textContent = "Between " + clock(state.timeFilter.since, true) + " and " + clock(state.timeFilter.until, true);
+    if (!body) {
+      fillTable(table, ["Recent requests"], [], "This proxy keeps no recent requests (dashboard.recent_requests).");
+      return;
+    }
+    const records = body.requests || [];
+    const names = ["Time", "Model", "User", "Outcome", "Latency", "TTFT", "Tokens", "Cost", "Flags", "Upstream", "Tries"];
+    fillTable(table, names, records.map((r) => {
+      const tr = document.createElement("tr");
+      tr.className = "link " + (r.outcome === "success" ? "ok" : "bad");
+      tr.dataset.requestId = r.request_id;
+      tr.dataset.outcome = r.outcome;
+      const at = Date.parse(r.timestamp) / 1000;
+      tr.append(
+        cell(isNaN(at) ? "–" : clock(at, true), "num"), cell(r.model || r.response_model || "–", "name"), cell(r.user || "–", "name"),
+        cell((r.status_code || "–") + " " + r.outcome), cell(fmtMs(r.latency_ms), "num"), cell(fmtMs(r.ttft_ms), "num"),
+        cell(fmtInt(r.total_tokens), "num"), cell(fmtUsd(r.cost_usd), "num"), cell((r.risk_flags || []).join(", ")),
+        cell(r.upstream || "–", "name"), cell(fmtInt(r.attempts == null ? 1 : r.attempts), "num"),
+      );
+      tr.addEventListener("click", () => showDetail(r));
+      return tr;
+    }), "No request matches these filters");
+    const total = body.total == null ? records.length : body.total;
+    section.dataset.total = String(total);
+    section.dataset.shown = String(records.length);
+    const before = state.newer.length * PAGE_SIZE;
+    document.getElementById("page-info").textContent = total
+      ? (before + 1) + "–" + (before + records.length) + " of " + fmtInt(total) + (state.cursor == null ? " · newest first" : "")
+      : "";
+    document.getElementById("page-newer").disabled = state.cursor == null;
+    document.getElementById("page-older").disabled = body.next == null;
+  }
+
+  function showDetail(record) {
+    const detail = document.getElementById("request-detail");
+    document.getElementById("detail-id").textContent = record.request_id || "";
+    document.getElementById("detail-body").textContent = JSON.stringify(record, null, 2);
+    detail.dataset.requestId = record.request_id || "";
+    detail.hidden = false;
+    detail.scrollIntoView({ block: "nearest" });
+  }
+
+  async function exportRequests() {
+    const headers = {};
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = "Bearer " + token;
+    const query = requestsQuery({ format: "jsonl" });
+    const response = await fetch("/pulse/requests?" + query.toString(), { headers, cache: "no-store", credentials: "same-origin" });
+    if (!response.ok) {
+      setStatus("Export failed: /pulse/requests answered " + response.status, true);
+      return;
+    }
+    const url = URL.createObjectURL(await response.blob());
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = "pulse-requests.jsonl";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  }
+
+  function wireRequests() {
+    document.getElementById("request-filters").addEventListener("submit", onFilterSubmit);
+    document.getElementById("filters-clear").addEventListener("click", () => setFilters({}));
+    document.getElementById("requests-export").addEventListener("click", () => exportRequests());
+    document.querySelector("#time-filter button").addEventListener("click", () => {
+      state.timeFilter = null;
+      firstPage();
+      refresh();
+    });
+    document.getElementById("page-older").addEventListener("click", () => {
+      if (!state.requests || state.requests.next == null) return;
+      state.newer.push(state.cursor);
+      state.cursor = state.requests.next;
+      refresh();
+    });
+    document.getElementById("page-newer").addEventListener("click", () => {
+      state.cursor = state.newer.length ? state.newer.pop() : null;
+      refresh();
+    });
+    document.getElementById("detail-close").addEventListener("click", () => { document.getElementById("request-detail").hidden = true; });
+    for (const button of document.querySelectorAll("[data-spend]")) {
+      button.addEventListener("click", () => {
+        state.spendBy = button.dataset.spend;
+        for (const other of document.querySelectorAll("[data-spend]")) other.setAttribute("aria-pressed", String(other === button));
+        renderSpend();
+      });
+    }
+  }
+
   // -- formatting ------------------------------------------------------------------
 
   const intFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
@@ -628,6 +1099,7 @@
   }
   function fmtUsd(v) {
     if (v == null) return "–";
+    if (v === 0) return "$0";
     return "$" + (v >= 1 ? v.toFixed(2) : v.toPrecision(2));
   }
   function clock(seconds, withSeconds) {
@@ -666,6 +1138,7 @@
       refresh();
     });
     document.getElementById("auth-form").addEventListener("submit", onTokenSubmit);
+    wireRequests();
     let resizeTimer = null;
     window.addEventListener("resize", () => {
       clearTimeout(resizeTimer);

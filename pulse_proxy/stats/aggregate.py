@@ -28,6 +28,8 @@ class Aggregate(Struct, array_like=True):
     requests: int = 0
     errors: int = 0
     outcomes: dict[str, int] = {}
+    flags: dict[str, int] = {}  # requests per risk flag (the detectors' names: a few)
+    failovers: int = 0  # requests answered by another upstream than the first one tried
     latency: Sketch = field(default_factory=Sketch)
     ttft: Sketch = field(default_factory=Sketch)
     prompt: Sketch = field(default_factory=Sketch)
@@ -48,6 +50,12 @@ class Aggregate(Struct, array_like=True):
         if outcome in ERROR_OUTCOMES:
             self.errors += 1
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if ex.failover_from:
+            self.failovers += 1
+        if ex.risk_flags:
+            flags = self.flags
+            for flag in ex.risk_flags:
+                flags[flag] = flags.get(flag, 0) + 1
         value: Any = ex.latency_ms
         if value is not None:
             self.latency.add(value)
@@ -95,6 +103,11 @@ class Aggregate(Struct, array_like=True):
         mine = self.outcomes
         for outcome, count in other.outcomes.items():
             mine[outcome] = mine.get(outcome, 0) + count
+        self.failovers += other.failovers
+        if other.flags:
+            flags = self.flags
+            for flag, count in other.flags.items():
+                flags[flag] = flags.get(flag, 0) + count
         self.latency.merge(other.latency)
         self.ttft.merge(other.ttft)
         self.prompt.merge(other.prompt)
@@ -195,6 +208,8 @@ class Aggregate(Struct, array_like=True):
             "errors": self.errors,
             "error_rate": _r(self.errors / self.forwarded, 4) if self.forwarded else None,
             "outcomes": dict(sorted(self.outcomes.items())),
+            "risk_flags": dict(sorted(self.flags.items())),
+            "failovers": self.failovers,
             "latency_ms": self._dist_summary("latency_ms"),
             "ttft_ms": self._dist_summary("ttft_ms"),
             "prompt_tokens": prompt,

@@ -32,8 +32,8 @@ from pulse_proxy.records import Exchange
 from pulse_proxy.stats import window_label
 from pulse_proxy.stats.labels import BoundedLabel
 
-# A row is seven floats: requests, errors, prompt, completion and total tokens, cost (USD),
-# requests throttled (answered 429 by a limit rule, never an error).
+# A row is eight floats: requests, errors, prompt, completion and total tokens, cost (USD),
+# requests with a risk flag, requests throttled (answered 429 by a limit rule, never an error).
 _BUCKET_S = 10
 _TAG_PREFIX = "tag:"
 OTHER_TAG = _TAG_PREFIX + "other"
@@ -130,7 +130,9 @@ class Breakdown:
             del self._buckets[start]
 
     def window(self, window_s: int) -> dict[str, dict[str, dict[str, float]]]:
-        """``{dimension: {value: {requests, errors, ..., cost_usd}}}`` for one window."""
+        """``{dimension: {value: {requests, errors, ..., cost_usd, flagged, throttled}}}`` for
+        one window (``flagged``: requests whose prompt raised a risk flag; ``throttled``:
+        requests a limit refused)."""
         with self._lock:
             now = self._clock()
             running = self._running.get(window_s)
@@ -141,7 +143,7 @@ class Breakdown:
                 merged = self._sum_buckets(now - window_s)
         out: dict[str, dict[str, dict[str, float]]] = {}
         for (dimension, value), totals in sorted(merged.items(), key=lambda item: -item[1][0]):
-            requests, errors, prompt, completion, total, cost, throttled = totals
+            requests, errors, prompt, completion, total, cost, flagged, throttled = totals
             # Spelled out: a dict display costs a third of a comprehension over the names.
             figures: dict[str, Any] = {
                 "requests": int(requests),
@@ -151,6 +153,7 @@ class Breakdown:
                 "total_tokens": int(total),
                 "cost_usd": round(cost, 8),
                 "error_rate": round(errors / requests, 4) if requests else None,
+                "flagged": int(flagged),
                 "throttled": int(throttled),
             }
             dimension_rows = out.get(dimension)
@@ -219,6 +222,7 @@ def _add_row(totals: list[float], amounts: list[float]) -> None:
     totals[4] += amounts[4]
     totals[5] += amounts[5]
     totals[6] += amounts[6]
+    totals[7] += amounts[7]
 
 
 class BreakdownTally(Struct, array_like=True):
@@ -226,7 +230,7 @@ class BreakdownTally(Struct, array_like=True):
     :meth:`Breakdown.merge` bounds the values and adds them to its buckets.  Rows are
     kept by value first, so values reach the bound in the order they first came."""
 
-    # (dimension, raw value) -> {bucket start: [requests, errors, ..., cost]}
+    # (dimension, raw value) -> {bucket start: [requests, errors, ..., cost, flagged, throttled]}
     rows: dict[tuple[str, str], dict[int, list[float]]] = {}
 
     def add(self, ex: Exchange) -> None:
@@ -246,6 +250,7 @@ class BreakdownTally(Struct, array_like=True):
             float(ex.completion_tokens or 0),
             float(ex.total_tokens or 0),
             float(ex.cost_usd or 0.0),
+            1.0 if ex.risk_flags else 0.0,
             1.0 if ex.outcome == "throttled" else 0.0,
         ]
         start = int(ex.ended_at // _BUCKET_S) * _BUCKET_S

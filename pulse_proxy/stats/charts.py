@@ -27,6 +27,9 @@ def _point(t: float, step_s: float, aggregate: Aggregate | None) -> dict[str, An
         "tokens_per_minute": _r(a.total_sum / step_s * 60.0, 1),
         "prompt_p95": _r(a.prompt.quantile(0.95)),
         "prompt_max": float(a.prompt_max) if a.prompt.count else None,
+        "flags": dict(sorted(a.flags.items())),
+        "failovers": a.failovers,
+        "throttled": a.outcomes.get("throttled", 0),
     }
 
 
