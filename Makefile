@@ -59,8 +59,8 @@ bench: $(VENV)/.test-installed
 # name packages and hashes only: this machine's own index settings stay out of them.
 lock:
 	$(PIP) install pip-tools
-	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --extra otel -o requirements.lock pyproject.toml requirements-build.in
-	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --extra test --extra otel -o requirements-test.lock pyproject.toml requirements-build.in
+	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --extra otel -o requirements.lock pyproject.toml requirements-build.in requirements-compat.in
+	$(BIN)/pip-compile -q --allow-unsafe --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --extra test --extra otel -o requirements-test.lock pyproject.toml requirements-build.in requirements-compat.in
 
 clean:
 	rm -rf $(VENV) build *.egg-info
