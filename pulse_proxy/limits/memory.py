@@ -74,13 +74,7 @@ class Table:
             if limit.kind == "concurrent":
                 used = current
             else:
-                slot, fraction = window.slot(now, limit.window_s)
-                if index == slot:
-                    used = window.used(current, previous, fraction)
-                elif index == slot - 1:
-                    used = window.used(0.0, current, fraction)
-                else:
-                    used = 0.0
+                used = window.used_now(index, current, previous, now, limit.window_s)
             rows.append(Usage(key, used, limit.limit))
         return rows
 

@@ -154,14 +154,8 @@ class RedisStore:
             if limit.kind == "concurrent":
                 used = current
             else:
-                index, fraction = window.slot(now, limit.window_s)
                 seen_index, _ = window.slot(at, limit.window_s)
-                if seen_index == index:
-                    used = window.used(current, previous, fraction)
-                elif seen_index == index - 1:
-                    used = window.used(0.0, current, fraction)
-                else:
-                    used = 0.0
+                used = window.used_now(seen_index, current, previous, now, limit.window_s)
             rows.append(Usage(key, used, limit.limit))
         return rows
 

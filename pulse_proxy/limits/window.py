@@ -26,6 +26,17 @@ def used(current: float, previous: float, fraction: float) -> float:
     return previous * (1.0 - fraction) + current
 
 
+def used_now(index: float, current: float, previous: float, now: float, window_s: float) -> float:
+    """What counts last written in slot ``index`` still weigh at ``now``: all of them in
+    the same slot, the decaying share of ``current`` one slot on, nothing after that."""
+    slot_now, fraction = slot(now, window_s)
+    if index == slot_now:
+        return used(current, previous, fraction)
+    if index == slot_now - 1:
+        return used(0.0, current, fraction)
+    return 0.0
+
+
 def wait_s(
     current: float, previous: float, fraction: float, window_s: float, limit: float, cost: float
 ) -> float:
