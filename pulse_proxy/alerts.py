@@ -32,7 +32,7 @@ from __future__ import annotations
 import operator
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -94,10 +94,14 @@ class AlertEngine:
         settings: AlertSettings,
         stats: RollingStats,
         clock: Callable[[], float] = time.time,
-        actions: Callable[[AlertRule], list[dict[str, Any]]] | None = None,
+        actions: Callable[[AlertRule, bool], list[dict[str, Any]]] | None = None,
+        builtin: Sequence[dict[str, Any]] = (),
     ) -> None:
-        """``actions``, asked when a rule fires: what the proxy switched meanwhile
-        (for an error-rate rule, the breakers that opened and where traffic went)."""
+        """``actions(rule, fired)``, asked at each transition: what the proxy switched
+        (for an error-rate rule, the breakers that opened and where traffic went; the
+        limits a rule turns on or off).  ``builtin``: the configuration of rules
+        evaluated elsewhere (the limits store's health), whose transitions come in
+        through :meth:`record`."""
         self.settings = settings
         self._actions = actions
         self._stats = stats
@@ -105,6 +109,8 @@ class AlertEngine:
         self._states = {rule.name: _RuleState() for rule in settings.rules}
         self._recent: deque[dict[str, Any]] = deque(maxlen=settings.history_size)
         self._evaluated_at: float | None = None
+        self._builtin_config = {rule["name"]: rule for rule in builtin}
+        self._builtin: dict[str, AlertEvent | None] = dict.fromkeys(self._builtin_config)
 
     def evaluate(self) -> list[AlertEvent]:
         """One pass over the rules; the ``alert.fired`` / ``alert.resolved`` events it caused."""
@@ -267,16 +273,24 @@ class AlertEngine:
             resolved_at=rfc3339(now) if kind == "alert.resolved" else None,
             duration_s=duration,
             labels=dict(rule.labels),
-            actions=self._actions(rule) if kind == "alert.fired" and self._actions else [],
+            actions=self._actions(rule, kind == "alert.fired") if self._actions else [],
         )
+
+    def record(self, event: AlertEvent) -> None:
+        """A built-in rule's transition, shown with the others in ``/pulse/alerts``."""
+        self._builtin[event.alert] = event if event.event == "alert.fired" else None
+        self._recent.appendleft({"event": event.event, **event.to_event()})
 
     # -- surfaces --------------------------------------------------------------------
 
     def firing(self) -> dict[str, bool]:
         """Rule name -> firing now (for the ``llm_alert_firing{alert}`` gauge)."""
-        return {
+        firing = {
             name: state.phase in ("firing", "resolving") for name, state in self._states.items()
         }
+        for name, fired in self._builtin.items():
+            firing[name] = fired is not None
+        return firing
 
     def state(self) -> dict[str, Any]:
         """The ``GET /pulse/alerts`` body: rules with config and state, active and recent alerts."""
@@ -298,10 +312,29 @@ class AlertEngine:
                     "config": rule.model_dump(mode="json"),
                 }
             )
+        for name, fired in self._builtin.items():
+            rules.append(
+                {
+                    "name": name,
+                    "state": "firing" if fired is not None else "ok",
+                    "firing": fired is not None,
+                    "since": fired.fired_at if fired is not None else None,
+                    "value": fired.value if fired is not None else None,
+                    "threshold": self._builtin_config[name].get("threshold"),
+                    "baseline": None,
+                    "samples": 0,
+                    "config": self._builtin_config[name],
+                }
+            )
         active = [
             {"event": s.fired.event, **s.fired.to_event()}
             for s in self._states.values()
             if s.fired is not None
+        ]
+        active += [
+            {"event": fired.event, **fired.to_event()}
+            for fired in self._builtin.values()
+            if fired is not None
         ]
         return {
             "evaluated_at": rfc3339(self._evaluated_at) if self._evaluated_at is not None else None,

@@ -37,11 +37,11 @@ from pulse_proxy.admin import AdminEndpoints, admin_app
 from pulse_proxy.alerts import AlertEngine
 from pulse_proxy.limits.build import build_limiter
 from pulse_proxy.limits.observe import (
-    BACKEND_ALERT,
+    BACKEND_RULE,
     BackendAlert,
     CorrectionSink,
     LimitsCollector,
-    act,
+    switch_limits,
 )
 from pulse_proxy.ops.bundled_mock import BundledMock
 from pulse_proxy.proxy.breaker import BreakerState
@@ -155,10 +155,17 @@ class PulseApp:
             max_tag_keys=settings.metrics.max_tag_keys,
             max_rows=settings.metrics.max_breakdown_rows,
         )
-        self.alerts = AlertEngine(
-            settings.alerts, self.stats, clock=clock, actions=self._alert_actions
-        )
+        self.limiter = build_limiter(settings, clock=clock)
         self.backend_alert: BackendAlert | None = None
+        if self.limiter is not None and self.limiter.store is not None:
+            self.backend_alert = BackendAlert(self.limiter, clock=clock)
+        self.alerts = AlertEngine(
+            settings.alerts,
+            self.stats,
+            clock=clock,
+            actions=self._alert_actions,
+            builtin=[BACKEND_RULE] if self.backend_alert is not None else [],
+        )
         self.registry = CollectorRegistry()
         self.registry.register(UpstreamCollector(self.upstreams))
         self.prometheus = PrometheusSink(
@@ -192,12 +199,9 @@ class PulseApp:
             )
             sinks.append(self.webhooks)
         sinks.extend(extra_sinks)
-        self.limiter = build_limiter(settings, clock=clock)
         if self.limiter is not None:
             sinks.append(CorrectionSink(self.limiter))
             self.registry.register(LimitsCollector(self.limiter))
-            if self.limiter.store is not None:
-                self.backend_alert = BackendAlert(self.limiter, clock=clock)
 
         self.accountant = build_accountant(settings)
         self.dispatcher = Dispatcher(
@@ -243,10 +247,7 @@ class PulseApp:
 
     def alerts_firing(self) -> dict[str, bool]:
         """Every rule's state for ``llm_alert_firing``, the built-in limits_backend_down too."""
-        firing = self.alerts.firing()
-        if self.backend_alert is not None:
-            firing[BACKEND_ALERT] = self.backend_alert.firing
-        return firing
+        return self.alerts.firing()
 
     def error_rate(self) -> float | None:
         """The 5-minute error rate, read at scrape / flush time."""
@@ -366,16 +367,20 @@ class PulseApp:
             self.log.error("pulse.alerts_failed", error_type=type(exc).__name__)
             return
         for transition in transitions:
-            if self.limiter is not None:
-                transition = act(self.limiter, transition)
             self.dispatcher.publish_alert(transition)
         if self.backend_alert is not None:
             backend = self.backend_alert.evaluate()
             if backend is not None:
+                self.alerts.record(backend)
                 self.dispatcher.publish_alert(backend)
 
-    def _alert_actions(self, rule: AlertRule) -> list[dict[str, Any]]:
-        return self.failover_actions() if rule.metric == "error_rate" else []
+    def _alert_actions(self, rule: AlertRule, fired: bool) -> list[dict[str, Any]]:
+        """What the proxy switched as ``rule`` fired or resolved: for an error-rate
+        rule, the breakers and where traffic went; then the limits that wait on it."""
+        actions = self.failover_actions() if fired and rule.metric == "error_rate" else []
+        if self.limiter is not None:
+            actions += switch_limits(self.limiter, rule.name, fired)
+        return actions
 
     def failover_actions(self) -> list[dict[str, Any]]:
         """For an error-rate alert: which breakers are open (why, with the figures that

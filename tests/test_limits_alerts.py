@@ -92,8 +92,19 @@ def test_token_brake_follows_token_spike(mock_url: str) -> None:
             [{"action": "limit_off", "limit": "token_brake"}],
         )
         assert _send(proxy, "sk-spender", 2, **big) == [200, 200]
+        wait_until(
+            lambda: (
+                len([line for line in proxy.log_lines() if line["event"].startswith("alert.")]) == 2
+            )
+        )
         lines = [line for line in proxy.log_lines() if line["event"].startswith("alert.")]
         assert [line["actions"] for line in lines] == [
             [{"action": "limit_on", "limit": "token_brake"}],
             [{"action": "limit_off", "limit": "token_brake"}],
+        ]
+        # /pulse/alerts (and so the dashboard) names the limits too, newest first.
+        recent = httpx.get(proxy.url + "/pulse/alerts").json()["recent"]
+        assert [(a["event"], a["actions"]) for a in recent] == [
+            ("alert.resolved", [{"action": "limit_off", "limit": "token_brake"}]),
+            ("alert.fired", [{"action": "limit_on", "limit": "token_brake"}]),
         ]

@@ -78,6 +78,11 @@ def test_redis_outage_allows_and_alerts(redis_server: RedisServer) -> None:
         assert fired.event == "alert.fired"
         metrics = httpx.get(proxy.url + "/metrics").text
         assert 'llm_alert_firing{alert="limits_backend_down"} 1.0' in metrics
+        alerts = httpx.get(proxy.url + "/pulse/alerts").json()
+        shown = {rule["name"]: rule for rule in alerts["rules"]}
+        assert shown["limits_backend_down"]["state"] == "firing"
+        assert [a["alert"] for a in alerts["active"]] == ["limits_backend_down"]
+        assert alerts["recent"][0]["event"] == "alert.fired"
 
         redis_server.start()
         # The counters died with the server: once it answers, ten more are admitted
@@ -95,6 +100,10 @@ def test_redis_outage_allows_and_alerts(redis_server: RedisServer) -> None:
         assert proxy.exchanges[-1].limits_backend_error is None
         wait_until(lambda: any(a.event == "alert.resolved" for a in proxy.sink.alerts))
         assert [a.alert for a in proxy.sink.alerts] == ["limits_backend_down"] * 2
+        alerts = httpx.get(proxy.url + "/pulse/alerts").json()
+        shown = {rule["name"]: rule for rule in alerts["rules"]}
+        assert shown["limits_backend_down"]["state"] == "ok" and alerts["active"] == []
+        assert [a["event"] for a in alerts["recent"]] == ["alert.resolved", "alert.fired"]
 
 
 def test_concurrent_queue_on_redis(redis_server: RedisServer) -> None:

@@ -483,7 +483,7 @@
 
   function promptRule() {
     // The rule that watches prompt length (SPEC's prompt_length_spike, or any renamed one).
-    return state.alerts.rules.find((r) => r.config.metric === "prompt_tokens" && r.state !== "disabled") || null;
+    return state.alerts.rules.find((r) => r.config && r.config.metric === "prompt_tokens" && r.state !== "disabled") || null;
   }
 
   function drawPrompt(container) {
@@ -574,7 +574,7 @@
   function drawErrors(container) {
     const { points, step_s: step } = state.series;
     const f = frame(container, 240);
-    const rule = state.alerts.rules.find((r) => r.config.metric === "error_rate" && r.config.threshold != null);
+    const rule = state.alerts.rules.find((r) => r.config && r.config.metric === "error_rate" && r.config.threshold != null);
     const threshold = rule ? rule.config.threshold : null;
     const max = niceMax(Math.max(0.05, threshold || 0, ...points.map((p) => p.error_rate || 0)));
     const y = valueAxis(f, Math.min(1, max), "left", (v) => fmtPct(v, Math.abs(v * 100 - Math.round(v * 100)) > 1e-6 ? 1 : 0));

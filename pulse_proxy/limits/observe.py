@@ -6,6 +6,8 @@ time: nothing is added to the request path).  :class:`CorrectionSink` is a sink
 that takes accounted exchanges and corrects the charges made ahead.
 :class:`BackendAlert` is the built-in ``limits_backend_down`` rule: it fires when
 the shared store fails and resolves once it has answered again.
+:func:`switch_limits` turns on or off the rules that wait on an alert, and names them
+for the alert's ``actions``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import msgspec
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from pulse_proxy.limits.limiter import Limiter
@@ -23,6 +24,16 @@ from pulse_proxy.sinks import Rendered
 from pulse_proxy.sinks.log import rfc3339
 
 BACKEND_ALERT = "limits_backend_down"
+# How /pulse/alerts describes the built-in rule, beside the configured ones.
+BACKEND_RULE: dict[str, Any] = {
+    "name": BACKEND_ALERT,
+    "metric": "limits_backend_errors",
+    "stat": "count",
+    "op": ">",
+    "threshold": 0,
+    "severity": "critical",
+    "builtin": True,
+}
 
 
 class LimitsCollector:
@@ -105,9 +116,9 @@ class BackendAlert:
         return AlertEvent(
             event=kind,
             alert=BACKEND_ALERT,
-            severity="critical",
-            metric="limits_backend_errors",
-            stat="count",
+            severity=BACKEND_RULE["severity"],
+            metric=BACKEND_RULE["metric"],
+            stat=BACKEND_RULE["stat"],
             value=float(errors),
             threshold=0.0,
             window_s=0.0,
@@ -118,13 +129,7 @@ class BackendAlert:
         )
 
 
-def act(limiter: Limiter, transition: AlertEvent) -> AlertEvent:
-    """Switch the rules waiting on the transition's alert; the event names them, after
-    what else the proxy did (an error-rate alert's breakers and failover)."""
-    fired = transition.event == "alert.fired"
-    switched = limiter.switch(transition.alert, fired)
-    if not switched:
-        return transition
+def switch_limits(limiter: Limiter, alert: str, fired: bool) -> list[dict[str, Any]]:
+    """Enforce (fired) or lift the rules waiting on ``alert``; the actions that name them."""
     kind = "limit_on" if fired else "limit_off"
-    actions = [*transition.actions, *({"action": kind, "limit": name} for name in switched)]
-    return msgspec.structs.replace(transition, actions=actions)
+    return [{"action": kind, "limit": name} for name in limiter.switch(alert, fired)]
