@@ -339,6 +339,7 @@ class Forwarder:
                 exchange.upstream = upstream.name
                 try_started = time.perf_counter()
                 upstream_started = try_started - tries_s
+                failure: tuple[str, Exception] | None = None
                 try:
                     response = await upstream.session.request(
                         exchange.method,
@@ -348,70 +349,31 @@ class Forwarder:
                         allow_redirects=False,
                     )
                 except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                    admission = self._failed(upstream, admission, "timeout", exc)
-                    if plan is not None and upstreams.policy.on_timeout:
-                        tries_s += time.perf_counter() - try_started
-                        waiting = True
-                        chosen = await self._next_try(plan, upstream, capture, None)
-                        waiting = False
-                        if chosen is not None:
-                            upstream, admission = chosen
-                            continue
-                    exchange.upstream_ms = _ms_since(upstream_started)
-                    await self._proxy_error(
-                        send,
-                        capture,
-                        504,
-                        "timeout",
-                        "upstream_timeout",
-                        f"The upstream {upstream.base.address} did not answer in time "
-                        f"({upstream_failure(exc)}).",
-                    )
-                    return
+                    failure = ("timeout", exc)
                 except aiohttp.ClientResponseError as exc:
                     # The upstream answered, but not in HTTP the client could be given
                     # (aiohttp's parser refused it: a bare CR in a header, a bad name...).
-                    admission = self._failed(upstream, admission, "bad_response", exc)
-                    exchange.upstream_ms = _ms_since(upstream_started)
-                    await self._proxy_error(
-                        send,
-                        capture,
-                        502,
-                        "upstream_error",
-                        "upstream_bad_response",
-                        f"The upstream's response was not valid HTTP: {type(exc).__name__}.",
-                    )
-                    return
+                    failure = ("bad_response", exc)
                 except aiohttp.ClientError as exc:
-                    admission = self._failed(upstream, admission, "connect_error", exc)
-                    if plan is not None and upstreams.policy.on_connect:
-                        tries_s += time.perf_counter() - try_started
-                        waiting = True
-                        chosen = await self._next_try(plan, upstream, capture, None)
-                        waiting = False
-                        if chosen is not None:
-                            upstream, admission = chosen
-                            continue
-                    exchange.upstream_ms = _ms_since(upstream_started)
-                    await self._proxy_error(
-                        send,
-                        capture,
-                        502,
-                        "connection_error",
-                        "upstream_connection_error",
-                        f"Upstream unreachable: {upstream.base.address} ({upstream_failure(exc)}).",
+                    failure = ("connect_error", exc)
+                else:
+                    status = response.status
+                    failed = status >= 500 or status in upstreams.policy.on_status
+                    upstream.note(
+                        _RESULTS[status // 100] if status != 429 else "rate_limited",
+                        (time.perf_counter() - try_started) * 1000,
                     )
-                    return
-                status = response.status
-                failed = status >= 500 or status in upstreams.policy.on_status
-                upstream.note(
-                    _RESULTS[status // 100] if status != 429 else "rate_limited",
-                    (time.perf_counter() - try_started) * 1000,
-                )
-                upstream.breaker.record(not failed, admission, upstreams.clock())
-                admission = ADMITTED  # told: a cancellation now holds no trial
-                if plan is not None and status in upstreams.policy.on_status:
+                    upstream.breaker.record(not failed, admission, upstreams.clock())
+                    admission = ADMITTED  # told: a cancellation now holds no trial
+                    if plan is None or status not in upstreams.policy.on_status:
+                        break
                     asked = retry_after(response.headers)
+                if failure is not None:
+                    admission = self._failed(upstream, admission, *failure)
+                    asked = None
+                # One way to the next try, whether this one failed on a status (its
+                # response is closed in _next_try, before any wait) or got no response.
+                if plan is not None and (failure is None or _retried(upstreams, failure[0])):
                     tries_s += time.perf_counter() - try_started
                     waiting = True
                     chosen = await self._next_try(plan, upstream, capture, asked, response)
@@ -420,7 +382,12 @@ class Forwarder:
                         response = None
                         upstream, admission = chosen
                         continue
-                break
+                if failure is None:
+                    break
+                exchange.upstream_ms = _ms_since(upstream_started)
+                await self._answer_failure(send, capture, upstream, *failure)
+                return
+            assert response is not None  # the loop ends in a break only with a response
             await self._relay(send, capture, response, started, upstream_started, watch, upstream)
         except asyncio.CancelledError:
             upstream.breaker.release(admission)
@@ -447,6 +414,40 @@ class Forwarder:
             watch.stop()
             if response is not None:
                 response.release()
+
+    async def _answer_failure(
+        self, send: Send, capture: Capture, upstream: Upstream, kind: str, exc: Exception
+    ) -> None:
+        """The client's answer when the last try got no response: 504 for a timeout,
+        502 for a connection that failed or an answer that was not HTTP."""
+        if kind == "timeout":
+            await self._proxy_error(
+                send,
+                capture,
+                504,
+                "timeout",
+                "upstream_timeout",
+                f"The upstream {upstream.base.address} did not answer in time "
+                f"({upstream_failure(exc)}).",
+            )
+        elif kind == "bad_response":
+            await self._proxy_error(
+                send,
+                capture,
+                502,
+                "upstream_error",
+                "upstream_bad_response",
+                f"The upstream's response was not valid HTTP: {type(exc).__name__}.",
+            )
+        else:
+            await self._proxy_error(
+                send,
+                capture,
+                502,
+                "connection_error",
+                "upstream_connection_error",
+                f"Upstream unreachable: {upstream.base.address} ({upstream_failure(exc)}).",
+            )
 
     def _failed(self, upstream: Upstream, admission: int, result: str, exc: BaseException) -> int:
         """A try that got no response: counted, and told to the upstream's breaker.
@@ -704,6 +705,14 @@ class Forwarder:
 _KEEPALIVE = b": keepalive\n\n"
 # A try's result by status class, as llm_upstream_attempts_total{result} counts it.
 _RESULTS = ("success", "success", "success", "success", "client_error", "server_error")
+
+
+def _retried(upstreams: Upstreams, failure: str) -> bool:
+    """Whether ``upstream.retry.on`` retries a try that got no response this way (an
+    answer that was not HTTP never is: another try would get the same)."""
+    if failure == "timeout":
+        return upstreams.policy.on_timeout
+    return failure == "connect_error" and upstreams.policy.on_connect
 
 
 async def _prepend(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
