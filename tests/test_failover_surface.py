@@ -6,33 +6,25 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import orjson
-import pytest
 from conftest import clean_env, free_port, proxy_process, start_proxy, wait_until
 from prometheus_client.parser import text_string_to_metric_families
-from test_failover import MESSAGES, Mock, _config, _mock
+from test_failover import (  # noqa: F401 - primary and fallback are fixtures
+    MESSAGES,
+    Mock,
+    _config,
+    fallback,
+    primary,
+)
 
 from pulse_proxy.ops.report import run_report
 
 TOKEN = "admin-token"
-
-
-@pytest.fixture
-def primary() -> Iterator[Mock]:
-    with _mock() as mock:
-        yield mock
-
-
-@pytest.fixture
-def fallback() -> Iterator[Mock]:
-    with _mock() as mock:
-        yield mock
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -43,7 +35,10 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_metrics_endpoint_readiness_events_and_alert_actions(primary: Mock, fallback: Mock) -> None:
+def test_metrics_endpoint_readiness_events_and_alert_actions(
+    primary: Mock,  # noqa: F811 - the fixture
+    fallback: Mock,  # noqa: F811 - the fixture
+) -> None:
     """A primary failing 503 shows in every output: counters, breaker gauge, endpoint, readiness, alert."""
     primary.fail(status=503)
     config = _config(
@@ -128,7 +123,10 @@ def test_metrics_endpoint_readiness_events_and_alert_actions(primary: Mock, fall
     assert alert_line["actions"] == [opened, traffic]
 
 
-def test_failovers_are_counted_by_source_and_target(primary: Mock, fallback: Mock) -> None:
+def test_failovers_are_counted_by_source_and_target(
+    primary: Mock,  # noqa: F811 - the fixture
+    fallback: Mock,  # noqa: F811 - the fixture
+) -> None:
     """llm_failovers_total{from,to} counts each move to another upstream."""
     primary.fail(status=502)
     with (
