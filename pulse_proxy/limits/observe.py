@@ -82,10 +82,6 @@ class BackendAlert:
         self._errors_seen = 0
         self._fired_at: float | None = None
 
-    @property
-    def firing(self) -> bool:
-        return self._fired_at is not None
-
     def evaluate(self) -> AlertEvent | None:
         errors = self._limiter.backend_errors
         new = errors - self._errors_seen
@@ -120,7 +116,7 @@ class BackendAlert:
             metric=BACKEND_RULE["metric"],
             stat=BACKEND_RULE["stat"],
             value=float(errors),
-            threshold=0.0,
+            threshold=float(BACKEND_RULE["threshold"]),
             window_s=0.0,
             message=message,
             fired_at=rfc3339(fired_at),
